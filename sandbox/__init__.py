@@ -1,1 +1,39 @@
-"""placeholder"""
+"""The sandbox: validate agent programs in the server, run them in a locked-down forked child."""
+
+from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
+from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
+from sandbox.forkserver import ForkServerClient, execute_once
+from sandbox.modules import ALLOWED_MODULES, preload_modules
+from sandbox.policy import CompiledProgram, compile_program, compile_skill
+from sandbox.protocol import OUTCOMES, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
+from sandbox.runner import RunResult, run_program
+from sandbox.tokens import TokenCounter
+from sandbox.validate import validate_source
+
+__all__ = [
+    "ALLOWED_MODULES",
+    "OUTCOMES",
+    "POLICY_MODES",
+    "BusyError",
+    "CompiledProgram",
+    "ExecRequest",
+    "ExecutionResult",
+    "ForkServerClient",
+    "ForkServerError",
+    "PolicyConfig",
+    "PolicyError",
+    "ProtocolError",
+    "Ready",
+    "RunResult",
+    "SandboxConfig",
+    "SandboxError",
+    "Stats",
+    "TokenCounter",
+    "Violation",
+    "compile_program",
+    "compile_skill",
+    "execute_once",
+    "preload_modules",
+    "run_program",
+    "validate_source",
+]

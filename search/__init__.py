@@ -1,1 +1,39 @@
-"""placeholder"""
+"""Search over a knowledge-mcp index: BM25, vectors, hybrid fusion, cross-encoder rerank, filters."""
+
+from . import errors
+from .batch import search_batch, search_documents
+from .config import BM25_VARIANTS, SEARCH_MODES, SearchConfig
+from .errors import PathNotFoundError, QueryError, RerankModelMissingError, SearchError
+from .filters import compile_glob
+from .fusion import fuse_rrf
+from .hits import Hit, format_hits_text, top_k
+from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, resolve_rerank_model
+from .searcher import Searcher
+from .sparse import BM25_LUCENE, BM25_OKAPI, SparseScorer, bm25_weights
+
+__all__ = [
+    "BM25_LUCENE",
+    "BM25_OKAPI",
+    "BM25_VARIANTS",
+    "CrossEncoder",
+    "Hit",
+    "PathNotFoundError",
+    "QueryError",
+    "RERANK_INSTALL_COMMAND",
+    "RerankModelLocation",
+    "RerankModelMissingError",
+    "SEARCH_MODES",
+    "SearchConfig",
+    "SearchError",
+    "Searcher",
+    "SparseScorer",
+    "bm25_weights",
+    "compile_glob",
+    "errors",
+    "format_hits_text",
+    "fuse_rrf",
+    "resolve_rerank_model",
+    "search_batch",
+    "search_documents",
+    "top_k",
+]

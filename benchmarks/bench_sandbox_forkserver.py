@@ -1,0 +1,130 @@
+"""Fork-server overhead and memory: a trivial call through the fork server vs a fresh interpreter.
+
+Goals (issue 3): p50 <= 10 ms and p99 <= 30 ms for ``result = 1`` (back to back and spaced 100 ms
+apart), per-child private memory of a search call <= 64 MB. Prints one JSON line.
+Run: .venv/bin/pytest benchmarks/bench_sandbox_forkserver.py -o python_files='bench_*.py' -p no:cacheprovider -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import common
+from sandbox import ExecRequest, ForkServerClient, PolicyConfig, SandboxConfig
+from sandbox.forkserver import fork_server_environment
+from sandbox.policy import compile_program
+from search import SearchConfig
+
+BACK_TO_BACK_CALLS = 200
+SPACED_CALLS = 50
+SPACING_S = 0.1
+SPAWN_RUNS = 5
+WARMUP_CALLS = 10
+SEARCH_PROGRAM = (
+    "hits = search('reciprocal rank fusion of ranked lists', k=5, rerank=True)\n"
+    "import time\n"  # keeps the child alive while its memory is read from outside
+    "time.sleep(1.5)\n"
+    "result = [h.path for h in hits]\n"
+)
+SPAWN_STACK = "import numpy, faiss, onnxruntime, tokenizers, search, sandbox, index; from sandbox import api, runner"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _private_mb(pid: int) -> float:
+    total_kb = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+@pytest.fixture(scope="module")
+def index_dir() -> Path:
+    return common.build_cached_index("forkserver-index", [common.REPO / "search", common.REPO / "index"])
+
+
+def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
+    config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2, spare_children=2)
+    trivial = compile_program("result = 1", config).to_bytes()
+    search_program = compile_program(SEARCH_PROGRAM, config).to_bytes()
+    loop = asyncio.new_event_loop()
+    client = ForkServerClient(config, index_dir=index_dir, search_config=SearchConfig(threads=2), log_level="WARNING")
+    counter = iter(range(10**9))
+
+    def call(program: bytes, timeout_s: float = 10.0):
+        request = ExecRequest(
+            request_id=f"b{next(counter)}", program=program, timeout_s=timeout_s,
+            memory_mb=config.memory_mb, output_cap_bytes=config.stdout_cap_bytes,
+        )
+        return loop.run_until_complete(client.execute(request))
+
+    try:
+        started = time.perf_counter()
+        ready = loop.run_until_complete(client.start())
+        start_s = time.perf_counter() - started
+        for _ in range(WARMUP_CALLS):
+            assert call(trivial).outcome == "ok"
+
+        back_to_back = []
+        for _ in range(BACK_TO_BACK_CALLS):
+            t0 = time.perf_counter()
+            result = call(trivial)
+            back_to_back.append((time.perf_counter() - t0) * 1000)
+            assert result.outcome == "ok" and result.result == 1
+        spaced = []
+        for _ in range(SPACED_CALLS):
+            time.sleep(SPACING_S)
+            t0 = time.perf_counter()
+            call(trivial)
+            spaced.append((time.perf_counter() - t0) * 1000)
+        benchmark.pedantic(lambda: call(trivial), rounds=50, iterations=1)
+
+        # Per-child private memory of a search call, read from outside while it sleeps.
+        async def search_and_measure():
+            request = ExecRequest(
+                request_id=f"b{next(counter)}", program=search_program, timeout_s=60,
+                memory_mb=config.memory_mb, output_cap_bytes=config.stdout_cap_bytes,
+            )
+            task = asyncio.ensure_future(client.execute(request))
+            await asyncio.sleep(1.0)
+            stats = await client.stats()
+            private = [_private_mb(pid) for pid in stats.running_pids]
+            return await task, private, stats
+
+        search_result, private_mb, stats = loop.run_until_complete(search_and_measure())
+        assert search_result.outcome == "ok", search_result.error
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+
+    spawn_ms = []
+    for _ in range(SPAWN_RUNS):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SPAWN_STACK], check=True, env=fork_server_environment())
+        spawn_ms.append((time.perf_counter() - t0) * 1000)
+
+    p50 = statistics.median(back_to_back)
+    metrics = {
+        "back_to_back_p50_ms": round(p50, 2),
+        "back_to_back_p99_ms": round(_percentile(back_to_back, 0.99), 2),
+        "spaced_p50_ms": round(statistics.median(spaced), 2),
+        "spaced_p99_ms": round(_percentile(spaced, 0.99), 2),
+        "fresh_interpreter_p50_ms": round(statistics.median(spawn_ms), 1),
+        "spawn_over_forkserver_ratio": round(statistics.median(spawn_ms) / p50, 1),
+        "search_child_private_mb": round(max(private_mb), 1) if private_mb else None,
+        "forkserver_rss_mb": round(stats.rss_kb / 1024, 1),
+        "forkserver_threads": ready.threads,
+        "forkserver_start_s": round(start_s, 2),
+    }
+    common.emit("sandbox_forkserver", {"max_workers": 2, "spare_children": 2, "search_threads": 2, "mode": "full"}, metrics)

@@ -1,0 +1,57 @@
+"""Shared benchmark plumbing: paths, machine facts, the JSON result line, cached index builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / "benchmarks" / ".cache"
+DATASETS = REPO.parent / "shared" / "datasets"
+SCIFACT = DATASETS / "scifact"
+
+if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def emit(bench: str, config: dict, metrics: dict) -> dict:
+    """Print one JSON result line {bench, config, metrics, machine, git_sha} to stdout and return it."""
+    line = {"bench": bench, "config": config, "metrics": metrics, "machine": machine(), "git_sha": git_sha()}
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def build_cached_index(name: str, sources: list[Path], **config_fields) -> Path:
+    """Build (or incrementally refresh) an index under benchmarks/.cache/<name>; returns its directory."""
+    from index import IndexConfig, build_index
+
+    out = CACHE / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report = build_index([Path(s) for s in sources], out, IndexConfig(show_progress=True, **config_fields))
+    print(f"[bench] index {name}: {report} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return out

@@ -1,0 +1,371 @@
+"""build_index: walk → chunk → tokenize → embed (only new chunk texts) → write a version → switch.
+
+Contract: the whole build runs under OUT/.lock; the new version becomes current only once complete
+(format.py), so an exception or Ctrl-C anywhere leaves the previous version current and intact.
+Vectors are reused from the current version for every chunk whose indexed text (sha256) and
+embedding model weights (sha256) are unchanged, so a rebuild of unchanged sources embeds nothing and
+an incremental build equals a fresh one. An empty corpus writes nothing (SourceError).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from .chunk import Chunk, chunk_document
+from .config import IndexConfig
+from .embed import Embedder, ModelLocation, TokenCounter, open_embedder, open_token_counter, resolve_embed_model
+from .errors import IndexStoreError, SourceError
+from .format import (
+    IndexContents,
+    build_lock,
+    check_output_dir,
+    new_version_name,
+    open_index,
+    prune_versions,
+    switch_current,
+    write_version,
+)
+from .tokenize import tokenize
+from .walk import SourceDoc, source_root, walk_sources
+
+__all__ = ["BuildReport", "build_index"]
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = 16  # sha256 prefix of a chunk's indexed text: the vector reuse key
+ANN_M = 32
+ANN_EF_CONSTRUCTION = 80
+ANN_EF_SEARCH = 64
+ANN_RECALL_QUERIES = 200
+ANN_RECALL_K = 10
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    """What one build did. `skipped` counts skipped files by reason (walk.SKIP_REASONS)."""
+
+    out: Path
+    version: str
+    root: Path
+    files_indexed: int
+    files_skipped: int
+    skipped: dict[str, int]
+    chunks: int
+    chunks_embedded: int
+    chunks_reused: int
+    has_vectors: bool
+    ann_recall_at_10: float | None
+    seconds: float
+    embed_seconds: float
+
+    @property
+    def files_seen(self) -> int:
+        """Files (and records) looked at: indexed + skipped."""
+        return self.files_indexed + self.files_skipped
+
+    def summary(self) -> str:
+        """A few human lines for the CLI."""
+        skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items())) or "none"
+        vectors = (
+            f"vectors: {self.chunks_embedded} embedded, {self.chunks_reused} reused"
+            + (f" in {self.embed_seconds:.1f}s" if self.chunks_embedded else "")
+            if self.has_vectors
+            else "vectors: none (--no-vectors: BM25 only)"
+        )
+        lines = [
+            f"index built at {self.out} (version {self.version}) in {self.seconds:.1f}s",
+            f"root: {self.root}",
+            f"files: {self.files_indexed} indexed, {self.files_skipped} skipped ({skipped})",
+            f"chunks: {self.chunks}; {vectors}",
+        ]
+        if self.ann_recall_at_10 is not None:
+            lines.append(f"approximate vector index: recall@10 {self.ann_recall_at_10:.3f} against exact search")
+        return "\n".join(lines)
+
+
+def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexConfig | None = None) -> BuildReport:
+    """Build or incrementally update the index at `out` from `sources` (see module docstring).
+
+    Raises SourceError (exit 2), IndexLockedError (exit 2), ModelMissingError (exit 4).
+    """
+    started = time.perf_counter()
+    config = IndexConfig() if config is None else config
+    sources = [Path(s) for s in sources]
+    root = source_root(sources)
+    out = Path(out).expanduser().absolute()
+    config = _exclude_output(config, out, root)
+    check_output_dir(out, config.force)
+    with build_lock(out, config.lock_wait_seconds):
+        location = resolve_embed_model(config.embed_model)
+        counter = open_token_counter(location)
+        max_tokens = min(config.chunk_max_tokens, location.max_tokens)
+        skipped: Counter[str] = Counter()
+        docs = _collect_docs(sources, config, skipped)
+        if not docs:
+            raise SourceError(_empty_corpus_message(sources, skipped))
+        chunks, chunks_per_doc = _chunk_all(docs, counter, config, max_tokens)
+        if not chunks:
+            raise SourceError(f"the documents under {root} produced no text to index (all blank)")
+        keys = _chunk_keys(chunks)
+        vocab, tf, doc_lengths = _term_frequencies(chunks)
+        vectors, embedded, reused, embed_seconds = None, 0, 0, 0.0
+        if config.with_vectors:
+            previous = None if config.force else _previous_vectors(out, location)
+            vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, config)
+        ann, ann_info = _approximate_index(vectors, config)
+        contents = IndexContents(
+            docs=[{"doc_id": d.doc_id, "path": d.path, "language": d.language, "title": d.title} for d in docs],
+            doc_texts=[d.text for d in docs],
+            chunk_ids=[c.chunk_id for c in chunks],
+            chunk_titles=[c.title for c in chunks],
+            chunk_doc=_chunk_doc_rows(chunks, docs),
+            chunk_lines=np.array([[c.start_line, c.end_line] for c in chunks], dtype=np.int32),
+            chunk_texts=[c.text for c in chunks],
+            chunk_keys=keys,
+            vocab=vocab,
+            tf=tf,
+            doc_lengths=doc_lengths,
+            vectors=vectors,
+            ann=ann,
+        )
+        manifest = _manifest(sources, root, docs, chunks_per_doc, location, config, max_tokens, vectors, ann_info,
+                             skipped, tf)
+        version = new_version_name()
+        write_version(out, version, contents, manifest)
+        switch_current(out, version)
+        prune_versions(out, config.keep_versions)
+    report = BuildReport(
+        out=out,
+        version=version,
+        root=root,
+        files_indexed=len(docs),
+        files_skipped=sum(skipped.values()),
+        skipped=dict(sorted(skipped.items())),
+        chunks=len(chunks),
+        chunks_embedded=embedded,
+        chunks_reused=reused,
+        has_vectors=vectors is not None,
+        ann_recall_at_10=ann_info["recall_at_10"] if ann_info else None,
+        seconds=round(time.perf_counter() - started, 3),
+        embed_seconds=round(embed_seconds, 3),
+    )
+    log.info("%s", report.summary())
+    return report
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _exclude_output(config: IndexConfig, out: Path, root: Path) -> IndexConfig:
+    """An output directory inside the source tree is never indexed (it would index itself)."""
+    resolved = out.resolve()
+    if resolved == root or root not in resolved.parents:
+        return config
+    rel = resolved.relative_to(root).as_posix()
+    return dataclasses.replace(config, excludes=(*config.excludes, f"/{rel}/"))
+
+
+def _collect_docs(sources: list[Path], config: IndexConfig, skipped: Counter[str]) -> list[SourceDoc]:
+    docs: dict[str, SourceDoc] = {}
+    for doc in walk_sources(sources, config, lambda path, reason: skipped.update([reason])):
+        if doc.doc_id in docs:
+            raise SourceError(
+                f"two sources give the document {doc.doc_id!r}; a path or record id may be indexed only once"
+            )
+        docs[doc.doc_id] = doc
+    return sorted(docs.values(), key=lambda d: d.path)
+
+
+def _empty_corpus_message(sources: list[Path], skipped: Counter[str]) -> str:
+    where = ", ".join(str(s) for s in sources)
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
+    detail = f" (skipped: {reasons})" if reasons else ""
+    return f"nothing to index in {where}{detail}; name a directory or file holding UTF-8 text; nothing was written"
+
+
+def _chunk_all(
+    docs: list[SourceDoc], counter: TokenCounter, config: IndexConfig, max_tokens: int
+) -> tuple[list[Chunk], list[int]]:
+    chunks: list[Chunk] = []
+    per_doc = []
+    for doc in docs:
+        doc_chunks = chunk_document(doc, counter, config, max_tokens)
+        chunks.extend(doc_chunks)
+        per_doc.append(len(doc_chunks))
+    return chunks, per_doc
+
+
+def _chunk_doc_rows(chunks: list[Chunk], docs: list[SourceDoc]) -> np.ndarray:
+    rows = {d.doc_id: i for i, d in enumerate(docs)}
+    return np.array([rows[c.doc_id] for c in chunks], dtype=np.int32)
+
+
+def _chunk_keys(chunks: list[Chunk]) -> np.ndarray:
+    keys = np.zeros((len(chunks), KEY_BYTES), dtype=np.uint8)
+    for i, chunk in enumerate(chunks):
+        keys[i] = np.frombuffer(hashlib.sha256(chunk.indexed_text.encode("utf-8")).digest()[:KEY_BYTES], np.uint8)
+    return keys
+
+
+def _term_frequencies(chunks: list[Chunk]) -> tuple[list[str], sparse.csr_matrix, np.ndarray]:
+    """BM25 facts: sorted vocab, CSR float32 term frequencies (chunks x terms), tokens per chunk."""
+    provisional: dict[str, int] = {}
+    indptr = np.zeros(len(chunks) + 1, dtype=np.int64)
+    indices: list[int] = []
+    counts: list[int] = []
+    lengths = np.zeros(len(chunks), dtype=np.float32)
+    for row, chunk in enumerate(chunks):
+        terms = tokenize(chunk.indexed_text)
+        lengths[row] = len(terms)
+        for term, count in Counter(terms).items():
+            indices.append(provisional.setdefault(term, len(provisional)))
+            counts.append(count)
+        indptr[row + 1] = len(indices)
+    vocab = sorted(provisional)
+    rank = np.empty(len(provisional), dtype=np.int32)
+    for position, term in enumerate(vocab):
+        rank[provisional[term]] = position
+    tf = sparse.csr_matrix(
+        (np.asarray(counts, dtype=np.float32), rank[np.asarray(indices, dtype=np.int64)], indptr),
+        shape=(len(chunks), len(vocab)),
+    )
+    tf.sort_indices()
+    return vocab, tf, lengths
+
+
+def _previous_vectors(out: Path, location: ModelLocation) -> tuple[dict[bytes, int], np.ndarray] | None:
+    """Vectors of the current version keyed by chunk key, if it was embedded by the same weights."""
+    try:
+        data = open_index(out)
+    except IndexStoreError as exc:
+        log.info("not reusing vectors from %s: %s", out, exc)
+        return None
+    embed = (data.manifest.get("models") or {}).get("embed") or {}
+    if data.vectors is None or embed.get("sha256") != location.sha256:
+        return None
+    try:  # reused vectors must be exactly what was written: check their checksums first
+        data.verify(("vectors.npy", "chunk_keys.npy"))
+    except IndexStoreError as exc:
+        log.warning("not reusing vectors: %s", exc)
+        return None
+    keys = np.asarray(data.chunk_keys)
+    return {keys[i].tobytes(): i for i in range(len(keys))}, data.vectors
+
+
+def _vectors(
+    chunks: list[Chunk],
+    keys: np.ndarray,
+    previous: tuple[dict[bytes, int], np.ndarray] | None,
+    location: ModelLocation,
+    config: IndexConfig,
+) -> tuple[np.ndarray, int, int, float]:
+    """float32 (n, dim) unit vectors: reused where the key is known, the rest embedded once per text."""
+    vectors = np.zeros((len(chunks), location.dim), dtype=np.float32)
+    old_rows, old_vectors = previous if previous is not None else ({}, None)
+    todo: dict[bytes, list[int]] = {}
+    reused = 0
+    for i in range(len(chunks)):
+        key = keys[i].tobytes()
+        if key in old_rows:
+            vectors[i] = old_vectors[old_rows[key]]
+            reused += 1
+        else:
+            todo.setdefault(key, []).append(i)
+    seconds = 0.0
+    if todo:
+        rows = [positions[0] for positions in todo.values()]
+        embedder = _embedder(location, config.threads)
+        started = time.perf_counter()
+        fresh = embedder.encode([chunks[i].indexed_text for i in rows], config.batch_size, config.show_progress)
+        seconds = time.perf_counter() - started
+        for vector, positions in zip(fresh, todo.values()):
+            vectors[positions] = vector
+        log.info("embedded %d chunks in %.1fs (%.1f chunks/s)", len(rows), seconds, len(rows) / max(seconds, 1e-9))
+    return vectors, len(chunks) - reused, reused, seconds
+
+
+@lru_cache(maxsize=2)
+def _embedder(location: ModelLocation, threads: int) -> Embedder:
+    """Loaded once per process and model (a server refreshing its index rebuilds often)."""
+    return open_embedder(location, threads=threads)
+
+
+def _approximate_index(vectors: np.ndarray | None, config: IndexConfig) -> tuple[Any, dict[str, Any] | None]:
+    """Above approx_threshold chunks: HNSW (inner product) plus its recall@10 against exact search."""
+    if vectors is None or len(vectors) <= config.approx_threshold:
+        return None, None
+    import faiss
+
+    faiss.omp_set_num_threads(config.threads)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], ANN_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ANN_EF_CONSTRUCTION
+    index.add(vectors)
+    index.hnsw.efSearch = ANN_EF_SEARCH
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(vectors), size=min(ANN_RECALL_QUERIES, len(vectors)), replace=False)
+    queries = np.ascontiguousarray(vectors[sample])
+    k = min(ANN_RECALL_K, len(vectors))
+    exact = np.argpartition(-(queries @ vectors.T), k - 1, axis=1)[:, :k]
+    _, approx = index.search(queries, k)
+    recall = float(np.mean([len(set(e) & set(a)) / k for e, a in zip(exact.tolist(), approx.tolist())]))
+    faiss.omp_set_num_threads(1)
+    info = {
+        "kind": "hnsw_flat_ip",
+        "m": ANN_M,
+        "ef_construction": ANN_EF_CONSTRUCTION,
+        "ef_search": ANN_EF_SEARCH,
+        "recall_at_10": round(recall, 4),
+        "recall_queries": len(sample),
+    }
+    log.info("approximate vector index: recall@10 %.3f on %d stored vectors", recall, len(sample))
+    return index, info
+
+
+def _manifest(
+    sources: list[Path],
+    root: Path,
+    docs: list[SourceDoc],
+    chunks_per_doc: list[int],
+    location: ModelLocation,
+    config: IndexConfig,
+    max_tokens: int,
+    vectors: np.ndarray | None,
+    ann_info: dict[str, Any] | None,
+    skipped: Counter[str],
+    tf: sparse.csr_matrix,
+) -> dict[str, Any]:
+    model = {"id": location.model_id, "dim": location.dim, "sha256": location.sha256, "max_tokens": location.max_tokens}
+    return {
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "root": str(root),
+        "sources": [str(Path(s).expanduser().resolve()) for s in sources],
+        "files": {
+            d.path: {"sha256": d.sha256, "mtime": d.mtime, "size": d.size, "chunks": n}
+            for d, n in zip(docs, chunks_per_doc)
+        },
+        "skipped": dict(sorted(skipped.items())),
+        "models": {"embed": model if vectors is not None else None},
+        "chunking": {
+            "max_tokens": max_tokens,
+            "window_lines": config.window_lines,
+            "overlap_lines": config.chunk_overlap_lines,
+            "overlap_tokens": config.chunk_overlap_tokens,
+            "token_counter": {"id": location.model_id, "sha256": location.sha256},
+        },
+        "walk": {"max_file_bytes": config.max_file_bytes, "excludes": list(config.excludes)},
+        "bm25": {"vocab_size": int(tf.shape[1]), "total_terms": int(tf.sum())},
+        "ann": ann_info,
+    }

@@ -1,0 +1,365 @@
+"""Pure chunking: a SourceDoc → Chunks that follow its structure and fit the embedding window.
+
+Contract: Python is cut by `ast` (top-level functions and classes with their decorators, comments
+directly above and docstrings; methods of a class too big for one chunk become `Class.method`
+chunks; the module-level rest is grouped), Markdown by headings (title = heading path "A > B"),
+anything else (and Python that does not parse) by line windows with overlap. A unit too big for the
+window is split into line windows with overlap; a single line too long for the window (prose
+records, minified code) is split at word boundaries with `chunk_overlap_tokens` of overlap.
+Every chunk's `indexed_text` (header line + text: what BM25 and the embedder see) counts at most
+`max_tokens` tokens of the embedding model, special tokens included. Lines are 1-based, inclusive.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Protocol
+
+from .config import IndexConfig
+from .walk import SourceDoc
+
+__all__ = ["Chunk", "TokenCounting", "chunk_document"]
+
+TITLE_MAX_CHARS = 80
+MAX_GAP_COMMENT_LINES = 3
+HEADER_TOKENS_ESTIMATE = 16  # path + title line above a chunk, for the "does this class fit" guess
+SENTENCE_ENDS = frozenset(".!?;")
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+class TokenCounting(Protocol):
+    """What the chunker needs of the embedding model's tokenizer (see embed.TokenCounter)."""
+
+    @property
+    def special_tokens(self) -> int: ...
+
+    def count(self, text: str) -> int: ...
+
+    def count_batch(self, texts: Sequence[str]) -> list[int]: ...
+
+    def token_spans(self, text: str) -> list[tuple[int, int, bool]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One retrievable unit with the Hit fields of the contract (`chunk_id` is the Hit's `id`).
+
+    header: the context line BM25 and the embedder see above the text (the path and structural
+    title for files, the record title for records); not part of `text`.
+    """
+
+    chunk_id: str
+    doc_id: str
+    path: str
+    start_line: int
+    end_line: int
+    language: str
+    title: str
+    text: str
+    header: str
+
+    @property
+    def indexed_text(self) -> str:
+        """What is tokenized for BM25 and embedded: the header line, then the text."""
+        return f"{self.header}\n{self.text}" if self.header else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    start: int  # 0-based line index, inclusive
+    end: int  # 0-based line index, exclusive
+    title: str
+    is_window: bool = False  # plain text: always cut into line windows, even when it would fit
+
+
+def chunk_document(doc: SourceDoc, counter: TokenCounting, config: IndexConfig, max_tokens: int) -> list[Chunk]:
+    """Chunks of `doc` in line order; ids are `<doc_id>:<start>-<end>` (+ `#k` when repeated)."""
+    lines = doc.text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # a final newline ends the last line; it does not start another
+    if not lines and not doc.title:
+        return []
+    # Line token counts without special tokens: BERT-style tokenizers split on whitespace, so a
+    # window's count is their sum; every chunk is still checked exactly before it is kept.
+    specials = counter.special_tokens
+    line_tokens = [max(0, n - specials) for n in counter.count_batch(lines)] if lines else []
+    if doc.is_record:
+        units = [_Unit(0, len(lines), doc.title)]
+    elif doc.language == "python":
+        units = _python_units(doc.text, lines, doc.path, line_tokens, max_tokens - specials)
+    elif doc.language == "markdown":
+        units = _markdown_units(lines, doc.path)
+    else:
+        units = [_Unit(0, len(lines), "", is_window=True)]
+    return _Chunker(doc, lines, line_tokens, counter, config, max_tokens).chunks(units)
+
+
+# ---------------------------------------------------------------- Python
+
+
+def _python_units(
+    text: str, lines: list[str], path: str, line_tokens: list[int], budget: int
+) -> list[_Unit]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return [_Unit(0, len(lines), "", is_window=True)]  # not parseable: plain line windows
+    module_title = "module " + ".".join(PurePosixPath(path).with_suffix("").parts)
+    return _body_units(tree.body, lines, 0, len(lines), module_title, "", line_tokens, budget)
+
+
+def _body_units(
+    body: list[ast.stmt],
+    lines: list[str],
+    start: int,
+    end: int,
+    rest_title: str,
+    prefix: str,
+    line_tokens: list[int],
+    budget: int,
+) -> list[_Unit]:
+    """Definitions in `body` become their own units; the lines between them group as `rest_title`."""
+    units: list[_Unit] = []
+    cursor = start
+    for node in body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        first = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+        first = _attach_comments_above(lines, first, cursor)
+        if _is_comment_gap(lines[cursor:first]):
+            first = cursor  # a lone separator comment ("# --- helpers") joins the next definition
+        last = node.end_lineno or node.lineno
+        if first > cursor:
+            units.append(_Unit(cursor, first, rest_title))
+        name = f"{prefix}{node.name}"
+        title = name if prefix else ("class " if isinstance(node, ast.ClassDef) else "def ") + name
+        # The header line (path + title) takes a few tokens too: a class near the limit is split.
+        too_big = sum(line_tokens[first:last]) + HEADER_TOKENS_ESTIMATE > budget
+        if isinstance(node, ast.ClassDef) and too_big:
+            class_title = name if prefix else f"class {name}"
+            units.extend(_body_units(node.body, lines, first, last, class_title, f"{name}.", line_tokens, budget))
+        else:
+            units.append(_Unit(first, last, title))
+        cursor = last
+    if cursor < end:
+        units.append(_Unit(cursor, end, rest_title))
+    return units
+
+
+def _is_comment_gap(gap: list[str]) -> bool:
+    filled = [line for line in gap if line.strip()]
+    return len(filled) <= MAX_GAP_COMMENT_LINES and all(line.lstrip().startswith("#") for line in filled)
+
+
+def _attach_comments_above(lines: list[str], first: int, floor: int) -> int:
+    """Move `first` up over comment lines directly above a definition (no blank line between)."""
+    while first - 1 >= floor and lines[first - 1].lstrip().startswith("#"):
+        first -= 1
+    return first
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _markdown_units(lines: list[str], path: str) -> list[_Unit]:
+    headings: list[tuple[int, int, str]] = []  # (line index, level, text)
+    fence: str | None = None
+    for index, line in enumerate(lines):
+        fence_match = _FENCE.match(line)
+        if fence_match:
+            marker = fence_match.group(1)
+            if fence is None:
+                fence = marker[0] * len(marker)
+            elif marker.startswith(fence):
+                fence = None
+            continue
+        if fence is None:
+            heading = _HEADING.match(line)
+            if heading:
+                headings.append((index, len(heading.group(1)), heading.group(2).strip() or "#"))
+    units: list[_Unit] = []
+    preamble_end = headings[0][0] if headings else len(lines)
+    if preamble_end > 0:
+        units.append(_Unit(0, preamble_end, PurePosixPath(path).name))
+    stack: list[tuple[int, str]] = []
+    pending_start: int | None = None  # a heading with no body merges into the next section
+    for position, (index, level, text) in enumerate(headings):
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, text))
+        end = headings[position + 1][0] if position + 1 < len(headings) else len(lines)
+        start = index if pending_start is None else pending_start
+        has_body = any(line.strip() for line in lines[index + 1 : end])
+        if not has_body and position + 1 < len(headings):
+            pending_start = start
+            continue
+        pending_start = None
+        units.append(_Unit(start, end, " > ".join(t for _, t in stack)))
+    return units
+
+
+# ---------------------------------------------------------------- windows and chunks
+
+
+class _Chunker:
+    """Turns units into chunks within the token budget (line windows, then in-line pieces)."""
+
+    def __init__(
+        self,
+        doc: SourceDoc,
+        lines: list[str],
+        line_tokens: list[int],
+        counter: TokenCounting,
+        config: IndexConfig,
+        max_tokens: int,
+    ) -> None:
+        self.doc = doc
+        self.lines = lines
+        self.line_tokens = line_tokens
+        self.counter = counter
+        self.config = config
+        self.max_tokens = max_tokens
+        self.chunks_out: list[Chunk] = []
+        self.id_counts: dict[str, int] = {}
+
+    def chunks(self, units: list[_Unit]) -> list[Chunk]:
+        for unit in units:
+            self._unit(unit)
+        if not self.chunks_out and self.doc.is_record and self.doc.title:
+            self._emit(0, 0, "", self.doc.title, self._header(self.doc.title, structural=True))  # title-only record
+        return self.chunks_out
+
+    def _unit(self, unit: _Unit) -> None:
+        start, end = self._trim(unit.start, unit.end)
+        if start >= end:
+            return
+        if unit.is_window:
+            self._windows(start, end, None)
+            return
+        header = self._header(unit.title, structural=True)
+        if self._fits(header, start, end):
+            self._emit(start, end, self._text(start, end), unit.title, header)
+        else:
+            self._windows(start, end, unit.title)
+
+    def _windows(self, start: int, end: int, title: str | None) -> None:
+        """Line windows over [start, end): at most window_lines lines and the token budget each."""
+        max_lines = self.config.window_lines if title is None else end - start
+        overlap = self.config.chunk_overlap_lines
+        a = start
+        while a < end:
+            window_title = title if title is not None else self._first_line_title(a, end)
+            header = self._header(window_title, structural=title is not None)
+            budget = self._budget(header)
+            b, total = a, 0
+            while b < end and b - a < max_lines and total + self.line_tokens[b] <= budget:
+                total += self.line_tokens[b]
+                b += 1
+            while b - a > 1 and not self._fits(header, a, b):
+                b -= 1  # the summed estimate was off: shrink until the exact count fits
+            if b == a or not self._fits(header, a, b):
+                self._pieces(a, window_title, header)
+                b = a + 1
+            else:
+                s, e = self._trim(a, b)
+                if s < e:
+                    self._emit(s, e, self._text(s, e), window_title, header)
+            if b >= end:
+                break
+            a = max(b - min(overlap, (b - a) // 3), a + 1)  # overlap never dominates a short window
+
+    def _pieces(self, index: int, title: str, header: str) -> None:
+        """Split one over-long line at word boundaries, `chunk_overlap_tokens` of overlap."""
+        line = self.lines[index]
+        spans = self.counter.token_spans(line)
+        budget = max(1, self._budget(header))
+        overlap = self.config.chunk_overlap_tokens
+        count = len(spans)
+        pos = 0
+        while pos < count:
+            end = self._piece_end(line, spans, pos, min(pos + budget, count))
+            text = line[spans[pos][0] : spans[end - 1][1]]
+            while end - pos > 1 and self.counter.count(_join(header, text)) > self.max_tokens:
+                end -= 1
+                text = line[spans[pos][0] : spans[end - 1][1]]
+            self._emit(index, index + 1, text, title, header)
+            if end >= count:
+                break
+            next_pos = max(end - min(overlap, (end - pos) // 2), pos + 1)
+            while next_pos < end and not spans[next_pos][2]:
+                next_pos += 1
+            pos = next_pos
+
+    @staticmethod
+    def _piece_end(line: str, spans: list[tuple[int, int, bool]], pos: int, end: int) -> int:
+        if end >= len(spans):
+            return len(spans)
+        floor = pos + max(1, int(0.7 * (end - pos)))
+        for cut in range(end, floor, -1):  # prefer to end a piece after a sentence
+            if spans[cut][2] and line[spans[cut - 1][0] : spans[cut - 1][1]] in SENTENCE_ENDS:
+                return cut
+        cut = end
+        while cut > pos + 1 and not spans[cut][2]:
+            cut -= 1  # never split a word (unless one word is longer than the window)
+        return cut if spans[cut][2] else end
+
+    # ------------------------------------------------------------ helpers
+
+    def _header(self, title: str, structural: bool) -> str:
+        if self.doc.is_record:
+            return self.doc.title
+        return f"{self.doc.path} {title}" if structural and title else self.doc.path
+
+    def _budget(self, header: str) -> int:
+        header_tokens = self.counter.count(header + "\n") - self.counter.special_tokens if header else 0
+        return self.max_tokens - self.counter.special_tokens - header_tokens
+
+    def _fits(self, header: str, start: int, end: int) -> bool:
+        if sum(self.line_tokens[start:end]) > self._budget(header):
+            return False
+        return self.counter.count(_join(header, self._text(start, end))) <= self.max_tokens
+
+    def _trim(self, start: int, end: int) -> tuple[int, int]:
+        while start < end and not self.lines[start].strip():
+            start += 1
+        while end > start and not self.lines[end - 1].strip():
+            end -= 1
+        return start, end
+
+    def _text(self, start: int, end: int) -> str:
+        return "\n".join(self.lines[start:end])
+
+    def _first_line_title(self, start: int, end: int) -> str:
+        for line in self.lines[start:end]:
+            if line.strip():
+                return " ".join(line.split())[:TITLE_MAX_CHARS]
+        return ""
+
+    def _emit(self, start: int, end: int, text: str, title: str, header: str) -> None:
+        doc = self.doc
+        first, last = start + 1, max(start + 1, end)
+        base = f"{doc.doc_id}:{first}-{last}"
+        seen = self.id_counts.get(base, 0) + 1
+        self.id_counts[base] = seen
+        self.chunks_out.append(
+            Chunk(
+                chunk_id=base if seen == 1 else f"{base}#{seen}",
+                doc_id=doc.doc_id,
+                path=doc.path,
+                start_line=first,
+                end_line=last,
+                language=doc.language,
+                title=title,
+                text=text,
+                header=header,
+            )
+        )
+
+
+def _join(header: str, text: str) -> str:
+    return f"{header}\n{text}" if header else text

@@ -1,0 +1,465 @@
+"""On-disk index layout: versioned directories, the CURRENT pointer, the build lock, mmap open.
+
+Contract (see docs/ARCHITECTURE.md, "On-disk layout"):
+- A build writes `versions/<name>.partial/`, fsyncs it, renames it to `versions/<name>/`, then
+  replaces `CURRENT` with os.replace. A crash or Ctrl-C at any point leaves the old CURRENT, and
+  the old version's files are never touched; the newest `keep_versions` versions are kept, so a
+  reader that opened the previous version keeps working.
+- `build_lock(out)` holds an exclusive fcntl lock on `OUT/.lock` for the whole build.
+- No pickle: arrays are .npy (opened with mmap_mode="r"), texts are UTF-8 blobs with int64 offsets,
+  lists are JSON. The manifest records the sha256 and size of every artefact; `open_index` checks
+  sizes (cheap), `IndexData.verify()` checks hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from .errors import IndexCorruptError, IndexFormatError, IndexLockedError, IndexNotFoundError, SourceError
+from .tokenize import TOKENIZER_SETTINGS
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IndexContents",
+    "IndexData",
+    "build_lock",
+    "current_version_dir",
+    "open_index",
+    "prune_versions",
+    "read_manifest",
+    "switch_current",
+    "write_version",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CURRENT_FILE = "CURRENT"
+LOCK_FILE = ".lock"
+VERSIONS_DIR = "versions"
+MANIFEST_FILE = "manifest.json"
+PARTIAL_SUFFIX = ".partial"
+ANN_FILE = "ann.faiss"
+VECTORS_FILE = "vectors.npy"
+_LOCK_POLL_SECONDS = 0.1
+_HASH_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class IndexContents:
+    """Everything one version holds, in memory, ready to be written (chunks in index order).
+
+    docs: [{doc_id, path, language, title}] sorted by path; chunk_doc: int32 (n,) into docs;
+    chunk_lines: int32 (n, 2) 1-based inclusive; tf: CSR float32 (n, len(vocab)), vocab sorted;
+    chunk_keys: uint8 (n, 16) sha256 prefix of each chunk's indexed text (vector reuse key);
+    vectors: float32 (n, dim) L2-normalised or None; ann: a faiss index or None.
+    """
+
+    docs: list[dict[str, str]]
+    doc_texts: list[str]
+    chunk_ids: list[str]
+    chunk_titles: list[str]
+    chunk_doc: np.ndarray
+    chunk_lines: np.ndarray
+    chunk_texts: list[str]
+    chunk_keys: np.ndarray
+    vocab: list[str]
+    tf: sparse.csr_matrix
+    doc_lengths: np.ndarray
+    vectors: np.ndarray | None = None
+    ann: Any = None
+
+
+@dataclass(frozen=True)
+class IndexData:
+    """One opened index version; arrays are read-only memory maps (see module docstring)."""
+
+    path: Path
+    version_dir: Path
+    manifest: dict[str, Any]
+    docs: list[dict[str, str]]
+    doc_index: dict[str, int]
+    chunk_ids: list[str]
+    chunk_titles: list[str]
+    chunk_doc: np.ndarray
+    chunk_lines: np.ndarray
+    chunk_keys: np.ndarray
+    vocab: list[str]
+    term_ids: dict[str, int]
+    tf: sparse.csr_matrix
+    doc_lengths: np.ndarray
+    vectors: np.ndarray | None
+    ann_path: Path | None
+    _chunk_blob: np.ndarray = field(repr=False)
+    _chunk_offsets: np.ndarray = field(repr=False)
+    _doc_blob: np.ndarray = field(repr=False)
+    _doc_offsets: np.ndarray = field(repr=False)
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks (rows of tf, vectors, chunk_lines)."""
+        return len(self.chunk_ids)
+
+    @property
+    def has_vectors(self) -> bool:
+        """True unless the index was built with --no-vectors."""
+        return self.vectors is not None
+
+    def chunk_text(self, i: int) -> str:
+        """Text of chunk i (without its header line)."""
+        return _blob_text(self._chunk_blob, self._chunk_offsets, i)
+
+    def doc_text(self, i: int) -> str:
+        """Full text of doc i ("\\n" line endings), the source of read()."""
+        return _blob_text(self._doc_blob, self._doc_offsets, i)
+
+    def verify(self, names: Sequence[str] | None = None) -> None:
+        """Recompute the sha256 of every artefact (or of `names`); IndexCorruptError names the first
+        that differs. Reads every byte: for `index info --verify` and before reusing vectors."""
+        artefacts = self.manifest["artefacts"]
+        for name in sorted(artefacts if names is None else names):
+            if name not in artefacts:
+                raise IndexCorruptError(self.path, name, "not listed in the manifest")
+            actual = _file_sha256(self.version_dir / name)
+            if actual != artefacts[name]["sha256"]:
+                raise IndexCorruptError(self.path, name, "checksum mismatch (the file changed after the build)")
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def build_lock(out: Path, wait_seconds: float) -> Iterator[None]:
+    """Hold OUT/.lock exclusively; wait up to `wait_seconds` for another build, then IndexLockedError."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / LOCK_FILE, "a+b")
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise IndexLockedError(out) from None
+                time.sleep(_LOCK_POLL_SECONDS)
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the lock
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse to write into a directory that holds other things than an index (unless force)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SourceError(f"--out {out} exists and is not a directory; choose a directory for the index")
+    entries = {p.name for p in out.iterdir()} - {LOCK_FILE}
+    if entries and not ({CURRENT_FILE, VERSIONS_DIR} & entries) and not force:
+        raise SourceError(
+            f"--out {out} is a non-empty directory that holds no index; choose an empty or new directory "
+            "(or pass --force to add an index beside its files)"
+        )
+
+
+def new_version_name() -> str:
+    """Sortable, unique name: UTC time to the microsecond plus the writer's pid."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + f"-{os.getpid()}"
+
+
+def write_version(out: Path, name: str, contents: IndexContents, manifest: dict[str, Any]) -> Path:
+    """Write one complete version as versions/<name>/ (via <name>.partial); returns its path.
+
+    `manifest` is completed here with format_version, chunk_count and the artefact checksums.
+    Nothing outside versions/<name>.partial is touched until the final rename.
+    """
+    versions = out / VERSIONS_DIR
+    versions.mkdir(parents=True, exist_ok=True)
+    partial = versions / (name + PARTIAL_SUFFIX)
+    final = versions / name
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    try:
+        artefacts = _write_artefacts(partial, contents)
+        complete = dict(manifest)
+        complete.update(
+            format_version=FORMAT_VERSION,
+            tokenizer=TOKENIZER_SETTINGS,
+            chunk_count=len(contents.chunk_ids),
+            doc_count=len(contents.docs),
+            artefacts=artefacts,
+        )
+        _write_bytes(partial / MANIFEST_FILE, json.dumps(complete, indent=1, sort_keys=True).encode("utf-8"))
+        _fsync_dir(partial)
+        os.rename(partial, final)
+        _fsync_dir(versions)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # Ctrl-C or a crash: nothing half-written remains
+        raise
+    return final
+
+
+def switch_current(out: Path, name: str) -> None:
+    """Make versions/<name> current: write CURRENT.tmp, fsync, os.replace onto CURRENT (atomic)."""
+    tmp = out / (CURRENT_FILE + ".tmp")
+    _write_bytes(tmp, (name + "\n").encode("ascii"))
+    os.replace(tmp, out / CURRENT_FILE)
+    _fsync_dir(out)
+
+
+def prune_versions(out: Path, keep: int) -> None:
+    """Delete leftover .partial dirs and all but the newest `keep` versions (never the current one)."""
+    versions = out / VERSIONS_DIR
+    if not versions.is_dir():
+        return
+    current = _read_current_name(out)
+    complete = sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX))
+    for stale in [p for p in versions.iterdir() if p.name.endswith(PARTIAL_SUFFIX)]:
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in complete[:-keep] if keep else complete:
+        if old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[str, Any]]:
+    n = len(contents.chunk_ids)
+    tf = contents.tf.tocsr()
+    if tf.shape != (n, len(contents.vocab)):
+        raise ValueError(f"tf has shape {tf.shape}, expected ({n}, {len(contents.vocab)})")
+    chunk_blob, chunk_offsets = _encode_blob(contents.chunk_texts)
+    doc_blob, doc_offsets = _encode_blob(contents.doc_texts)
+    arrays = {
+        "chunk_doc.npy": np.asarray(contents.chunk_doc, dtype=np.int32),
+        "chunk_lines.npy": np.asarray(contents.chunk_lines, dtype=np.int32).reshape(n, 2),
+        "chunk_keys.npy": np.asarray(contents.chunk_keys, dtype=np.uint8).reshape(n, 16),
+        "chunk_text_offsets.npy": chunk_offsets,
+        "doc_text_offsets.npy": doc_offsets,
+        "tf_data.npy": tf.data.astype(np.float32),
+        "tf_indices.npy": tf.indices.astype(np.int32),
+        "tf_indptr.npy": tf.indptr.astype(np.int64),
+        "doc_lengths.npy": np.asarray(contents.doc_lengths, dtype=np.float32),
+    }
+    if contents.vectors is not None:
+        arrays[VECTORS_FILE] = np.ascontiguousarray(contents.vectors, dtype=np.float32)
+    for name, array in arrays.items():
+        with open(folder / name, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+    _write_bytes(folder / "chunk_text.bin", chunk_blob)
+    _write_bytes(folder / "doc_text.bin", doc_blob)
+    for name, value in (
+        ("docs.json", contents.docs),
+        ("chunk_ids.json", contents.chunk_ids),
+        ("chunk_titles.json", contents.chunk_titles),
+        ("vocab.json", contents.vocab),
+    ):
+        _write_bytes(folder / name, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if contents.ann is not None:
+        import faiss
+
+        faiss.write_index(contents.ann, str(folder / ANN_FILE))
+        _fsync_file(folder / ANN_FILE)
+    return {
+        p.name: {"sha256": _file_sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.name != MANIFEST_FILE
+    }
+
+
+def _encode_blob(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
+    encoded = [t.encode("utf-8") for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return b"".join(encoded), offsets
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def current_version_dir(path: Path) -> Path:
+    """The version directory `path` designates: OUT (via CURRENT) or a version directory itself."""
+    path = Path(path)
+    if (path / MANIFEST_FILE).is_file():
+        return path
+    if not path.exists():
+        raise IndexNotFoundError(path, "the directory does not exist")
+    name = _read_current_name(path)
+    if name is None:
+        raise IndexNotFoundError(path, f"it has no {CURRENT_FILE} file")
+    version = path / VERSIONS_DIR / name
+    if not (version / MANIFEST_FILE).is_file():
+        raise IndexCorruptError(path, f"{VERSIONS_DIR}/{name}/{MANIFEST_FILE}", f"{CURRENT_FILE} names a version that is missing")
+    return version
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The current version's manifest (dict). IndexNotFoundError, IndexFormatError or IndexCorruptError."""
+    path = Path(path)
+    version = current_version_dir(path)
+    index_root = _index_root(path, version)
+    try:
+        manifest = json.loads((version / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptError(index_root, MANIFEST_FILE, f"unreadable ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise IndexCorruptError(index_root, MANIFEST_FILE, "not a JSON object")
+    found = manifest.get("format_version")
+    if found != FORMAT_VERSION:
+        raise IndexFormatError(index_root, found, FORMAT_VERSION)
+    if not isinstance(manifest.get("artefacts"), dict):
+        raise IndexCorruptError(index_root, MANIFEST_FILE, "no artefacts table")
+    return manifest
+
+
+def open_index(path: Path, verify: bool = False) -> IndexData:
+    """Open the current version at `path` (an index dir or a version dir), arrays memory-mapped.
+
+    Checks the format version, the BM25 tokenizer settings and every artefact's size; `verify=True`
+    also checks every sha256 (reads everything: use it in `index info --verify`, not per query).
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    version = current_version_dir(path)
+    index_root = _index_root(path, version)
+    if manifest.get("tokenizer") != TOKENIZER_SETTINGS:
+        raise IndexFormatError(index_root, manifest.get("tokenizer"), TOKENIZER_SETTINGS, what="BM25 tokenizer settings")
+    for name, info in manifest["artefacts"].items():
+        artefact = version / name
+        if not artefact.is_file():
+            raise IndexCorruptError(index_root, name, "the file is missing")
+        size = artefact.stat().st_size
+        if size != info.get("bytes"):
+            raise IndexCorruptError(index_root, name, f"{size} bytes on disk, {info.get('bytes')} expected")
+    try:
+        data = _load(index_root, version, manifest)
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(index_root, version.name, f"cannot be loaded ({exc})") from exc
+    if verify:
+        data.verify()
+    return data
+
+
+def _load(index_root: Path, version: Path, manifest: dict[str, Any]) -> IndexData:
+    def array(name: str) -> np.ndarray:
+        return np.load(version / name, mmap_mode="r", allow_pickle=False)
+
+    def listing(name: str) -> list:
+        return json.loads((version / name).read_text(encoding="utf-8"))
+
+    docs = listing("docs.json")
+    chunk_ids = listing("chunk_ids.json")
+    vocab = listing("vocab.json")
+    n = len(chunk_ids)
+    tf = sparse.csr_matrix(
+        (array("tf_data.npy"), array("tf_indices.npy"), array("tf_indptr.npy")), shape=(n, len(vocab)), copy=False
+    )
+    vectors = array(VECTORS_FILE) if VECTORS_FILE in manifest["artefacts"] else None
+    data = IndexData(
+        path=index_root,
+        version_dir=version,
+        manifest=manifest,
+        docs=docs,
+        doc_index={doc["path"]: i for i, doc in enumerate(docs)},
+        chunk_ids=chunk_ids,
+        chunk_titles=listing("chunk_titles.json"),
+        chunk_doc=array("chunk_doc.npy"),
+        chunk_lines=array("chunk_lines.npy"),
+        chunk_keys=array("chunk_keys.npy"),
+        vocab=vocab,
+        term_ids={term: i for i, term in enumerate(vocab)},
+        tf=tf,
+        doc_lengths=array("doc_lengths.npy"),
+        vectors=vectors,
+        ann_path=version / ANN_FILE if ANN_FILE in manifest["artefacts"] else None,
+        _chunk_blob=_blob(version / "chunk_text.bin"),
+        _chunk_offsets=array("chunk_text_offsets.npy"),
+        _doc_blob=_blob(version / "doc_text.bin"),
+        _doc_offsets=array("doc_text_offsets.npy"),
+    )
+    lengths = {len(data.chunk_titles), len(data.chunk_doc), len(data.chunk_lines), len(data.doc_lengths),
+               len(data._chunk_offsets) - 1}
+    if vectors is not None:
+        lengths.add(len(vectors))
+    if lengths != {n} or len(data._doc_offsets) - 1 != len(docs):
+        raise ValueError("artefacts disagree on the number of chunks or docs")
+    return data
+
+
+def _blob(path: Path) -> np.ndarray:
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+def _blob_text(blob: np.ndarray, offsets: np.ndarray, i: int) -> str:
+    count = len(offsets) - 1
+    if not -count <= i < count:
+        raise IndexError(f"text {i} out of range (0..{count - 1})")
+    i %= count
+    return blob[int(offsets[i]) : int(offsets[i + 1])].tobytes().decode("utf-8")
+
+
+def _read_current_name(out: Path) -> str | None:
+    try:
+        name = (out / CURRENT_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name or None
+
+
+def _index_root(path: Path, version: Path) -> Path:
+    """The OUT directory to name in messages (the parent of versions/ when given a version dir)."""
+    if version == path and version.parent.name == VERSIONS_DIR:
+        return version.parent.parent
+    return path
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,353 @@
+"""The API agent programs see: a read-only facade over ``search.Searcher`` plus output helpers.
+
+Contract: every object handed to user code is immutable or freshly made per call (hits are frozen,
+lists are new, help text is a str), so no program can change what a later one sees. Arguments are
+checked here with messages that say what was wrong and what to pass instead. Search-engine errors
+become the builtin ``ValueError`` / ``LookupError`` / ``RuntimeError`` with the engine's message;
+unexpected ones become a ``RuntimeError`` without internals (the details go to the stderr log).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import search
+
+from sandbox.guards import SAFE_BUILTIN_NAMES
+from sandbox.modules import ALLOWED_MODULES, JsonValue, preload_modules, shrink_json
+from sandbox.tokens import TokenCounter
+from sandbox.validate import REFUSED_BUILTINS
+
+__all__ = [
+    "API_NAMES",
+    "MAX_K",
+    "RESERVED_NAMES",
+    "SandboxAPI",
+    "SandboxHit",
+    "build_api",
+    "compact_text",
+    "preload_sandbox",
+]
+
+logger = logging.getLogger(__name__)
+
+API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "compact", "count_tokens", "help",
+             "list_skills")
+# Names a skill may not take: they would shadow the API, a builtin, a module or a special global.
+RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result"} | SAFE_BUILTIN_NAMES | frozenset(REFUSED_BUILTINS) \
+    | ALLOWED_MODULES
+MAX_K = 100
+MAX_RERANK_HITS = 200
+MAX_COMPACT_TOKENS = 100_000
+SEARCH_MODES = ("hybrid", "bm25", "semantic")
+_SNIPPET_CHARS = 160
+_CUT_MARK = "…"  # also used by modules.shrink_json
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SandboxHit(JsonValue):
+    """One search result, read-only: ``h.path`` and ``h["path"]`` both work; JSON is the Hit dict."""
+
+    id: str
+    doc_id: str
+    path: str
+    start_line: int
+    end_line: int
+    language: str
+    title: str
+    score: float
+    text: str
+
+    @classmethod
+    def from_hit(cls, hit: search.Hit) -> SandboxHit:
+        return cls(id=str(hit.id), doc_id=str(hit.doc_id), path=str(hit.path), start_line=int(hit.start_line),
+                   end_line=int(hit.end_line), language=str(hit.language), title=str(hit.title),
+                   score=float(hit.score), text=str(hit.text))
+
+    def to_hit(self) -> search.Hit:
+        return search.Hit(**self.to_dict())  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in HIT_FIELDS}
+
+    def keys(self) -> tuple[str, ...]:
+        return HIT_FIELDS
+
+    def get(self, key: str, default: object = None) -> object:
+        return getattr(self, key) if key in HIT_FIELDS else default
+
+    def __getitem__(self, key: str) -> object:
+        if key not in HIT_FIELDS:
+            raise KeyError(f"a hit has no field {key!r}; fields: {', '.join(HIT_FIELDS)}")
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in HIT_FIELDS
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(HIT_FIELDS)
+
+    def __len__(self) -> int:
+        return len(HIT_FIELDS)
+
+    def __repr__(self) -> str:
+        title = f" {self.title!r}" if self.title and self.title != self.path else ""
+        return f"Hit({self.path}:{self.start_line}-{self.end_line}{title} score={self.score:.4g})"
+
+
+HIT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SandboxHit))
+
+
+# --------------------------------------------------------------------------- argument checks
+def _check_str(name: str, value: object, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise ValueError(f"{name} must not be empty")
+    return str.__str__(value)
+
+
+def _check_optional_str(name: str, value: object) -> str | None:
+    return None if value is None else _check_str(name, value)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer in [{low}, {high}], got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_hits(value: object) -> list[search.Hit]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise TypeError(f"hits must be a list of hits from search()/bm25()/semantic(), got {type(value).__name__}")
+    hits = []
+    for position, item in enumerate(value):
+        if len(hits) >= MAX_RERANK_HITS:
+            raise ValueError(f"rerank() takes at most {MAX_RERANK_HITS} hits; cut the list first (hits[:50])")
+        if isinstance(item, SandboxHit):
+            hits.append(item.to_hit())
+        else:
+            raise TypeError(f"hits[{position}] is a {type(item).__name__}, not a hit from search()/bm25()/semantic()")
+    return hits
+
+
+# --------------------------------------------------------------------------- compact()
+def _is_hit_list(obj: object) -> bool:
+    return isinstance(obj, (list, tuple)) and bool(obj) and all(isinstance(h, (SandboxHit, search.Hit)) for h in obj)
+
+
+def _hit_header(hit: SandboxHit | search.Hit) -> str:
+    header = f"{hit.path}:{hit.start_line}-{hit.end_line}"
+    return f"{header}  {hit.title}" if hit.title and hit.title != hit.path else header
+
+
+def _hit_snippet(hit: SandboxHit | search.Hit, max_lines: int) -> list[str]:
+    lines = [line.strip() for line in hit.text.splitlines() if line.strip()][:max_lines]
+    return ["    " + (line if len(line) <= _SNIPPET_CHARS else line[:_SNIPPET_CHARS] + _CUT_MARK) for line in lines]
+
+
+def _render_hits(hits: Sequence[SandboxHit | search.Hit], tokens: TokenCounter, max_tokens: int) -> str:
+    for snippet_lines in (4, 2, 1, 0):
+        text = "\n".join("\n".join([_hit_header(h), *_hit_snippet(h, snippet_lines)]) for h in hits)
+        if tokens.count(text) <= max_tokens:
+            return text
+    headers = [_hit_header(h) for h in hits]
+    kept: list[str] = []
+    used = 0
+    for position, header in enumerate(headers):
+        more = f"{_CUT_MARK} {len(headers) - position} more hits"
+        cost = tokens.count(header + "\n")
+        if used + cost + tokens.count(more) > max_tokens:
+            kept.append(more)
+            break
+        kept.append(header)
+        used += cost
+    return tokens.truncate("\n".join(kept), max_tokens)
+
+
+def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
+    """Render ``obj`` for an agent within ``max_tokens`` (the logic behind the API's ``compact``)."""
+    if isinstance(obj, (SandboxHit, search.Hit)):
+        obj = [obj]
+    if _is_hit_list(obj):
+        return _render_hits(obj, tokens, max_tokens)  # type: ignore[arg-type]
+    if isinstance(obj, str):
+        return tokens.truncate(obj, max_tokens, marker=f" {_CUT_MARK}[cut]")
+    text, _ = shrink_json(obj, lambda candidate: tokens.count(candidate) <= max_tokens)
+    return text if tokens.count(text) <= max_tokens else tokens.truncate(text, max_tokens, marker=_CUT_MARK)
+
+
+# --------------------------------------------------------------------------- help()
+_DOCS: dict[str, str] = {
+    "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None) -> list[Hit]\n"
+              "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True re-scores the candidates with the\n"
+              "  cross-encoder. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
+              "  language: e.g. 'python', 'markdown'.",
+    "bm25": "bm25(query, k=10, path=None, language=None) -> list[Hit]\n  Keyword search only (no rerank).",
+    "semantic": "semantic(query, k=10, path=None, language=None) -> list[Hit]\n  Embedding search only (no rerank).",
+    "rerank": "rerank(query, hits, k=None) -> list[Hit]\n"
+              "  New list sorted by cross-encoder score (the score field becomes the logit); k cuts it.",
+    "read": "read(path, start_line=1, end_line=None) -> str\n"
+            "  Lines start_line..end_line (1-based, inclusive) of an indexed file; unknown path -> LookupError.",
+    "files": "files(pattern='**/*') -> list[str]\n  Sorted indexed paths matching a glob.",
+    "compact": "compact(obj, max_tokens=500) -> str\n"
+               "  Hits as 'path:start-end  title' lines with short snippets, other data as compact JSON, text cut;\n"
+               "  always within max_tokens.",
+    "count_tokens": "count_tokens(text) -> int\n  Tokens of text in the server's encoding.",
+    "help": "help(name=None) -> str\n  This overview, or one function's docs: help('search').",
+    "state": "state: dict\n  This session's saved data. Keys you set or delete are kept for the next call when the program\n"
+             "  succeeds (JSON values, 64 KB in total).",
+    "list_skills": "list_skills() -> list[dict]\n  Saved skills (name, description); each is a function you can call.",
+    "Hit": "Hit: read-only result with fields " + ", ".join(HIT_FIELDS) + ".\n"
+           "  Use h.path or h['path']; dict(h) copies it; results and json.dumps serialise it as that dict.",
+}
+
+
+def _overview() -> str:
+    signatures = "\n".join(doc.splitlines()[0] for doc in _DOCS.values())
+    return (
+        "knowledge-mcp sandbox API. Print what you need, or set `result` to a JSON value.\n\n"
+        f"{signatures}\n\n"
+        f"Modules you can import: {', '.join(sorted(ALLOWED_MODULES))} (listed public members only).\n"
+        "Not available: files, network, processes, names starting with '_', open/exec/eval/getattr/type/...\n"
+        "Example:\n"
+        "  hits = search('where are retries configured', k=20)\n"
+        "  result = [dict(path=h.path, line=h.start_line) for h in hits if 'retry' in h.text][:5]"
+    )
+
+
+# --------------------------------------------------------------------------- the facade
+class SandboxAPI:
+    """The per-child facade: call ``namespace()`` for the functions a program sees."""
+
+    __slots__ = ("_searcher", "_tokens", "_skills")
+
+    def __init__(self, searcher: search.Searcher, token_counter: TokenCounter,
+                 skills_info: Sequence[Mapping[str, object]] = ()) -> None:
+        self._searcher = searcher
+        self._tokens = token_counter
+        self._skills = tuple(
+            (str(info.get("name", "")), str(info.get("description", ""))) for info in skills_info
+        )
+
+    def namespace(self) -> dict[str, object]:
+        """Fresh API functions (plain closures: no attributes to write, nothing shared between runs)."""
+        searcher, tokens, skills = self._searcher, self._tokens, self._skills
+
+        def search_(query: str, k: int = 10, mode: str = "hybrid", rerank: bool = True,
+                    path: str | None = None, language: str | None = None) -> list[SandboxHit]:
+            query = _check_str("query", query)
+            k = _check_int("k", k, 1, MAX_K)
+            if mode not in SEARCH_MODES:
+                raise ValueError(f"mode must be one of {', '.join(repr(m) for m in SEARCH_MODES)}, got {mode!r}")
+            rerank = _check_bool("rerank", rerank)
+            path, language = _check_optional_str("path", path), _check_optional_str("language", language)
+            return _wrap(lambda: searcher.search(query, k=k, mode=mode, rerank=rerank, path=path, language=language),
+                         "search")
+
+        def bm25(query: str, k: int = 10, path: str | None = None, language: str | None = None) -> list[SandboxHit]:
+            query, k = _check_str("query", query), _check_int("k", k, 1, MAX_K)
+            path, language = _check_optional_str("path", path), _check_optional_str("language", language)
+            return _wrap(lambda: searcher.bm25(query, k=k, path=path, language=language), "bm25")
+
+        def semantic(query: str, k: int = 10, path: str | None = None,
+                     language: str | None = None) -> list[SandboxHit]:
+            query, k = _check_str("query", query), _check_int("k", k, 1, MAX_K)
+            path, language = _check_optional_str("path", path), _check_optional_str("language", language)
+            return _wrap(lambda: searcher.semantic(query, k=k, path=path, language=language), "semantic")
+
+        def rerank(query: str, hits: list[SandboxHit], k: int | None = None) -> list[SandboxHit]:
+            query = _check_str("query", query)
+            engine_hits = _check_hits(hits)
+            k = None if k is None else _check_int("k", k, 1, MAX_K)
+            if not engine_hits:
+                return []
+            return _wrap(lambda: searcher.rerank(query, engine_hits, k=k), "rerank")
+
+        def read(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+            path = _check_str("path", path)
+            start_line = _check_int("start_line", start_line, 1, 10**9)
+            end_line = None if end_line is None else _check_int("end_line", end_line, 1, 10**9)
+            return _call_engine(lambda: searcher.read(path, start_line, end_line), "read")  # type: ignore[return-value]
+
+        def files(pattern: str = "**/*") -> list[str]:
+            pattern = _check_str("pattern", pattern)
+            return list(_call_engine(lambda: searcher.files(pattern), "files"))  # type: ignore[call-overload]
+
+        def compact(obj: object, max_tokens: int = 500) -> str:
+            max_tokens = _check_int("max_tokens", max_tokens, 1, MAX_COMPACT_TOKENS)
+            try:
+                return compact_text(obj, tokens, max_tokens)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"compact() cannot render this value: {exc}") from None
+
+        def count_tokens(text: str) -> int:
+            return tokens.count(_check_str("text", text, allow_empty=True))
+
+        def help_(name: str | None = None) -> str:
+            if name is None:
+                return _overview()
+            if not isinstance(name, str):
+                raise TypeError("help() takes a name such as help('search'), or nothing for the overview")
+            if name not in _DOCS:
+                raise ValueError(f"no help for {name!r}; try one of: {', '.join(_DOCS)}")
+            return _DOCS[name]
+
+        def list_skills() -> list[dict[str, str]]:
+            return [{"name": name, "description": description} for name, description in skills]
+
+        search_.__name__ = "search"
+        help_.__name__ = "help"
+        return {"search": search_, "bm25": bm25, "semantic": semantic, "rerank": rerank, "read": read,
+                "files": files, "compact": compact, "count_tokens": count_tokens, "help": help_,
+                "list_skills": list_skills}
+
+
+def _call_engine(call: Callable[[], object], what: str) -> object:
+    """Run one engine call, mapping its errors to builtin exceptions a program can catch."""
+    try:
+        return call()
+    except search.PathNotFoundError as exc:
+        raise LookupError(str(exc)) from None
+    except search.QueryError as exc:
+        raise ValueError(str(exc)) from None
+    except search.SearchError as exc:
+        raise RuntimeError(f"{what}() failed: {exc}") from None
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:  # an engine bug: keep internals (paths, types) out of the program's view
+        logger.exception("sandbox API %s() failed", what)
+        raise RuntimeError(f"{what}() failed with an internal error ({type(exc).__name__})") from None
+
+
+def _wrap(call: Callable[[], list[search.Hit]], what: str) -> list[SandboxHit]:
+    hits = _call_engine(call, what)
+    return [SandboxHit.from_hit(hit) for hit in hits]  # type: ignore[attr-defined]
+
+
+def build_api(searcher: search.Searcher, token_counter: TokenCounter, *,
+              skills_info: Sequence[Mapping[str, object]] = ()) -> SandboxAPI:
+    """The API of one child: ``searcher`` and ``token_counter`` are opened once in the fork server."""
+    if not isinstance(token_counter, TokenCounter):
+        raise TypeError(f"token_counter must be a TokenCounter, got {type(token_counter).__name__}")
+    return SandboxAPI(searcher, token_counter, skills_info)
+
+
+def preload_sandbox() -> None:
+    """In the fork server, before forking: import and build everything a child needs to run a program
+    (module proxies, the runner, RestrictedPython's guards), so children read no files for it."""
+    import importlib
+
+    preload_modules()
+    importlib.import_module("sandbox.runner")

@@ -1,0 +1,1034 @@
+"""The fork server (a long-lived, single-threaded process) and its asyncio client in the server.
+
+Contract:
+
+* ``ForkServerClient`` (server process) spawns ``python -m sandbox.forkserver_main FD`` with a
+  minimal environment, stdin from /dev/null and stdout = stderr (fd 1 of the server is the MCP
+  wire), and talks to it over one socketpair (``protocol.py`` frames). The fork server lives as
+  long as that socket: EOF makes it kill its children and exit.
+* ``serve(conn_fd)`` (fork-server process) reads ``Init``, loads the index and models once with
+  every math library held to one thread, checks it is still single-threaded, answers ``Ready``
+  and then runs a poll loop over the server socket, a SIGCHLD wake-up pipe and its children.
+* Children are forked ahead of time (``spare_children``), lock themselves down (``worker.py``)
+  and report ``ChildReady``; a request is sent to a ready child, so it pays only for its own work.
+  At most ``max_workers`` children hold a request; ``queue_size`` more wait (queue time is not
+  part of the timeout); beyond that the answer is ``busy``. Each running child has a wall-clock
+  deadline: SIGKILL of its process group, then it is reaped like every child (no zombies).
+* Every request gets exactly one ``ExecutionResult``; deaths are mapped to outcomes
+  (SIGSYS -> ``blocked_syscall``, memory -> ``memory_limit``, other signals -> ``crashed``);
+  our own failures are ``internal_error`` with an incident id that the log on stderr repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import platform
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.config import PolicyConfig, SandboxConfig
+from sandbox.errors import ForkServerError
+from sandbox.protocol import (
+    HEADER,
+    MAX_BLOB_BYTES,
+    MAX_JSON_BYTES,
+    BlockedSyscall,
+    Cancel,
+    ChildReady,
+    ExecRequest,
+    ExecutionResult,
+    FrameDecoder,
+    Init,
+    Message,
+    ProtocolError,
+    Ready,
+    Stats,
+    StatsRequest,
+    decode_frame,
+    encode_message,
+    read_message,
+    write_message,
+)
+
+__all__ = ["ForkServerClient", "execute_once", "serve"]
+
+log = logging.getLogger(__name__)
+
+IS_LINUX = platform.system() == "Linux"
+NOT_LINUX_MESSAGE = (
+    "execute_code needs Linux (seccomp, Landlock, rlimits); this platform is "
+    f"{platform.system() or 'unknown'}. Run the knowledge-mcp Docker image instead."
+)
+# Thread pools of the math libraries stay at one thread in the fork server (fork after threads is UB).
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAYON_NUM_THREADS": "1",
+}
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# Modules the children use without importing anything after their lock-down (Landlock may hide
+# the Python install from the unprivileged uid; imports after it would fail).
+PRELOAD_MODULES = (
+    "sandbox.api",
+    "sandbox.policy",
+    "sandbox.runner",
+    "traceback",
+    "uuid",
+    "json",
+    "onnxruntime",
+)
+READ_CHUNK_BYTES = 1 << 20
+START_TIMEOUT_S = 300.0
+CLOSE_TIMEOUT_S = 10.0
+SPAWN_FAILURES_BEFORE_GIVING_UP = 3
+MEMORY_KILL_FRACTION = 0.8  # a signal death after touching this much of the budget is memory_limit
+PR_SET_DUMPABLE = 4
+
+
+# =============================================================================================
+# fork-server process
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: ExecRequest
+    enqueued_at: float
+
+
+@dataclass(slots=True)
+class _Child:
+    pid: int
+    sock: socket.socket
+    memory_mb: int
+    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    is_ready: bool = False
+    ready_error: str | None = None
+    pending: _Pending | None = None  # the request this child serves (sent once it is ready)
+    started_at: float | None = None
+    deadline: float | None = None
+    kill_reason: str | None = None  # "timeout" | "cancel" | "protocol" | "retire"
+    result: ExecutionResult | None = None
+    blocked: BlockedSyscall | None = None
+    is_answered: bool = False  # the client already got this request's result
+    is_sock_open: bool = True
+    queued_ms: float = 0.0
+
+    @property
+    def request_id(self) -> str | None:
+        return self.pending.request.request_id if self.pending else None
+
+
+class ForkServer:
+    """The poll loop of the fork-server process (see module contract)."""
+
+    def __init__(self, conn: socket.socket, ctx: Any, config: SandboxConfig, rss_bytes: int) -> None:
+        self._conn = conn
+        self._conn_decoder = FrameDecoder()
+        self._ctx = ctx
+        self._config = config
+        self._rss_bytes = rss_bytes
+        self._children: dict[int, _Child] = {}
+        self._by_fd: dict[int, _Child] = {}
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._spawn_failures = 0
+        self._last_spawn_error: str | None = None
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._is_running = True
+
+    # ------------------------------------------------------------------ loop
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        try:
+            self._refill()
+            while self._is_running:
+                poller = select.poll()
+                poller.register(self._conn.fileno(), select.POLLIN)
+                poller.register(self._wakeup_r, select.POLLIN)
+                for child in self._children.values():
+                    if child.is_sock_open:
+                        poller.register(child.sock.fileno(), select.POLLIN)
+                events = poller.poll(self._poll_timeout_ms())
+                for fd, _event in events:
+                    if fd == self._conn.fileno():
+                        self._read_client()
+                    elif fd == self._wakeup_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wakeup_r, 4096)
+                    elif fd in self._by_fd:
+                        self._read_child(self._by_fd[fd])
+                self._reap()
+                self._enforce_deadlines()
+                self._dispatch()
+                self._refill()
+        finally:
+            self._shutdown()
+
+    def _poll_timeout_ms(self) -> int | None:
+        deadlines = [c.deadline for c in self._children.values() if c.deadline is not None and c.kill_reason is None]
+        if not deadlines:
+            return 1000  # also re-checks reaping now and then
+        return max(0, min(1000, int((min(deadlines) - time.monotonic()) * 1000) + 1))
+
+    # ------------------------------------------------------------------ the server side
+    def _read_client(self) -> None:
+        data = self._conn.recv(READ_CHUNK_BYTES)
+        if not data:
+            log.info("server closed the connection; fork server exits")
+            self._is_running = False
+            return
+        try:
+            messages = self._conn_decoder.feed(data)
+        except ProtocolError:
+            log.exception("malformed frame from the server; fork server exits")
+            self._is_running = False
+            return
+        for message in messages:
+            if isinstance(message, ExecRequest):
+                self._accept(message)
+            elif isinstance(message, Cancel):
+                self._cancel(message.request_id)
+            elif isinstance(message, StatsRequest):
+                self._send_client(self._stats())
+            else:
+                log.error("unexpected %s message from the server; ignored", type(message).__name__)
+
+    def _send_client(self, message: Message) -> None:
+        try:
+            write_message(self._conn.fileno(), message)
+        except OSError:
+            log.warning("cannot write to the server (gone?); fork server exits")
+            self._is_running = False
+
+    def _answer(self, result: ExecutionResult) -> None:
+        self._send_client(result)
+
+    def _accept(self, request: ExecRequest) -> None:
+        if self._is_known(request.request_id):
+            self._answer(
+                ExecutionResult.failure(request.request_id, "internal_error", _incident("duplicate request id %s", request.request_id))
+            )
+            return
+        if len(self._queue) >= self._config.queue_size and self._assigned() >= self._config.max_workers:
+            self._answer(
+                ExecutionResult.failure(
+                    request.request_id,
+                    "busy",
+                    f"all {self._config.max_workers} sandbox workers are busy and {len(self._queue)} calls are waiting",
+                    hint="retry in a few seconds",
+                )
+            )
+            return
+        self._queue.append(_Pending(request=request, enqueued_at=time.monotonic()))
+
+    def _cancel(self, request_id: str) -> None:
+        for pending in list(self._queue):
+            if pending.request.request_id == request_id:
+                self._queue.remove(pending)
+                self._answer(ExecutionResult.failure(request_id, "crashed", "the call was cancelled before it started"))
+                return
+        for child in self._children.values():
+            if child.request_id == request_id and not child.is_answered:
+                self._kill(child, "cancel")
+                return
+
+    def _is_known(self, request_id: str) -> bool:
+        return any(p.request.request_id == request_id for p in self._queue) or any(
+            c.request_id == request_id and not c.is_answered for c in self._children.values()
+        )
+
+    def _assigned(self) -> int:
+        return sum(1 for c in self._children.values() if c.pending is not None)
+
+    # ------------------------------------------------------------------ children
+    def _spawn(self, memory_mb: int) -> _Child:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # child: never returns
+            from sandbox.worker import run_child
+
+            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb))
+        child_sock.close()
+        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb)
+        self._children[pid] = child
+        self._by_fd[parent_sock.fileno()] = child
+        return child
+
+    def _idle(self, memory_mb: int) -> list[_Child]:
+        return [
+            c
+            for c in self._children.values()
+            if c.pending is None and c.memory_mb == memory_mb and c.kill_reason is None and c.is_sock_open
+        ]
+
+    def _refill(self) -> None:
+        """Keep ``spare_children`` idle children of the default budget warming or ready."""
+        if self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
+            return  # retried when the next request arrives (see _dispatch)
+        limit = self._config.max_workers + self._config.spare_children
+        while (
+            len(self._idle(self._config.memory_mb)) < self._config.spare_children
+            and len(self._children) < limit
+        ):
+            self._spawn(self._config.memory_mb)
+
+    def _dispatch(self) -> None:
+        if self._queue and self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
+            message = _incident("sandbox children fail to start: %s", self._last_spawn_error)
+            while self._queue:
+                self._answer(ExecutionResult.failure(self._queue.popleft().request.request_id, "internal_error", message))
+            self._spawn_failures = SPAWN_FAILURES_BEFORE_GIVING_UP - 1  # one more try on the next call
+            return
+        while self._queue and self._assigned() < self._config.max_workers:
+            pending = self._queue.popleft()
+            idle = self._idle(pending.request.memory_mb)
+            idle.sort(key=lambda c: not c.is_ready)  # ready ones first
+            child = idle[0] if idle else self._spawn(pending.request.memory_mb)
+            child.pending = pending
+            if child.is_ready:
+                self._start(child)
+        for child in list(self._children.values()):
+            if child.pending is not None and child.is_ready and child.started_at is None and child.kill_reason is None:
+                self._start(child)
+
+    def _start(self, child: _Child) -> None:
+        assert child.pending is not None
+        now = time.monotonic()
+        child.queued_ms = (now - child.pending.enqueued_at) * 1000
+        child.started_at = now
+        child.deadline = now + child.pending.request.timeout_s
+        try:
+            write_message(child.sock.fileno(), child.pending.request)
+        except OSError:
+            # The child died between ChildReady and now: give the request to another child.
+            log.warning("child %d died before taking its request; retrying on another", child.pid)
+            pending, child.pending = child.pending, None
+            child.started_at = child.deadline = None
+            self._kill(child, "retire")
+            self._queue.appendleft(pending)
+
+    def _read_child(self, child: _Child) -> None:
+        try:
+            data = child.sock.recv(READ_CHUNK_BYTES)
+        except OSError:
+            data = b""
+        if not data:
+            self._close_sock(child)
+            return
+        try:
+            messages = child.decoder.feed(data)
+        except ProtocolError as exc:
+            log.error("child %d broke the protocol: %s", child.pid, exc)
+            self._kill(child, "protocol")
+            return
+        for message in messages:
+            self._on_child_message(child, message)
+
+    def _on_child_message(self, child: _Child, message: Message) -> None:
+        if isinstance(message, ChildReady) and not child.is_ready and child.started_at is None:
+            if message.error:
+                child.ready_error = message.error
+                self._spawn_failures += 1
+                self._last_spawn_error = message.error
+                log.error("sandbox child %d could not lock down: %s", child.pid, message.error)
+                return
+            self._spawn_failures = 0
+            child.is_ready = True
+            if child.pending is not None:
+                self._start(child)
+        elif isinstance(message, ExecutionResult) and child.started_at is not None and child.result is None:
+            child.result = message
+            if child.kill_reason is None:
+                self._answer(self._finish_result(child, message))
+                child.is_answered = True
+        elif isinstance(message, BlockedSyscall) and child.blocked is None:
+            child.blocked = message
+        else:
+            log.error("child %d sent an unexpected %s; killed", child.pid, type(message).__name__)
+            self._kill(child, "protocol")
+
+    def _close_sock(self, child: _Child) -> None:
+        if child.is_sock_open:
+            self._by_fd.pop(child.sock.fileno(), None)
+            child.sock.close()
+            child.is_sock_open = False
+
+    def _kill(self, child: _Child, reason: str) -> None:
+        if child.kill_reason is None:
+            child.kill_reason = reason
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            # Not yet (or no longer) a group leader: kill the process itself.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for child in self._children.values():
+            if child.deadline is not None and now >= child.deadline and child.kill_reason is None and not child.is_answered:
+                self._kill(child, "timeout")
+
+    def _reap(self) -> None:
+        while self._children:
+            try:
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self._children.pop(pid, None)
+            if child is None:
+                continue
+            self._drain(child)
+            self._close_sock(child)
+            self._finish(child, status, rusage)
+
+    def _drain(self, child: _Child) -> None:
+        """Read what a dead child left in its socket (its end is closed: this never blocks)."""
+        if not child.is_sock_open:
+            return
+        child.sock.setblocking(False)
+        while child.is_sock_open:
+            try:
+                data = child.sock.recv(READ_CHUNK_BYTES)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            try:
+                messages = child.decoder.feed(data)
+            except ProtocolError as exc:
+                log.error("child %d broke the protocol: %s", child.pid, exc)
+                child.kill_reason = child.kill_reason or "protocol"
+                return
+            for message in messages:
+                self._on_child_message(child, message)
+
+    def _finish(self, child: _Child, status: int, rusage: Any) -> None:
+        if child.pending is None or child.started_at is None:
+            if child.pending is not None:  # died while warming for a request: retry it elsewhere
+                self._queue.appendleft(child.pending)
+            if child.kill_reason is None and child.ready_error is None:
+                self._spawn_failures += 1
+                self._last_spawn_error = f"child exited during warm-up ({_describe_status(status)})"
+                log.error("sandbox child %d died during warm-up: %s", child.pid, _describe_status(status))
+            return
+        if child.is_answered:
+            return
+        result = self._death_result(child, status, rusage)
+        self._answer(result)
+        child.is_answered = True
+
+    def _finish_result(self, child: _Child, result: ExecutionResult) -> ExecutionResult:
+        assert child.pending is not None and child.started_at is not None
+        request_id = child.pending.request.request_id
+        if result.outcome == "internal_error" and result.error and result.error.get("traceback"):
+            log.error("%s in child %d:\n%s", result.error.get("message"), child.pid, result.error["traceback"])
+            result = ExecutionResult.failure(request_id, "internal_error", str(result.error.get("message")))
+        execute_ms = (time.monotonic() - child.started_at) * 1000
+        return result.with_request_id(request_id).with_timings(queue=child.queued_ms, execute=execute_ms)
+
+    def _death_result(self, child: _Child, status: int, rusage: Any) -> ExecutionResult:
+        assert child.pending is not None and child.started_at is not None
+        request = child.pending.request
+        timings = {"queue": round(child.queued_ms, 3), "execute": round((time.monotonic() - child.started_at) * 1000, 3)}
+        rid = request.request_id
+        if child.kill_reason == "timeout":
+            return ExecutionResult.failure(
+                rid, "timeout", f"the program ran longer than its {request.timeout_s:g} s limit (wall clock) and was stopped",
+                hint="do less work per call, or raise timeout_s (at most 120)", timings_ms=timings,
+            )
+        if child.kill_reason == "cancel":
+            return ExecutionResult.failure(rid, "crashed", "the call was cancelled; its process was killed", timings_ms=timings)
+        if child.kill_reason == "protocol":
+            return ExecutionResult.failure(rid, "internal_error", _incident("child %d broke the protocol", child.pid), timings_ms=timings)
+        if child.blocked is not None:
+            return _blocked_result(rid, child.blocked.syscall, timings)
+        if os.WIFSIGNALED(status):
+            signum = os.WTERMSIG(status)
+            if signum == signal.SIGSYS:
+                return _blocked_result(rid, None, timings)
+            if signum == signal.SIGXCPU:
+                return ExecutionResult.failure(
+                    rid, "timeout", "the program used up its CPU time limit and was stopped", timings_ms=timings
+                )
+            touched = rusage.ru_maxrss * 1024 - self._rss_bytes
+            if signum in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS) and touched >= MEMORY_KILL_FRACTION * request.memory_mb * 1024 * 1024:
+                return _memory_result(rid, request.memory_mb, timings)
+            name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+            return ExecutionResult.failure(
+                rid, "crashed", f"the sandbox process was killed by {name}", exception=name, timings_ms=timings
+            )
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+        return ExecutionResult.failure(
+            rid, "crashed", f"the sandbox process exited (status {code}) before returning a result", timings_ms=timings
+        )
+
+    # ------------------------------------------------------------------ stats and shutdown
+    def _stats(self) -> Stats:
+        return Stats(
+            pid=os.getpid(),
+            running=self._assigned(),
+            queued=len(self._queue),
+            spares=sum(1 for c in self._children.values() if c.pending is None),
+            child_pids=sorted(self._children),
+            running_pids=sorted(pid for pid, c in self._children.items() if c.pending is not None),
+            threads=_count_threads(),
+            open_fds=len(os.listdir("/proc/self/fd")),
+            rss_kb=_read_status_kb("VmRSS"),
+        )
+
+    def _shutdown(self) -> None:
+        for child in list(self._children.values()):
+            self._kill(child, child.kill_reason or "retire")
+        for pid, child in list(self._children.items()):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self._close_sock(child)
+        self._children.clear()
+        signal.set_wakeup_fd(-1)
+        for fd in (self._wakeup_r, self._wakeup_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _blocked_result(request_id: str, syscall: str | None, timings: dict[str, float]) -> ExecutionResult:
+    what = f"the system call {syscall!r}" if syscall else "a system call (unknown which)"
+    return ExecutionResult.failure(
+        request_id,
+        "blocked_syscall",
+        f"{what} is not allowed in the sandbox (seccomp); the process was stopped",
+        exception=syscall or "unknown",
+        hint="the sandbox has no network, processes, file writes or signals; use the search API",
+        timings_ms=timings,
+    )
+
+
+def _memory_result(request_id: str, memory_mb: int, timings: dict[str, float]) -> ExecutionResult:
+    return ExecutionResult.failure(
+        request_id,
+        "memory_limit",
+        f"the program exceeded its memory budget of {memory_mb} MB and was stopped",
+        exception="MemoryError",
+        hint="work on fewer or smaller results at a time",
+        timings_ms=timings,
+    )
+
+
+def _incident(message: str, *args: object) -> str:
+    incident = uuid.uuid4().hex[:12]
+    log.error("internal error %s: " + message, incident, *args)
+    return f"internal error {incident}"
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.WEXITSTATUS(status)}"
+
+
+def _count_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _read_status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# fork-server start-up
+
+
+def serve(conn_fd: int) -> int:
+    """Main of the fork-server process: ``Init`` -> load -> ``Ready`` -> loop. Returns an exit code."""
+    conn = socket.socket(fileno=conn_fd)
+    started = time.perf_counter()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    for key, value in SINGLE_THREAD_ENV.items():  # before any math library is imported
+        os.environ[key] = value
+    message = read_message(conn.fileno())
+    if not isinstance(message, Init):
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+        log.error("fork server expected an init message, got %r", message)
+        return 2
+    logging.basicConfig(
+        stream=sys.stderr, level=message.log_level, format="%(asctime)s %(levelname)s fork-server %(name)s: %(message)s"
+    )
+    try:
+        ctx, config = _load(message)
+    except Exception as exc:  # reported to the server, which raises ForkServerError with the exit code
+        log.exception("fork server start-up failed")
+        write_message(
+            conn.fileno(),
+            Ready(
+                pid=os.getpid(), load_ms=0.0, has_searcher=False, threads=_count_threads(),
+                error=f"{type(exc).__name__}: {exc}", exit_code=int(getattr(exc, "exit_code", 1)),
+            ),
+        )
+        return 1
+    threads = _count_threads()
+    if threads != 1:
+        # onnxruntime's import starts one idle helper thread (parked on a futex, holding no lock);
+        # anything more means a math library left a pool running.
+        log.warning("fork server runs %d threads after loading (expected 1, or 2 with onnxruntime)", threads)
+    load_ms = (time.perf_counter() - started) * 1000
+    write_message(conn.fileno(), Ready(pid=os.getpid(), load_ms=round(load_ms, 1), has_searcher=ctx.searcher is not None, threads=threads))
+    log.info("fork server ready in %.0f ms (pid %d)", load_ms, os.getpid())
+    server = ForkServer(conn, ctx, config, rss_bytes=_read_status_kb("VmRSS") * 1024)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.serve()
+    return 0
+
+
+def _load(init: Init) -> tuple[Any, SandboxConfig]:
+    from sandbox import seccomp
+    from sandbox.landlock import build_read_only_ruleset
+    from sandbox.worker import ChildContext
+
+    if not IS_LINUX:
+        raise ForkServerError(NOT_LINUX_MESSAGE)
+    sandbox_config = _sandbox_config_from_dict(init.sandbox)
+    seccomp.load_library()
+    searcher = None
+    search_config = None
+    if init.index_dir is not None:
+        import search
+
+        search_config = search.SearchConfig(**_search_config_args(init.search or {}))
+        searcher = search.Searcher.open(init.index_dir, search_config)
+    _hold_math_libraries_to_one_thread()
+    token_counter = _open_token_counter(sandbox_config)
+    _preload()
+    ctx = ChildContext(
+        searcher=searcher,
+        token_counter=token_counter,
+        ruleset=build_read_only_ruleset(_readable_paths(init.index_dir, search_config)),
+        drop_uid=sandbox_config.drop_uid,
+        drop_gid=sandbox_config.drop_gid,
+        memory_mb=sandbox_config.memory_mb,
+        max_wall_s=max(sandbox_config.timeout_s, 120.0),
+        state_max_bytes=sandbox_config.state_max_bytes,
+        cap_last_cap=_cap_last_cap(),
+    )
+    return ctx, sandbox_config
+
+
+def _sandbox_config_from_dict(values: dict[str, Any]) -> SandboxConfig:
+    values = dict(values)
+    values["policy"] = PolicyConfig(**values.get("policy", {}))
+    return SandboxConfig(**values)
+
+
+def _search_config_args(values: dict[str, Any]) -> dict[str, Any]:
+    # JSON turned tuples into lists; the dataclass wants its tuples back.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _hold_math_libraries_to_one_thread() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+        with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+            torch.set_num_interop_threads(1)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(1)
+
+
+def _open_token_counter(config: SandboxConfig) -> Any:
+    try:
+        from sandbox.tokens import TokenCounter
+    except ImportError:
+        return None
+    return TokenCounter.open(config.token_encoding)
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # children would import it after their lock-down (or fail to)
+            log.warning("preload of %s failed: %s", name, exc)
+    try:
+        from sandbox.api import preload_sandbox
+    except ImportError:
+        return
+    preload_sandbox()
+
+
+def _readable_paths(index_dir: str | None, search_config: Any) -> tuple[str, ...]:
+    """Landlock read-only roots: the Python install, our packages, the index and model folders."""
+    import importlib.util
+    import site
+
+    roots: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()]
+    for package in ("sandbox", "search", "index"):  # located, not imported
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            roots += list(spec.submodule_search_locations)
+    if index_dir is not None:
+        roots.append(index_dir)
+    for spec in (getattr(search_config, "rerank_model", None), getattr(search_config, "embed_model", None)):
+        if spec and Path(spec).is_dir():
+            roots.append(spec)
+    roots.append("/dev/urandom")
+    unique: list[str] = []
+    for root in roots:
+        resolved = os.path.realpath(root)
+        if resolved not in unique and os.path.exists(resolved):
+            unique.append(resolved)
+    return tuple(unique)
+
+
+def _cap_last_cap() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return 63
+
+
+# =============================================================================================
+# server side: asyncio client
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One running fork-server process and its socket (replaced whole on restart or reload)."""
+
+    process: subprocess.Popen[bytes]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    ready: Ready
+    index_dir: str | None
+    pending: dict[str, asyncio.Future[ExecutionResult]] = field(default_factory=dict)
+    stats_waiters: collections.deque[asyncio.Future[Stats]] = field(default_factory=collections.deque)
+    reader_task: asyncio.Task[None] | None = None
+    is_alive: bool = True
+
+    async def send(self, message: Message) -> None:
+        self.writer.write(encode_message(message))
+        await self.writer.drain()
+
+
+class ForkServerClient:
+    """The server's handle on the fork server (asyncio; one per server process).
+
+    ``start()`` spawns it and waits for ``Ready``; ``execute(request)`` sends one request and
+    awaits its one result; ``cancel(request_id)`` kills that call; ``restart()`` / ``close()``;
+    ``reload(index_dir)`` starts a fork server on the new index and retires the old one once its
+    calls finish. If the fork server dies, calls in flight get ``internal_error`` and the next
+    call starts a new one.
+    """
+
+    def __init__(
+        self,
+        sandbox_config: SandboxConfig,
+        *,
+        index_dir: str | os.PathLike[str] | None = None,
+        search_config: Any = None,
+        log_level: str = "INFO",
+        python: str = sys.executable,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        self._config = sandbox_config
+        self._index_dir = str(index_dir) if index_dir is not None else None
+        self._search_config = search_config
+        self._log_level = log_level
+        self._python = python
+        self._start_timeout_s = start_timeout_s
+        self._conn: _Connection | None = None
+        self._lock: asyncio.Lock | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def pid(self) -> int | None:
+        """The fork server's pid while it runs."""
+        return self._conn.process.pid if self._conn and self._conn.is_alive else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._conn is not None and self._conn.is_alive
+
+    async def start(self) -> Ready:
+        """Spawn the fork server (if not running) and wait until it has loaded everything."""
+        async with self._get_lock():
+            if self._conn is None or not self._conn.is_alive:
+                self._conn = await self._spawn(self._index_dir)
+            return self._conn.ready
+
+    async def restart(self) -> Ready:
+        await self.close()
+        return await self.start()
+
+    async def reload(self, index_dir: str | os.PathLike[str]) -> Ready:
+        """Serve ``index_dir`` from now on; calls in flight finish on the old fork server."""
+        async with self._get_lock():
+            new = await self._spawn(str(index_dir))
+            old, self._conn, self._index_dir = self._conn, new, str(index_dir)
+        if old is not None:
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return new.ready
+
+    async def close(self) -> None:
+        """Stop the fork server (it kills its children) and wait for it."""
+        async with self._get_lock():
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._stop(conn)
+        for task in list(self._retiring):
+            with contextlib.suppress(Exception):
+                await task
+
+    async def __aenter__(self) -> ForkServerClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ calls
+    async def execute(self, request: ExecRequest) -> ExecutionResult:
+        """Run ``request`` in a sandbox child; always returns exactly one result."""
+        if not IS_LINUX:
+            return ExecutionResult.failure(request.request_id, "internal_error", NOT_LINUX_MESSAGE)
+        try:
+            conn = await self._ensure_running()
+        except ForkServerError as exc:
+            return ExecutionResult.failure(request.request_id, "internal_error", _incident("fork server start failed: %s", exc))
+        if request.request_id in conn.pending:
+            raise ValueError(f"request id {request.request_id!r} is already in flight")
+        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
+        conn.pending[request.request_id] = future
+        try:
+            await conn.send(request)
+        except (ConnectionError, OSError):
+            pass  # the reader sees the EOF and fails the future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            conn.pending.pop(request.request_id, None)
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.send(Cancel(request_id=request.request_id))
+            raise
+
+    async def cancel(self, request_id: str) -> None:
+        """Kill the call ``request_id`` (its ``execute`` still returns one result)."""
+        conn = self._conn
+        if conn is not None and conn.is_alive:
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.send(Cancel(request_id=request_id))
+
+    async def stats(self) -> Stats:
+        conn = await self._ensure_running()
+        future: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
+        conn.stats_waiters.append(future)
+        await conn.send(StatsRequest())
+        return await future
+
+    # ------------------------------------------------------------------ internals
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _ensure_running(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.is_alive:
+            return conn
+        await self.start()
+        assert self._conn is not None
+        return self._conn
+
+    async def _spawn(self, index_dir: str | None) -> _Connection:
+        if not IS_LINUX:
+            raise ForkServerError(NOT_LINUX_MESSAGE)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = subprocess.Popen(
+                [self._python, "-m", "sandbox.forkserver_main", str(child_sock.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else 2,  # never the MCP wire
+                pass_fds=(child_sock.fileno(),),
+                env=fork_server_environment(),
+                cwd="/",
+                close_fds=True,
+            )
+        except OSError as exc:
+            parent_sock.close()
+            raise ForkServerError(f"cannot start the fork server ({self._python}): {exc}") from exc
+        finally:
+            child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        init = Init(
+            index_dir=index_dir,
+            sandbox=dataclasses.asdict(self._config),
+            search=dataclasses.asdict(self._search_config) if self._search_config is not None else None,
+            log_level=self._log_level,
+        )
+        try:
+            writer.write(encode_message(init))
+            await writer.drain()
+            ready = await asyncio.wait_for(_read_frame(reader), self._start_timeout_s)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError) as exc:
+            writer.close()
+            process.kill()
+            code = await asyncio.to_thread(process.wait)
+            raise ForkServerError(f"the fork server did not start (exit status {code}; see its log above): {exc!r}") from exc
+        if not isinstance(ready, Ready) or ready.error:
+            writer.close()
+            code = await asyncio.to_thread(process.wait)
+            detail = ready.error if isinstance(ready, Ready) else f"unexpected {type(ready).__name__}"
+            error = ForkServerError(f"the fork server could not load: {detail}")
+            error.exit_code = ready.exit_code if isinstance(ready, Ready) and ready.exit_code else 1
+            raise error
+        conn = _Connection(process=process, reader=reader, writer=writer, ready=ready, index_dir=index_dir)
+        conn.reader_task = asyncio.create_task(self._read_loop(conn))
+        return conn
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        try:
+            while True:
+                message = await _read_frame(conn.reader)
+                if isinstance(message, ExecutionResult):
+                    future = conn.pending.pop(message.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(message)
+                elif isinstance(message, Stats) and conn.stats_waiters:
+                    waiter = conn.stats_waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(message)
+                else:
+                    log.error("unexpected %s from the fork server; ignored", type(message).__name__)
+        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError) as exc:
+            if conn.is_alive:
+                self._on_death(conn, exc)
+        except asyncio.CancelledError:
+            raise
+
+    def _on_death(self, conn: _Connection, exc: BaseException) -> None:
+        conn.is_alive = False
+        code = conn.process.poll()
+        if conn.pending:
+            message = _incident("the fork server (pid %d) stopped unexpectedly (%s, status %s)", conn.process.pid, exc, code)
+            for request_id, future in conn.pending.items():
+                if not future.done():
+                    future.set_result(
+                        ExecutionResult.failure(
+                            request_id, "internal_error", f"{message}: the sandbox restarted and this call was lost",
+                            hint="retry the call",
+                        )
+                    )
+        else:
+            log.warning("the fork server (pid %d) stopped (status %s); the next call restarts it", conn.process.pid, code)
+        conn.pending.clear()
+        for waiter in conn.stats_waiters:
+            if not waiter.done():
+                waiter.set_exception(ForkServerError("the fork server stopped"))
+        conn.stats_waiters.clear()
+        conn.writer.close()
+        asyncio.get_running_loop().run_in_executor(None, conn.process.wait)  # reap it
+
+    async def _retire(self, conn: _Connection) -> None:
+        while conn.is_alive and conn.pending:
+            await asyncio.wait(list(conn.pending.values()))
+        await self._stop(conn)
+
+    async def _stop(self, conn: _Connection) -> None:
+        conn.is_alive = False
+        conn.writer.close()
+        with contextlib.suppress(Exception):
+            await conn.writer.wait_closed()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(conn.process.wait), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("fork server %d did not exit; killing it", conn.process.pid)
+            conn.process.kill()
+            await asyncio.to_thread(conn.process.wait)
+        if conn.reader_task is not None:
+            conn.reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await conn.reader_task
+        for request_id, future in conn.pending.items():
+            if not future.done():
+                future.set_result(ExecutionResult.failure(request_id, "internal_error", "the sandbox was shut down"))
+        conn.pending.clear()
+
+
+def fork_server_environment() -> dict[str, str]:
+    """The fork server's whole environment: nothing of the server's (secrets stay there)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": package_root,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "MALLOC_ARENA_MAX": "2",  # bounds per-thread arenas, which count against RLIMIT_AS
+        **SINGLE_THREAD_ENV,
+        **OFFLINE_ENV,
+    }
+    return env
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Message:
+    header = await reader.readexactly(HEADER.size)
+    json_len, blob_len = HEADER.unpack(header)
+    if json_len > MAX_JSON_BYTES or blob_len > MAX_BLOB_BYTES:
+        raise ProtocolError(f"frame of {json_len}+{blob_len} bytes exceeds the limits")
+    payload = await reader.readexactly(json_len)
+    blob = await reader.readexactly(blob_len) if blob_len else b""
+    return decode_frame(payload, blob)
+
+
+def execute_once(
+    request: ExecRequest,
+    sandbox_config: SandboxConfig,
+    *,
+    index_dir: str | os.PathLike[str] | None = None,
+    search_config: Any = None,
+    log_level: str = "WARNING",
+) -> ExecutionResult:
+    """Synchronous one-shot for the CLI ``exec`` command: start, run one request, stop."""
+
+    async def run() -> ExecutionResult:
+        async with ForkServerClient(sandbox_config, index_dir=index_dir, search_config=search_config, log_level=log_level) as client:
+            return await client.execute(request)
+
+    return asyncio.run(run())

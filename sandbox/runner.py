@@ -1,0 +1,244 @@
+"""Run one compiled program in the (already locked-down) child and describe what happened.
+
+Contract: ``run_program`` never raises for anything user code does — exceptions, bad results and
+oversized state all come back inside a ``RunResult``. It returns outcome "memory_limit" for a
+MemoryError raised by the program; a MemoryError while building the result escapes to the worker,
+which reports memory_limit too. Tracebacks show only the program's and skills' own frames (their
+pseudo file names), never our frames or host paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+from sandbox.guards import OutputBuffer, build_globals
+from sandbox.modules import ALLOWED_MODULES, json_default, shrink_json
+from sandbox.policy import CompiledProgram
+from sandbox.validate import REFUSED_BUILTINS
+
+__all__ = ["OUTCOMES", "RunResult", "run_program"]
+
+logger = logging.getLogger(__name__)
+
+OUTCOMES = frozenset({"ok", "runtime_error", "memory_limit"})
+DEFAULT_STATE_MAX_BYTES = 64 * 1024
+_MAX_MESSAGE_CHARS = 2000
+_MAX_TRACEBACK_FRAMES = 12
+
+
+class NamespaceProvider(Protocol):
+    """What ``run_program`` needs of the API: ``api.SandboxAPI`` is one."""
+
+    def namespace(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What one program run produced (JSON-safe through ``to_dict``)."""
+
+    outcome: str
+    stdout: str = ""
+    result: object = None
+    error: dict[str, object] | None = None
+    truncated: bool = False
+    state_set: dict[str, object] = field(default_factory=dict)
+    state_deleted: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"outcome": self.outcome, "stdout": self.stdout, "result": self.result, "error": self.error,
+                "truncated": self.truncated, "state_set": dict(self.state_set),
+                "state_deleted": list(self.state_deleted)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> RunResult:
+        return cls(outcome=str(data["outcome"]), stdout=str(data.get("stdout", "")), result=data.get("result"),
+                   error=data.get("error"), truncated=bool(data.get("truncated", False)),  # type: ignore[arg-type]
+                   state_set=dict(data.get("state_set") or {}),  # type: ignore[call-overload]
+                   state_deleted=list(data.get("state_deleted") or []))  # type: ignore[call-overload]
+
+
+def run_program(
+    program: CompiledProgram,
+    api: NamespaceProvider | Mapping[str, object],
+    *,
+    state: Mapping[str, object],
+    skills: Sequence[CompiledProgram] = (),
+    stdout_cap_bytes: int,
+    state_max_bytes: int = DEFAULT_STATE_MAX_BYTES,
+    result_cap_bytes: int | None = None,
+) -> RunResult:
+    """Execute ``program`` with the API as globals; see the module contract.
+
+    ``state`` is the session's state (a JSON object); the program gets a private copy and the
+    result lists the keys it set or deleted. ``result_cap_bytes`` (default: ``stdout_cap_bytes``)
+    bounds the JSON of ``result``; a larger one is cut and marked ``truncated``.
+    """
+    namespace = dict(api if isinstance(api, Mapping) else api.namespace())
+    initial_json = {key: json.dumps(value) for key, value in _copy_state(state).items()}
+    working_state = {key: json.loads(text) for key, text in initial_json.items()}
+    namespace["state"] = working_state
+    output = OutputBuffer(stdout_cap_bytes)
+    scope = build_globals(namespace, program.mode, output)
+    sources = {program.filename: program.source.splitlines()}
+    sources.update({skill.filename: skill.source.splitlines() for skill in skills})
+
+    try:
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):  # type: ignore[type-var]
+            for skill in skills:
+                exec(skill.code, scope)  # noqa: S102 - compiled by policy.compile_skill
+            exec(program.code, scope)  # noqa: S102 - compiled by policy.compile_program
+    except MemoryError:
+        return RunResult("memory_limit", stdout=output.getvalue(), truncated=output.truncated,
+                         error=_error_dict("MemoryError", "the program ran out of memory (the memory limit was reached)",
+                                           None, "Process less data at once: smaller k, slices, generators.", ""))
+    except BaseException as exc:  # noqa: BLE001 - anything user code raises is a result
+        return RunResult("runtime_error", stdout=output.getvalue(), truncated=output.truncated,
+                         error=_describe_exception(exc, sources))
+
+    stdout, truncated = output.getvalue(), output.truncated
+    cap = stdout_cap_bytes if result_cap_bytes is None else result_cap_bytes
+    try:
+        result_text, result_cut = shrink_json(scope.get("result"), lambda text: len(text.encode("utf-8")) <= cap)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return RunResult("runtime_error", stdout=stdout, truncated=truncated, error=_error_dict(
+            type(exc).__name__, f"result is not JSON-serialisable: {_message(exc)}", None,
+            "Set result to dicts, lists, strings, numbers, booleans or None (hits are fine); "
+            "NaN and infinity are not JSON.", ""))
+    final_state = scope.get("state")
+    if not isinstance(final_state, dict):
+        return RunResult("runtime_error", stdout=stdout, truncated=truncated, error=_error_dict(
+            "TypeError", f"state must stay a dict, but the program set it to a {type(final_state).__name__}", None,
+            "Change keys of state (state['key'] = value) instead of rebinding it.", ""))
+    try:
+        state_set, state_deleted = _state_changes(initial_json, final_state, state_max_bytes)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return RunResult("runtime_error", stdout=stdout, truncated=truncated, error=_error_dict(
+            type(exc).__name__, _message(exc), None,
+            "Keep state small and JSON-only: str keys; dict, list, str, number, bool or None values.", ""))
+    return RunResult("ok", stdout=stdout, result=json.loads(result_text), truncated=truncated or result_cut,
+                     state_set=state_set, state_deleted=state_deleted)
+
+
+def _copy_state(state: Mapping[str, object]) -> dict[str, object]:
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+    for key in state:
+        if not isinstance(key, str):
+            raise TypeError(f"state keys must be strings, got {key!r}")
+    return dict(state)
+
+
+def _state_changes(
+    initial_json: Mapping[str, str], final_state: Mapping[object, object], max_bytes: int
+) -> tuple[dict[str, object], list[str]]:
+    """Keys set (new or changed JSON) and deleted; refuses non-JSON values and a state over ``max_bytes``."""
+    state_set: dict[str, object] = {}
+    total = 2  # the braces
+    for key, value in final_state.items():
+        if not isinstance(key, str):
+            raise TypeError(f"state keys must be strings, got {type(key).__name__} {key!r}")
+        try:
+            text = json.dumps(value, default=json_default, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"state[{key!r}] is not JSON-serialisable: {exc}") from None
+        total += len(json.dumps(key).encode("utf-8")) + len(text.encode("utf-8")) + 2
+        if initial_json.get(key) != text:
+            state_set[key] = json.loads(text)
+    if total > max_bytes:
+        raise ValueError(f"state would be {total} bytes of JSON; the limit is {max_bytes} bytes")
+    state_deleted = sorted(key for key in initial_json if key not in final_state)
+    return state_set, state_deleted
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a message that cannot even be rendered
+        text = ""
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[:_MAX_MESSAGE_CHARS] + "…"
+
+
+def _error_dict(exception: str, message: str, line: int | None, hint: str | None, traceback: str) -> dict[str, object]:
+    return {"exception": exception, "message": message, "line": line, "hint": hint, "traceback": traceback}
+
+
+def _user_frames(tb: TracebackType | None, sources: Mapping[str, list[str]]) -> list[tuple[str, int, str, str]]:
+    """(filename, line, function, source line) of the program's own frames, outermost first."""
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename in sources:
+            lines = sources[code.co_filename]
+            line = tb.tb_lineno
+            text = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+            frames.append((code.co_filename, line, code.co_name, text))
+        tb = tb.tb_next
+    return frames
+
+
+def _collapse_repeats(frames: list[tuple[str, int, str, str]]) -> list[tuple[str, int, str, str] | str]:
+    """Runs of one identical frame beyond three become a "[Previous line repeated N more times]" note."""
+    collapsed: list[tuple[str, int, str, str] | str] = []
+    run = 0
+    for position, frame in enumerate(frames):
+        run = run + 1 if position and frame == frames[position - 1] else 1
+        if run <= 3:
+            collapsed.append(frame)
+        is_last_of_run = position + 1 == len(frames) or frames[position + 1] != frame
+        if is_last_of_run and run > 3:
+            collapsed.append(f"  [Previous line repeated {run - 3} more times]")
+    return collapsed
+
+
+def _format_traceback(frames: list[tuple[str, int, str, str]], exception: str, message: str) -> str:
+    shown = _collapse_repeats(frames)
+    if len(shown) > _MAX_TRACEBACK_FRAMES:
+        keep_head, keep_tail = 3, _MAX_TRACEBACK_FRAMES - 3
+        omitted = len(shown) - keep_head - keep_tail
+        shown = [*shown[:keep_head], f"  [... {omitted} more frames ...]", *shown[-keep_tail:]]
+    lines = ["Traceback (most recent call last):"]
+    for frame in shown:
+        if isinstance(frame, str):
+            lines.append(frame)
+            continue
+        filename, line, function, text = frame
+        lines.append(f'  File "{filename}", line {line}, in {function}')
+        if text:
+            lines.append(f"    {text}")
+    lines.append(f"{exception}: {message}" if message else exception)
+    return "\n".join(lines)
+
+
+def _describe_exception(exc: BaseException, sources: Mapping[str, list[str]]) -> dict[str, object]:
+    exception = type(exc).__name__
+    message = _message(exc)
+    frames = _user_frames(exc.__traceback__, sources)
+    line = frames[-1][1] if frames else None
+    return _error_dict(exception, message, line, _hint_for(exc, message), _format_traceback(frames, exception, message))
+
+
+def _hint_for(exc: BaseException, message: str) -> str | None:
+    if isinstance(exc, RecursionError):
+        return "The recursion went too deep; use a loop or an explicit stack."
+    if isinstance(exc, NameError):
+        name = getattr(exc, "name", None) or ""
+        if name in REFUSED_BUILTINS:
+            return f"{name}() is not available in the sandbox: {REFUSED_BUILTINS[name]}."
+        return "Use the API (help()), the builtins help() lists, allowed modules, or your own names."
+    if isinstance(exc, ImportError):
+        return f"Allowed modules: {', '.join(sorted(ALLOWED_MODULES))}."
+    if "in the sandbox" in message:
+        return "Private attributes, frames, modules and other internals are out of reach; see help()."
+    if isinstance(exc, LookupError) and "files()" in message:
+        return "List indexed paths with files(pattern)."
+    return None

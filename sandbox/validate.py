@@ -1,0 +1,301 @@
+"""AST pre-check of agent programs: size caps, the allowed syntax, imports, names and attributes.
+
+Pure (no I/O, no state) and run in the server process before anything forks. It collects *every*
+violation in source order so the agent can fix a program in one round trip. It is one layer of
+several: RestrictedPython and the runtime guards enforce the same rules again on their own.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+
+from sandbox.config import PolicyConfig
+from sandbox.errors import Violation
+from sandbox.modules import ALLOWED_MODULES, MODULE_MEMBERS
+
+__all__ = [
+    "FRAME_ATTRIBUTE_PREFIXES",
+    "REFUSED_ATTRIBUTES",
+    "REFUSED_BUILTINS",
+    "RULES",
+    "is_frame_attribute",
+    "validate_source",
+]
+
+# Rule ids (stable: tests and agents match on them) and what to do instead.
+RULES: dict[str, str] = {
+    "code-size": "Send a shorter program: do the heavy lifting with search()/compact() instead of inlining data.",
+    "syntax": "Fix the syntax error at the reported position.",
+    "ast-depth": "Flatten deeply nested expressions into several statements.",
+    "ast-size": "Split the program into smaller programs (state carries values between calls).",
+    "forbidden-syntax": "Use the plain constructs listed in help(): def, for/while, comprehensions, try/except.",
+    "import": "Import only allow-listed modules: " + ", ".join(sorted(ALLOWED_MODULES)) + ".",
+    "underscore-name": "Rename it without the leading underscore (only __init__ may be defined, in a class).",
+    "underscore-attribute": "Attributes starting with '_' are private; use the public API (see help()).",
+    "forbidden-builtin": "This builtin is not available in the sandbox; see help() for what is.",
+    "frame-attribute": "Frames, code objects and tracebacks are not reachable in the sandbox.",
+    "format-attribute": "Use an f-string such as f\"{x} {y}\" instead of str.format / format_map.",
+    "class-keyword": "Define plain classes: class Name(Base): ...",
+}
+
+# Builtins the contract refuses, each with what to use instead.
+REFUSED_BUILTINS: dict[str, str] = {
+    "open": "use read(path) for indexed files and files(pattern) to list them",
+    "exec": "write the code directly in the program",
+    "eval": "write the expression directly; json.loads parses data",
+    "compile": "write the code directly in the program",
+    "getattr": "use obj.name",
+    "setattr": "use obj.name = value on your own objects",
+    "delattr": "use del obj.name on your own objects",
+    "globals": "use the names directly; state holds data between calls",
+    "locals": "use the names directly",
+    "vars": "use a dict for your data",
+    "dir": "use help() to list the API",
+    "type": "use isinstance(x, T)",
+    "super": "call the base class explicitly or use a function",
+    "memoryview": "use bytes",
+    "breakpoint": "print() values to debug",
+    "input": "programs cannot read input; pass data in the program or in state",
+    "id": "use `is` to compare identity",
+    "__import__": "use an import statement",
+    "exit": "let the program end, or raise an exception",
+    "quit": "let the program end, or raise an exception",
+}
+
+# Frame, code, generator, coroutine and traceback attributes (and the Python 2 spellings) all
+# lead to globals, builtins or code: refused whatever the object is.
+FRAME_ATTRIBUTE_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_", "f_", "func_", "im_")
+REFUSED_ATTRIBUTES = frozenset({"format", "format_map"})
+
+# Node types the contract allows; anything else (async, await, match, nonlocal, except*,
+# annotated assignments, type aliases and nodes of future Python versions) is refused.
+_ALLOWED_NODES: tuple[type[ast.AST], ...] = (
+    ast.Module, ast.Expr, ast.Pass, ast.Break, ast.Continue,
+    ast.Assign, ast.AugAssign, ast.Delete, ast.NamedExpr,
+    ast.If, ast.For, ast.While, ast.Try, ast.ExceptHandler, ast.Raise, ast.Assert,
+    ast.With, ast.withitem, ast.FunctionDef, ast.Lambda, ast.arguments, ast.arg, ast.Return,
+    ast.Yield, ast.YieldFrom, ast.Global, ast.ClassDef, ast.Import, ast.ImportFrom, ast.alias,
+    ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.IfExp, ast.Compare, ast.Call, ast.keyword,
+    ast.Dict, ast.Set, ast.List, ast.Tuple, ast.Starred, ast.Constant, ast.Name, ast.Attribute,
+    ast.Subscript, ast.Slice, ast.JoinedStr, ast.FormattedValue,
+    ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension,
+    ast.expr_context, ast.boolop, ast.operator, ast.unaryop, ast.cmpop,
+)
+
+_SYNTAX_NAMES: dict[str, tuple[str, str]] = {
+    "AsyncFunctionDef": ("'async def'", "Use a plain def."),
+    "AsyncFor": ("'async for'", "Use a plain for loop."),
+    "AsyncWith": ("'async with'", "Use a plain with."),
+    "Await": ("'await'", "Call the function directly."),
+    "Match": ("a match statement", "Use if/elif."),
+    "Nonlocal": ("'nonlocal'", "Return values from the inner function instead."),
+    "TryStar": ("'except*'", "Use a plain except."),
+    "AnnAssign": ("an annotated assignment", "Drop the annotation: x = value."),
+    "TypeAlias": ("a type alias", "Drop the alias."),
+}
+
+
+def is_frame_attribute(name: str) -> bool:
+    """True for attribute names of frames, code, generators, coroutines and tracebacks."""
+    return name.startswith(FRAME_ATTRIBUTE_PREFIXES)
+
+
+def validate_source(source: str, config: PolicyConfig | None = None) -> tuple[Violation, ...]:
+    """Every rule ``source`` breaks, in source order; an empty tuple means the program may run.
+
+    Columns are 1-based character positions. A program over the size cap or with a syntax error
+    yields that single violation (nothing else can be checked reliably).
+    """
+    config = config or PolicyConfig()
+    size_bytes = len(source.encode("utf-8", "surrogatepass"))
+    if size_bytes > config.max_code_bytes:
+        return (Violation("code-size", 1, 1,
+                          f"the program is {size_bytes} bytes; the limit is {config.max_code_bytes} bytes",
+                          RULES["code-size"]),)
+    try:
+        source.encode("utf-8")
+        tree = ast.parse(source, "<agent>", "exec")
+    except SyntaxError as exc:
+        return (_syntax_violation(exc),)
+    except UnicodeEncodeError:
+        return (Violation("syntax", 1, 1, "the program is not valid UTF-8 text (lone surrogates)", RULES["syntax"]),)
+    except ValueError as exc:  # null bytes (Python 3.11 raises ValueError)
+        return (Violation("syntax", 1, 1, f"the program cannot be parsed: {exc}", RULES["syntax"]),)
+    except (RecursionError, MemoryError):
+        return (Violation("ast-depth", 1, 1, "the program is nested too deeply to parse", RULES["ast-depth"]),)
+    size_violation = _check_tree_size(tree, config)
+    if size_violation is not None:
+        return (size_violation,)
+    checker = _PolicyChecker(source)
+    checker.check(tree)
+    return tuple(sorted(checker.violations, key=lambda v: (v.line, v.col, v.rule)))
+
+
+def _syntax_violation(exc: SyntaxError) -> Violation:
+    line = exc.lineno or 1
+    col = exc.offset or 1
+    snippet = (exc.text or "").strip()
+    text = f" ({snippet[:80]!r})" if snippet else ""
+    return Violation("syntax", line, col, f"syntax error: {exc.msg}{text}", RULES["syntax"])
+
+
+def _check_tree_size(tree: ast.AST, config: PolicyConfig) -> Violation | None:
+    """Iterative walk (no recursion on hostile input) enforcing the depth and node-count caps."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    count = 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > config.max_ast_nodes:
+            return Violation("ast-size", 1, 1, f"the program has more than {config.max_ast_nodes} syntax nodes",
+                             RULES["ast-size"])
+        if depth > config.max_ast_depth:
+            line = getattr(node, "lineno", 1)
+            return Violation("ast-depth", line, getattr(node, "col_offset", 0) + 1,
+                             f"the program nests deeper than {config.max_ast_depth} levels", RULES["ast-depth"])
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return None
+
+
+def _bound_names(tree: ast.AST) -> frozenset[str]:
+    """Names the program binds anywhere (assignments, defs, args, imports, except targets...)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.Global):
+            names.update(node.names)
+    return frozenset(names)
+
+
+class _PolicyChecker:
+    """One pass over the tree collecting violations; keeps the class-body context for __init__."""
+
+    def __init__(self, source: str) -> None:
+        self._lines = source.splitlines()
+        self.violations: list[Violation] = []
+        self._bound: frozenset[str] = frozenset()
+
+    def check(self, tree: ast.Module) -> None:
+        self._bound = _bound_names(tree)
+        for node, in_class_body in self._walk(tree):
+            self._check_node(node, in_class_body)
+
+    def _walk(self, tree: ast.AST) -> Iterator[tuple[ast.AST, bool]]:
+        stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+        while stack:
+            node, in_class_body = stack.pop()
+            yield node, in_class_body
+            if not isinstance(node, _ALLOWED_NODES):
+                continue  # one violation per refused construct, not one per node inside it
+            children = list(ast.iter_child_nodes(node))
+            is_class = isinstance(node, ast.ClassDef)
+            for child in reversed(children):
+                stack.append((child, is_class and child in node.body))  # type: ignore[attr-defined]
+
+    def _add(self, node: ast.AST, rule: str, message: str, hint: str | None = None) -> None:
+        line = getattr(node, "lineno", 1) or 1
+        self.violations.append(Violation(rule, line, self._column(node), message, hint or RULES[rule]))
+
+    def _column(self, node: ast.AST) -> int:
+        """1-based character column (ast gives a 0-based UTF-8 byte offset); an attribute points at its name."""
+        line = getattr(node, "lineno", None)
+        offset = getattr(node, "col_offset", 0) or 0
+        if (isinstance(node, ast.Attribute) and node.attr.isascii() and node.end_lineno == line
+                and node.end_col_offset is not None):
+            offset = max(offset, node.end_col_offset - len(node.attr))
+        if line is None or not 0 < line <= len(self._lines):
+            return offset + 1
+        prefix = self._lines[line - 1].encode("utf-8", "surrogatepass")[:offset]
+        return len(prefix.decode("utf-8", "replace")) + 1
+
+    def _check_node(self, node: ast.AST, in_class_body: bool) -> None:
+        if not isinstance(node, _ALLOWED_NODES):
+            kind = type(node).__name__
+            what, instead = _SYNTAX_NAMES.get(kind, (f"the construct {kind}", RULES["forbidden-syntax"]))
+            self._add(node, "forbidden-syntax", f"{what} is not allowed in the sandbox", instead)
+            return
+        if isinstance(node, ast.Name):
+            self._check_name(node, node.id)
+            if isinstance(node.ctx, ast.Load) and node.id in REFUSED_BUILTINS and node.id not in self._bound:
+                self._add(node, "forbidden-builtin", f"the builtin {node.id!r} is not available in the sandbox",
+                          f"Instead, {REFUSED_BUILTINS[node.id]}.")
+        elif isinstance(node, ast.Attribute):
+            self._check_attribute(node)
+        elif isinstance(node, ast.FunctionDef):
+            if not (in_class_body and node.name == "__init__"):
+                self._check_name(node, node.name, is_definition=True)
+        elif isinstance(node, ast.ClassDef):
+            self._check_name(node, node.name, is_definition=True)
+            if node.keywords:
+                self._add(node, "class-keyword", f"class {node.name} passes keyword arguments (e.g. metaclass)")
+        elif isinstance(node, ast.arg):
+            self._check_name(node, node.arg)
+        elif isinstance(node, ast.keyword) and node.arg is not None:
+            self._check_name(node, node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            self._check_name(node, node.name)
+        elif isinstance(node, ast.Global):
+            for name in node.names:
+                self._check_name(node, name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                self._check_import(node, alias.name, alias.asname)
+        elif isinstance(node, ast.ImportFrom):
+            self._check_import_from(node)
+
+    def _check_name(self, node: ast.AST, name: str, *, is_definition: bool = False) -> None:
+        if name.startswith("_") and name != "_":
+            what = "define" if is_definition else "use"
+            extra = " (__init__ is allowed only as a method defined in a class body)" if name.startswith("__") else ""
+            self._add(node, "underscore-name", f"cannot {what} the name {name!r}: names starting with '_' are "
+                      f"reserved{extra}")
+
+    def _check_attribute(self, node: ast.Attribute) -> None:
+        attr = node.attr
+        if attr.startswith("_"):
+            self._add(node, "underscore-attribute", f"the attribute {attr!r} starts with '_' and is not accessible")
+        elif is_frame_attribute(attr):
+            self._add(node, "frame-attribute", f"the attribute {attr!r} reaches frames, code or tracebacks",
+                      f"{RULES['frame-attribute']} Rename your own attribute if it is not one of those.")
+        elif attr in ("format", "format_map"):
+            self._add(node, "format-attribute", f"the attribute {attr!r} (str.{attr}) can walk object attributes")
+        elif attr in REFUSED_ATTRIBUTES:
+            self._add(node, "underscore-attribute", f"the attribute {attr!r} exposes class internals",
+                      "Use isinstance(x, T) to test types.")
+
+    def _check_import(self, node: ast.AST, module: str, asname: str | None) -> None:
+        if module not in ALLOWED_MODULES:
+            top = module.split(".")[0]
+            detail = (f"submodule {module!r} is not available (import {top!r} and use its listed members)"
+                      if top in ALLOWED_MODULES else f"module {module!r} is not available in the sandbox")
+            self._add(node, "import", detail)
+        if asname:
+            self._check_name(node, asname)
+
+    def _check_import_from(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            self._add(node, "import", "relative imports are not available in the sandbox")
+            return
+        module = node.module or ""
+        if module not in ALLOWED_MODULES:
+            self._check_import(node, module, None)
+            return
+        for alias in node.names:
+            if alias.name == "*":
+                self._add(node, "import", f"'from {module} import *' is not allowed",
+                          f"Import the names you need: from {module} import name1, name2.")
+            elif alias.name not in MODULE_MEMBERS[module]:
+                self._add(node, "import", f"{module}.{alias.name} is not available in the sandbox",
+                          f"Available from {module}: {', '.join(sorted(MODULE_MEMBERS[module]))}.")
+            if alias.asname:
+                self._check_name(node, alias.asname)

@@ -1,0 +1,100 @@
+"""SearchConfig: every knob of retrieval, fusion and reranking, validated once."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["BM25_VARIANTS", "SearchConfig", "SEARCH_MODES"]
+
+# Names accepted by SearchConfig.bm25_variant (formulas in search/sparse.py).
+BM25_VARIANTS = frozenset({"lucene", "okapi"})
+# Modes accepted by Searcher.search().
+SEARCH_MODES = ("hybrid", "bm25", "semantic")
+
+# Defaults chosen by 5-fold cross-validation on SciFact and the code query set (benchmarks/RESULTS.md).
+DEFAULT_BM25_VARIANT = "lucene"
+DEFAULT_K1 = 0.9
+DEFAULT_B = 0.4
+DEFAULT_OKAPI_EPSILON = 0.25
+DEFAULT_RRF_K = 60
+DEFAULT_FUSION_WEIGHTS = (1.0, 1.0)
+DEFAULT_CANDIDATES = 100
+DEFAULT_RERANK_DEPTH = 20
+DEFAULT_RERANK_MAX_TOKENS = 256
+DEFAULT_RERANK_QUERY_MAX_TOKENS = 64
+# One pair per run: INT8 dynamic quantisation scales activations over the whole batch, so padding and
+# neighbours would change a pair's logit (by up to 0.2); per-pair runs measured as fast as batches here.
+DEFAULT_RERANK_BATCH_SIZE = 1
+MAX_RERANK_SEQUENCE_TOKENS = 512  # the cross-encoder's position-embedding limit
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """Parameters of a Searcher; nothing here needs a reindex.
+
+    bm25_variant: "lucene" or "okapi" (see search/sparse.py); k1, b: BM25 saturation and length
+    normalisation; okapi_epsilon: rank_bm25's floor for negative idf (okapi only).
+    rrf_k: the constant of reciprocal rank fusion; fusion_weights: (bm25, dense) weights of RRF.
+    candidates: hits each retriever contributes before fusion (at least k is always used).
+    rerank_depth: first-stage hits the cross-encoder rescores (at least k is always used).
+    rerank_max_tokens / rerank_query_max_tokens: wordpiece tokens kept of the passage / query.
+    rerank_model, embed_model: a folder or a package name; None = the packaged default.
+    threads: intra-op threads of the ONNX session and the query embedder (in the serving child).
+    """
+
+    bm25_variant: str = DEFAULT_BM25_VARIANT
+    k1: float = DEFAULT_K1
+    b: float = DEFAULT_B
+    okapi_epsilon: float = DEFAULT_OKAPI_EPSILON
+    rrf_k: int = DEFAULT_RRF_K
+    fusion_weights: tuple[float, float] = DEFAULT_FUSION_WEIGHTS
+    candidates: int = DEFAULT_CANDIDATES
+    rerank_depth: int = DEFAULT_RERANK_DEPTH
+    rerank_max_tokens: int = DEFAULT_RERANK_MAX_TOKENS
+    rerank_query_max_tokens: int = DEFAULT_RERANK_QUERY_MAX_TOKENS
+    rerank_batch_size: int = DEFAULT_RERANK_BATCH_SIZE
+    rerank_model: str | None = None
+    embed_model: str | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.bm25_variant not in BM25_VARIANTS:
+            raise ValueError(f"bm25_variant must be one of {sorted(BM25_VARIANTS)}, got {self.bm25_variant!r}")
+        _check_finite("k1", self.k1, low=0.0)
+        _check_finite("b", self.b, low=0.0, high=1.0)
+        _check_finite("okapi_epsilon", self.okapi_epsilon, low=0.0)
+        if len(self.fusion_weights) != 2:
+            raise ValueError(f"fusion_weights must be (bm25, dense), got {self.fusion_weights!r}")
+        for name, weight in zip(("bm25", "dense"), self.fusion_weights):
+            _check_finite(f"fusion_weights[{name}]", weight, low=0.0)
+        if sum(self.fusion_weights) <= 0:
+            raise ValueError("fusion_weights must not both be 0")
+        _check_int("rrf_k", self.rrf_k, low=0)
+        _check_int("candidates", self.candidates, low=1)
+        _check_int("rerank_depth", self.rerank_depth, low=1)
+        _check_int("rerank_query_max_tokens", self.rerank_query_max_tokens, low=1)
+        _check_int("rerank_max_tokens", self.rerank_max_tokens, low=1)
+        if self.rerank_query_max_tokens + self.rerank_max_tokens + 3 > MAX_RERANK_SEQUENCE_TOKENS:
+            raise ValueError(
+                "rerank_query_max_tokens + rerank_max_tokens + 3 special tokens must be <= "
+                f"{MAX_RERANK_SEQUENCE_TOKENS}, got {self.rerank_query_max_tokens} + {self.rerank_max_tokens}"
+            )
+        _check_int("rerank_batch_size", self.rerank_batch_size, low=1)
+        _check_int("threads", self.threads, low=1)
+        for name in ("rerank_model", "embed_model"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a folder path, a package name or None, got {value!r}")
+
+
+def _check_finite(name: str, value: float, low: float, high: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+def _check_int(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -1,0 +1,83 @@
+"""Hit: one search result in the contract's shape, and top_k: the one way results are cut to k.
+
+Contract: every ranked list in this package is ordered by score descending, ties by ascending id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+__all__ = ["Hit", "format_hits_text", "top_k"]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One result: a chunk of an indexed file or record (INTERFACES.md section 3).
+
+    ``score`` is higher-is-better; its scale depends on the mode: BM25, cosine, fused (RRF) or the
+    cross-encoder logit after rerank. Lines are 1-based and inclusive.
+    """
+
+    id: str
+    doc_id: str
+    path: str
+    start_line: int
+    end_line: int
+    language: str
+    title: str
+    score: float
+    text: str
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON object of the contract (plain str/int/float values)."""
+        return asdict(self)
+
+    def with_score(self, score: float) -> Hit:
+        """A copy of this hit with another score (hits are immutable)."""
+        return replace(self, score=float(score))
+
+
+def top_k(
+    scores: np.ndarray, k: int, ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (ids, scores), score descending, ties broken by ascending id.
+
+    scores: float array (n,); ids: int array (n,) naming each score (default: positions 0..n-1).
+    Returns (ids int64 (m,), scores (m,)) with m = min(k, n). argpartition keeps this O(n) for
+    large n; ties at the cut are filled by ascending id, so the result never depends on the
+    partition's internal order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    scores = np.asarray(scores)
+    ids = np.arange(len(scores), dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    if len(ids) != len(scores):
+        raise ValueError(f"ids and scores differ in length: {len(ids)} != {len(scores)}")
+    if k < len(scores):
+        kth_score = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        above = np.flatnonzero(scores > kth_score)
+        tied = np.flatnonzero(scores == kth_score)
+        tied = tied[np.argsort(ids[tied], kind="stable")][: k - len(above)]
+        selected = np.concatenate([above, tied])
+    else:
+        selected = np.arange(len(scores))
+    order = np.lexsort((ids[selected], -scores[selected]))
+    selected = selected[order]
+    return ids[selected], scores[selected]
+
+
+def format_hits_text(hits: list[Hit], snippet_lines: int = 3, snippet_chars: int = 300) -> str:
+    """A human rendering of hits for the CLI: ``rank. path:start-end  score  title`` + a snippet."""
+    if not hits:
+        return "no hits"
+    blocks = []
+    for rank, hit in enumerate(hits, start=1):
+        header = f"{rank:>3}. {hit.path}:{hit.start_line}-{hit.end_line}  [{hit.language}]  score={hit.score:.4f}"
+        if hit.title and hit.title != hit.path:
+            header += f"  {hit.title}"
+        lines = [line for line in hit.text.splitlines() if line.strip()][:snippet_lines]
+        snippet = "\n".join("     " + line[:snippet_chars] for line in lines)
+        blocks.append(f"{header}\n{snippet}" if snippet else header)
+    return "\n".join(blocks)

@@ -1,0 +1,319 @@
+"""Searcher: the shell that composes BM25, vectors, fusion, filters and rerank over one index.
+
+Contract: ``Searcher.open`` maps the index, derives BM25 weights and (with ``load_models``) loads
+the query embedder and reads the cross-encoder, but starts no inference thread pool: the fork
+server may open it and fork. A child calls ``warm_after_fork()`` to create the ONNX session and the
+embedder's threads. Every ranked list is score descending, ties → ascending chunk position.
+Filters (path glob, language) apply before any cut to k, in every mode.
+
+On an index built with ``--no-vectors``, ``semantic`` and ``hybrid`` raise QueryError telling the
+caller to use mode="bm25" or rebuild with vectors: never a silent downgrade to BM25.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from index import open_embedder, open_index, resolve_embed_model, tokenize
+
+from .config import SEARCH_MODES, SearchConfig
+from .dense import DenseIndex
+from .errors import PathNotFoundError, QueryError
+from .filters import chunk_mask, compile_glob
+from .fusion import fuse_rrf
+from .hits import Hit, top_k
+from .rerank import CrossEncoder, resolve_rerank_model
+from .sparse import SparseScorer
+
+__all__ = ["Searcher"]
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 10_000
+_CACHE_ENTRIES = 64
+
+
+class _LruCache(OrderedDict):
+    """A tiny bounded mapping: filters and query vectors repeat within one agent program."""
+
+    def __init__(self, max_entries: int) -> None:
+        super().__init__()
+        self.max_entries = max_entries
+
+    def remember(self, key: object, value: object) -> object:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.max_entries:
+            self.popitem(last=False)
+        return value
+
+
+class Searcher:
+    """Queries over one opened index version (see module docstring)."""
+
+    def __init__(
+        self,
+        data: object,
+        config: SearchConfig,
+        sparse: SparseScorer,
+        dense: DenseIndex | None,
+        embedder: object | None,
+        cross_encoder: CrossEncoder | None,
+    ) -> None:
+        self.data = data
+        self.config = config
+        self._sparse = sparse
+        self._dense = dense
+        self._embedder = embedder
+        self._cross_encoder = cross_encoder
+        self._masks = _LruCache(_CACHE_ENTRIES)
+        self._query_vectors = _LruCache(_CACHE_ENTRIES)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def open(cls, index_dir: str | Path, config: SearchConfig | None = None, load_models: bool = True) -> Searcher:
+        """Open the current version of the index at index_dir.
+
+        load_models=False skips the embedder and the cross-encoder: only bm25, read and files work.
+        Raises index.IndexNotFoundError / IndexFormatError (exit 3), a ModelMissingError (exit 4).
+        """
+        return cls.from_index(open_index(Path(index_dir)), config, load_models=load_models)
+
+    @classmethod
+    def from_index(cls, data: object, config: SearchConfig | None = None, load_models: bool = True) -> Searcher:
+        """Build a Searcher over an already opened ``index.IndexData``."""
+        config = SearchConfig() if config is None else config
+        sparse = SparseScorer.from_index(data, config.bm25_variant, config.k1, config.b, config.okapi_epsilon)
+        dense = DenseIndex.from_index(data)
+        embedder = cross_encoder = None
+        if load_models:
+            if dense is not None:
+                embedder = open_embedder(resolve_embed_model(config.embed_model), threads=config.threads)
+                if embedder.dim != dense.dim:
+                    raise QueryError(
+                        f"the embedding model gives {embedder.dim}-d vectors but the index holds {dense.dim}-d "
+                        "ones; use the model the index was built with or rebuild the index"
+                    )
+            cross_encoder = CrossEncoder.open(
+                resolve_rerank_model(config.rerank_model),
+                threads=config.threads,
+                max_tokens=config.rerank_max_tokens,
+                query_max_tokens=config.rerank_query_max_tokens,
+                batch_size=config.rerank_batch_size,
+            )
+        return cls(data, config, sparse, dense, embedder, cross_encoder)
+
+    def warm_after_fork(self) -> None:
+        """In a forked child: create the ONNX session and the embedder's threads (never in the parent)."""
+        if self._cross_encoder is not None:
+            self._cross_encoder.warm()
+        warm = getattr(self._embedder, "warm", None)
+        if callable(warm):
+            warm()
+
+    @property
+    def has_vectors(self) -> bool:
+        """True when the index holds vectors (built without --no-vectors)."""
+        return self._dense is not None
+
+    @property
+    def has_models(self) -> bool:
+        """True when the cross-encoder was loaded (and the embedder, if the index has vectors)."""
+        return self._cross_encoder is not None
+
+    # ----------------------------------------------------------------- public queries
+    def bm25(self, query: str, k: int = 10, path: str | None = None, language: str | None = None) -> list[Hit]:
+        """BM25 hits (scores: BM25); only chunks sharing a term with the query."""
+        query, k = _check_query(query), _check_k(k)
+        return self._hits(*self._rank_bm25(query, k, self._mask(path, language)))
+
+    def semantic(self, query: str, k: int = 10, path: str | None = None, language: str | None = None) -> list[Hit]:
+        """Nearest chunks by embedding (scores: cosine similarity)."""
+        query, k = _check_query(query), _check_k(k)
+        return self._hits(*self._rank_dense(query, k, self._mask(path, language)))
+
+    def hybrid(self, query: str, k: int = 10, path: str | None = None, language: str | None = None) -> list[Hit]:
+        """BM25 and vector rankings fused by weighted RRF (scores: fused RRF)."""
+        query, k = _check_query(query), _check_k(k)
+        return self._hits(*self._rank_hybrid(query, k, self._mask(path, language)))
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "hybrid",
+        rerank: bool = True,
+        path: str | None = None,
+        language: str | None = None,
+    ) -> list[Hit]:
+        """First-stage search in ``mode``, then (if rerank) the cross-encoder over the top
+        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits."""
+        query, k = _check_query(query), _check_k(k)
+        if mode not in SEARCH_MODES:
+            raise QueryError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+        if not isinstance(rerank, bool):
+            raise QueryError(f"rerank must be True or False, got {rerank!r}")
+        if rerank:
+            self._require_cross_encoder()
+        depth = max(k, self.config.rerank_depth) if rerank else k
+        mask = self._mask(path, language)
+        rank = {"bm25": self._rank_bm25, "semantic": self._rank_dense, "hybrid": self._rank_hybrid}[mode]
+        hits = self._hits(*rank(query, depth, mask))
+        if not rerank:
+            return hits
+        return self._cross_encoder.rerank(query, hits, k)
+
+    def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
+        """New hits scored by the cross-encoder logit, best first, cut to k (None = all)."""
+        query = _check_query(query)
+        if k is not None:
+            k = _check_k(k)
+        self._require_cross_encoder()
+        return self._cross_encoder.rerank(query, [_as_hit(hit) for hit in hits], k)
+
+    def read(self, path: str, start_line: int = 1, end_line: int | None = None) -> str:
+        """Lines start_line..end_line (1-based, inclusive; None = to the end) of an indexed file.
+
+        Raises PathNotFoundError (a LookupError) for an unknown path and QueryError (a ValueError)
+        for a bad range. end_line past the end is clamped.
+        """
+        if not isinstance(path, str):
+            raise QueryError(f"path must be a string, got {type(path).__name__}")
+        doc = self.data.doc_index.get(path)
+        if doc is None:
+            doc = self.data.doc_index.get(path.removeprefix("./"))
+        if doc is None:
+            raise PathNotFoundError(path)
+        start_line = _check_line("start_line", start_line)
+        if end_line is not None:
+            end_line = _check_line("end_line", end_line)
+            if end_line < start_line:
+                raise QueryError(f"end_line {end_line} is before start_line {start_line}")
+        lines = self.data.doc_text(doc).splitlines(keepends=True)
+        if start_line > max(len(lines), 1):
+            raise QueryError(f"start_line {start_line} is past the end of {path} ({len(lines)} lines)")
+        return "".join(lines[start_line - 1 : end_line])
+
+    def files(self, pattern: str = "**/*") -> list[str]:
+        """Sorted indexed paths matching a glob (rule in search/filters.py)."""
+        matcher = compile_glob(pattern)
+        return sorted(doc["path"] for doc in self.data.docs if matcher.match(doc["path"]))
+
+    # ----------------------------------------------------------------- ranked chunk ids
+    def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._sparse.scores(tokenize(query))
+        matched = scores > 0
+        if mask is not None:
+            matched &= mask
+        candidate_ids = np.flatnonzero(matched)
+        if len(candidate_ids) == 0:
+            return candidate_ids, scores[candidate_ids]
+        return top_k(scores[candidate_ids], depth, candidate_ids)
+
+    def _rank_dense(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if self._dense is None:
+            raise QueryError(
+                "this index was built with --no-vectors, so semantic and hybrid search are unavailable; "
+                "use mode='bm25' (or bm25()), or rebuild the index without --no-vectors"
+            )
+        if self._embedder is None:
+            raise QueryError(
+                "semantic and hybrid search need the embedding model, which this searcher did not load "
+                "(load_models=False); use mode='bm25'"
+            )
+        return self._dense.search(self._query_vector(query), depth, mask)
+
+    def _rank_hybrid(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        candidates = max(depth, self.config.candidates)
+        dense_ids, _ = self._rank_dense(query, candidates, mask)
+        sparse_ids, _ = self._rank_bm25(query, candidates, mask)
+        fused = fuse_rrf([sparse_ids.tolist(), dense_ids.tolist()], self.config.fusion_weights, self.config.rrf_k)
+        fused = fused[:depth]
+        return (
+            np.fromiter((chunk for chunk, _ in fused), dtype=np.int64, count=len(fused)),
+            np.fromiter((score for _, score in fused), dtype=np.float64, count=len(fused)),
+        )
+
+    # ----------------------------------------------------------------- helpers
+    def _query_vector(self, query: str) -> np.ndarray:
+        vector = self._query_vectors.get(query)
+        if vector is None:
+            vector = self._query_vectors.remember(
+                query, np.asarray(self._embedder.encode([query], batch_size=1, show_progress=False), dtype=np.float32)[0]
+            )
+        return vector
+
+    def _mask(self, path: str | None, language: str | None) -> np.ndarray | None:
+        key = (path, language)
+        if key not in self._masks:
+            return self._masks.remember(key, chunk_mask(self.data, path, language))
+        return self._masks[key]
+
+    def _require_cross_encoder(self) -> None:
+        if self._cross_encoder is None:
+            raise QueryError(
+                "reranking needs the cross-encoder, which this searcher did not load (load_models=False); "
+                "pass rerank=False"
+            )
+
+    def _hits(self, chunk_ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        data = self.data
+        hits = []
+        for chunk, score in zip(chunk_ids.tolist(), scores.tolist()):
+            doc = data.docs[int(data.chunk_doc[chunk])]
+            start_line, end_line = (int(x) for x in data.chunk_lines[chunk])
+            hits.append(
+                Hit(
+                    id=data.chunk_ids[chunk],
+                    doc_id=str(doc["doc_id"]),
+                    path=doc["path"],
+                    start_line=start_line,
+                    end_line=end_line,
+                    language=doc["language"],
+                    title=doc.get("title") or "",
+                    score=float(score),
+                    text=data.chunk_text(chunk),
+                )
+            )
+        return hits
+
+
+def _check_query(query: object) -> str:
+    if not isinstance(query, str):
+        raise QueryError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise QueryError("query is empty; pass some words to search for")
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(f"query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}")
+    return query
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise QueryError(f"k must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def _check_line(name: str, line: object) -> int:
+    if isinstance(line, bool) or not isinstance(line, (int, np.integer)) or line < 1:
+        raise QueryError(f"{name} must be an integer >= 1 (lines are 1-based), got {line!r}")
+    return int(line)
+
+
+_HIT_FIELDS = frozenset(Hit.__dataclass_fields__)
+
+
+def _as_hit(hit: Hit | Mapping[str, object]) -> Hit:
+    if isinstance(hit, Hit):
+        return hit
+    if isinstance(hit, Mapping) and _HIT_FIELDS <= set(hit):
+        return Hit(**{name: hit[name] for name in _HIT_FIELDS})
+    raise QueryError(
+        "rerank() takes hits returned by search(), bm25(), semantic() or hybrid() "
+        f"(or dicts with the fields {', '.join(sorted(_HIT_FIELDS))}), got {type(hit).__name__}"
+    )

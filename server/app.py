@@ -1,0 +1,124 @@
+"""Build the MCP server (tools, resources, lifespan) and run it on stdio; `execute_once` for `exec`.
+
+Contract: `build_server` returns an `MCPServer` whose lifespan starts loading in the background and
+returns at once, so `initialize` is answered immediately; tools wait for warm-up themselves. stdout
+belongs to the MCP stream (the SDK's stdio transport owns it); logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from index import read_manifest
+from sandbox import api_help
+
+from .config import ServerConfig
+from .freshness import stale_files, summarize_manifest
+from .results import Reply
+from .runtime import Runtime
+from .state import SessionState
+from .tools import register_tools
+
+__all__ = ["build_server", "execute_once", "run_stdio_server"]
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "knowledge-mcp"
+INSTRUCTIONS = (
+    "Knowledge server over an indexed codebase. Send ONE short Python program to execute_code that "
+    "searches (search/bm25/semantic/rerank), reads (read/files), filters and prints only what you need; "
+    "it is far cheaper in tokens than many search_code calls. help() inside a program, or the resource "
+    "knowledge://api, documents the API; knowledge://index describes the index."
+)
+
+
+def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPServer:
+    """The MCPServer with the four tools and two resources, backed by `runtime`."""
+    runtime = runtime or Runtime(config)
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer) -> AsyncIterator[Runtime]:
+        if not runtime.needs_client_roots:
+            runtime.start()  # background: initialize is answered at once
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
+
+    server: MCPServer = MCPServer(
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, log_level=config.log_level
+    )
+    register_tools(server, runtime)
+
+    @server.resource(
+        "knowledge://api", name="api", title="Sandbox API reference", mime_type="text/markdown",
+        description="Every global a program can use, with signatures and examples (same text as help()).",
+    )
+    def api_reference() -> str:
+        return api_help()
+
+    @server.resource(
+        "knowledge://index", name="index", title="Index summary", mime_type="application/json",
+        description="What is indexed: files, chunks, models, indexed_at, and whether sources changed since (stale).",
+    )
+    async def index_summary() -> str:
+        if not runtime.is_started:
+            runtime.start()
+        await runtime.wait_ready()
+        return json.dumps(await asyncio.to_thread(describe_index, runtime), indent=2, sort_keys=True)
+
+    return server
+
+
+def describe_index(runtime: Runtime) -> dict[str, Any]:
+    """The knowledge://index document: manifest summary, indexed_at, stale flag, what is served."""
+    target = runtime.target
+    assert target is not None
+    manifest = read_manifest(target.index_dir)
+    summary = summarize_manifest(manifest)
+    root = target.root or (Path(manifest["root"]) if manifest.get("root") else None)
+    changed = stale_files(manifest, root)
+    return {
+        **{key: value for key, value in summary.items() if key != "root"},
+        "indexed_at": summary.get("built_at"),
+        "stale": bool(changed),
+        "stale_examples": changed[:5],
+        "auto_refresh": target.root is not None,
+        "skills": [skill["name"] for skill in runtime.skills.infos()],
+    }
+
+
+def run_stdio_server(config: ServerConfig) -> None:
+    """Serve MCP on stdin/stdout until the client disconnects."""
+    server = build_server(config)
+    server.run("stdio")
+
+
+def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_output_tokens: int) -> Reply:
+    """Load, run one program as execute_code would, shut down; returns the processed reply."""
+
+    async def main() -> Reply:
+        runtime = Runtime(config)
+        runtime.start()
+
+        async def progress(seconds: float, message: str) -> None:
+            logger.info("%s (%.0f s)", message, seconds)
+
+        try:
+            await runtime.wait_ready(progress)
+            return await runtime.execute(
+                code, timeout_s=timeout_s, max_output_tokens=max_output_tokens,
+                state=SessionState(config.sandbox.state_max_bytes), session_id="exec",
+            )
+        finally:
+            await runtime.close()
+
+    return asyncio.run(main())

@@ -1,0 +1,363 @@
+"""The `knowledge-mcp` command line: index build|info, search, serve, exec.
+
+Contract: this is the only module that reads argv, the environment and (through `load_config`)
+config.toml. Exit codes: 0 ok, 1 internal error, 2 usage or bad input, 3 index missing,
+incompatible or corrupt, 4 model missing. Every failure prints one line on stderr saying what was
+wrong, where, and what to do; tracebacks only at log level DEBUG. stdout carries results only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import ENV_PREFIX, LOG_LEVELS, ServerConfig, load_config
+from .errors import EXIT_INTERNAL, EXIT_OK, UsageError, exit_code_for
+
+__all__ = ["build_parser", "main"]
+
+PROG = "knowledge-mcp"
+SEARCH_MODES = ("hybrid", "bm25", "semantic")
+MAX_K = 1000
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _k(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_K:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_K}, got {value}")
+    return value
+
+
+def _timeout_s(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if not 0 < value <= 120:
+        raise argparse.ArgumentTypeError(f"must be in (0, 120] seconds, got {text}")
+    return value
+
+
+def _output_tokens(text: str) -> int:
+    value = _positive_int(text)
+    if not 100 <= value <= 20000:
+        raise argparse.ArgumentTypeError(f"must be in [100, 20000], got {value}")
+    return value
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--index", required=True, metavar="DIR", help="index directory (from `index build`)")
+    parser.add_argument("--k", type=_k, default=10, help="hits per query (default 10)")
+    parser.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="retrieval mode (default hybrid)")
+    parser.add_argument("--no-rerank", action="store_true", help="skip the cross-encoder rerank")
+    parser.add_argument("--path", metavar="GLOB", help="only paths matching this glob, e.g. 'src/**/*.py'")
+    parser.add_argument("--language", metavar="L", help="only this language, e.g. python")
+    parser.add_argument("--json", action="store_true", help="print hits as JSON")
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--index", metavar="DIR", help="serve this index directory")
+    target.add_argument("--root", metavar="DIR", help="index this source tree (cached) and serve it")
+    parser.add_argument("--state-dir", metavar="D", help="skills, config.toml, audit log")
+    parser.add_argument("--force", action="store_true", help="allow /, the home directory or a huge tree as root")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every subcommand (exit code 2 on a usage error)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Sandboxed code-execution knowledge server: index a codebase, search it, serve it over MCP.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    index = commands.add_parser("index", help="build or inspect an index")
+    index_commands = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
+    build = index_commands.add_parser("build", help="build or incrementally update an index")
+    build.add_argument("sources", nargs="+", metavar="SOURCE", help="directory, file or .jsonl corpus")
+    build.add_argument("--out", required=True, metavar="DIR", help="index directory to create or update")
+    build.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip paths matching GLOB (repeatable)")
+    build.add_argument("--embed-model", metavar="P", help="embedding model folder or package")
+    build.add_argument("--no-vectors", action="store_true", help="BM25 only: skip embeddings")
+    build.add_argument("--force", action="store_true", help="rebuild from scratch")
+    info = index_commands.add_parser("info", help="summarise an index's manifest")
+    info.add_argument("dir", metavar="DIR")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    search = commands.add_parser(
+        "search",
+        help="search an index (one QUERY, or a batch with --queries/--run-out)",
+        description="Print the hits of QUERY, or with --queries Q.jsonl write a TREC run file to --run-out.",
+    )
+    search.add_argument("query", nargs="?", metavar="QUERY")
+    _add_search_options(search)
+    search.add_argument("--queries", metavar="Q.jsonl", help='batch: one {"_id", "text"} object per line')
+    search.add_argument("--run-out", metavar="RUN", help="batch: TREC run file to write")
+
+    serve = commands.add_parser("serve", help="run the MCP stdio server")
+    _add_target_options(serve)
+    serve.add_argument("--max-workers", type=_positive_int, metavar="N", help="children running at once")
+
+    run = commands.add_parser("exec", help="run one program and print the processed result")
+    _add_target_options(run)
+    run.add_argument("code", metavar="CODE", help="Python program, or - to read it from stdin")
+    run.add_argument("--timeout-s", type=_timeout_s, metavar="S", help="wall-clock limit (default 30)")
+    run.add_argument("--max-output-tokens", type=_output_tokens, default=2000, metavar="N", help="reply budget (default 2000)")
+    run.add_argument("--json", action="store_true", help="print the structured result as JSON")
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _cmd_index_build(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
+    from index import build_index
+
+    report = build_index([Path(s) for s in args.sources], Path(args.out), config.index)
+    summary = _as_dict(report)
+    out.write(_format_build_report(summary, Path(args.out)) + "\n")
+    return EXIT_OK
+
+
+def _format_build_report(summary: Mapping[str, Any], out_dir: Path) -> str:
+    parts = [f"{key}={value}" for key, value in summary.items() if isinstance(value, (int, float, str)) and key != "out"]
+    return f"index built: {out_dir}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _cmd_index_info(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
+    from index import read_manifest
+
+    from .freshness import summarize_manifest
+
+    manifest = read_manifest(Path(args.dir))
+    summary = summarize_manifest(manifest)
+    if args.json:
+        out.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    else:
+        out.write(format_manifest_summary(summary) + "\n")
+    return EXIT_OK
+
+
+def format_manifest_summary(summary: Mapping[str, Any]) -> str:
+    models = summary.get("models") or {}
+    model_text = ", ".join(
+        f"{role}: {info.get('id', '?')} (dim {info.get('dim', '?')})" if isinstance(info, Mapping) else f"{role}: {info}"
+        for role, info in models.items()
+        if info
+    ) or "none (BM25 only)"
+    sources = summary.get("sources") or []
+    lines = [
+        f"format version: {summary.get('format_version')}",
+        f"built at:       {summary.get('built_at')}",
+        f"root:           {summary.get('root')}",
+        f"sources:        {', '.join(map(str, sources)) if isinstance(sources, list) else sources}",
+        f"files:          {summary.get('files')}",
+        f"chunks:         {summary.get('chunks')}",
+        f"models:         {model_text}",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_search(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
+    from search import Searcher
+
+    batch = args.queries is not None or args.run_out is not None
+    if batch and (args.queries is None or args.run_out is None):
+        raise UsageError("batch search needs both --queries Q.jsonl and --run-out RUN")
+    if batch and args.query is not None:
+        raise UsageError("pass either QUERY or --queries Q.jsonl, not both")
+    if not batch and (args.query is None or not args.query.strip()):
+        raise UsageError("missing QUERY: give a query string, or --queries Q.jsonl --run-out RUN for a batch")
+    queries = read_queries(Path(args.queries)) if batch else []
+
+    rerank = not args.no_rerank
+    needs_models = rerank or args.mode != "bm25"
+    searcher = Searcher.open(Path(args.index), config.search, load_models=needs_models)
+    options = dict(k=args.k, mode=args.mode, rerank=rerank, path=args.path, language=args.language)
+    if batch:
+        return _run_batch(searcher, queries, Path(args.run_out), options, out)
+    hits = searcher.search(args.query, **options)
+    if args.json:
+        out.write(json.dumps([hit.to_dict() for hit in hits], ensure_ascii=False) + "\n")
+    else:
+        out.write(format_hits(hits) + "\n")
+    return EXIT_OK
+
+
+def read_queries(path: Path) -> list[tuple[str, str]]:
+    """(qid, text) pairs of a BEIR-style queries file; a bad line is a `UsageError` naming it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: queries file not found; pass an existing .jsonl file to --queries") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the queries file ({exc.strerror})") from exc
+    queries: list[tuple[str, str]] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}:{number}: malformed JSON line ({exc}); each line must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise UsageError(f'{path}:{number}: expected a JSON object like {{"_id": "q1", "text": "..."}}')
+        qid = record.get("_id", record.get("id"))
+        text = record.get("text", record.get("query"))
+        if not isinstance(qid, (str, int)) or isinstance(qid, bool) or not isinstance(text, str) or not text.strip():
+            raise UsageError(f'{path}:{number}: each line needs "_id" (or "id") and a non-empty "text" (or "query")')
+        queries.append((str(qid), text))
+    if not queries:
+        raise UsageError(f"{path}: no queries found; the file is empty")
+    return queries
+
+
+def _run_batch(searcher: Any, queries: list[tuple[str, str]], run_out: Path, options: dict[str, Any], out: TextIO) -> int:
+    from search import search_batch
+
+    lines = search_batch(searcher, queries, **options)
+    run_out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_out.with_name(f".{run_out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        os.replace(tmp, run_out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    out.write(f"wrote {len(lines)} lines for {len(queries)} queries to {run_out}\n")
+    return EXIT_OK
+
+
+def format_hits(hits: Sequence[Any]) -> str:
+    """Human rendering: `rank. path:start-end  score  title` then the first snippet lines."""
+    if not hits:
+        return "no hits"
+    blocks = []
+    for rank, hit in enumerate(hits, start=1):
+        head = f"{rank:>2}. {hit.path}:{hit.start_line}-{hit.end_line}  [{hit.language}]  {hit.score:.3f}"
+        if hit.title:
+            head += f"  {hit.title}"
+        snippet = "\n".join("      " + line for line in hit.text.strip().splitlines()[:3])
+        blocks.append(head + ("\n" + snippet if snippet else ""))
+    return "\n".join(blocks)
+
+
+def _cmd_serve(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
+    from .app import run_stdio_server
+
+    run_stdio_server(config)
+    return EXIT_OK
+
+
+def _cmd_exec(args: argparse.Namespace, config: ServerConfig, out: TextIO, stdin: Any) -> int:
+    from .app import execute_once
+
+    if args.code == "-":
+        raw = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
+        if isinstance(raw, bytes):
+            try:
+                code = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"stdin: the program is not valid UTF-8 (byte {exc.start}); save it as UTF-8") from None
+        else:
+            code = raw
+    else:
+        code = args.code
+    if not code.strip():
+        raise UsageError("the program is empty; pass Python code as CODE or on stdin with -")
+    reply = execute_once(config, code, timeout_s=args.timeout_s or config.timeout_s, max_output_tokens=args.max_output_tokens)
+    if args.json:
+        out.write(json.dumps(reply.structured, ensure_ascii=False) + "\n")
+    else:
+        out.write(reply.text + "\n")
+    outcome = reply.structured.get("outcome")
+    return EXIT_OK if outcome == "ok" else (EXIT_INTERNAL if outcome == "internal_error" else 2)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return {}
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    env = dict(os.environ if env is None else env)
+    level = (env.get(ENV_PREFIX + "LOG_LEVEL") or "INFO").strip().upper()
+    level = level if level in LOG_LEVELS else "INFO"
+    _configure_logging(level)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as exc:  # argparse already printed usage and the problem
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    try:
+        interactive = sys.stderr.isatty()
+        config = load_config(args, env, show_progress=interactive)
+        if config.log_level != level:
+            level = config.log_level
+            _configure_logging(level)
+        if args.command == "index":
+            handler = _cmd_index_build if args.index_command == "build" else _cmd_index_info
+            return handler(args, config, sys.stdout)
+        if args.command == "search":
+            return _cmd_search(args, config, sys.stdout)
+        if args.command == "serve":
+            return _cmd_serve(args, config, sys.stdout)
+        return _cmd_exec(args, config, sys.stdout, sys.stdin)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place every error becomes an exit code
+        code = exit_code_for(exc)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if code == EXIT_INTERNAL:
+            message = (
+                f"internal error: {type(exc).__name__}: {message} "
+                f"(rerun with {ENV_PREFIX}LOG_LEVEL=DEBUG for the traceback and report it)"
+            )
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        logger.debug("traceback of the error above", exc_info=True)
+        return code
+    finally:
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

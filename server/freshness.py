@@ -1,0 +1,180 @@
+"""Which index to serve, and keeping an indexed root fresh.
+
+Contract: `choose_target` picks the index to serve: `--index DIR` as is; `--root DIR` (or, with
+neither, the client's first MCP root, else the current directory) is indexed into
+`cache_dir/<name>-<sha of the root path>`. `/`, the home directory itself and trees over the size
+limit are refused with `RootRefusedError` unless `force`. `tree_fingerprint` is a cheap snapshot
+(path, size, mtime) used to debounce refreshes; `build_root_index` runs the incremental build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from index import build_index, read_manifest
+
+from .config import ServerConfig
+from .errors import RootRefusedError, UsageError
+
+__all__ = [
+    "Target",
+    "build_root_index",
+    "check_root",
+    "choose_target",
+    "index_dir_for_root",
+    "index_version",
+    "stale_files",
+    "summarize_manifest",
+    "tree_fingerprint",
+]
+
+# Directories that never hold indexable sources; skipped by the size check and the fingerprint.
+SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"})
+
+logger = logging.getLogger(__name__)
+
+CHOOSE_HINT = (
+    "choose what to serve with --root DIR (a source tree) or --index DIR (a built index), "
+    "or the KNOWLEDGE_MCP_ROOT / KNOWLEDGE_MCP_INDEX environment variables; --force skips this check"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the server serves: an index directory, and the source root it is kept fresh from (if any)."""
+
+    index_dir: Path
+    root: Path | None = None
+
+
+def index_dir_for_root(cache_dir: Path, root: Path) -> Path:
+    """`cache_dir/<root name>-<12 hex of sha256(root path)>`: one cached index per root."""
+    digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.name or "root")[:40]
+    return cache_dir / "indexes" / f"{name}-{digest}"
+
+
+def check_root(root: Path, config: ServerConfig) -> None:
+    """Refuse `/`, the home directory and trees over `max_root_bytes` (unless `config.force`)."""
+    if not root.exists():
+        raise UsageError(f"root {root} does not exist; {CHOOSE_HINT}")
+    if not root.is_dir():
+        raise UsageError(f"root {root} is not a directory; {CHOOSE_HINT}")
+    if config.force:
+        return
+    if root == Path(root.anchor):
+        raise RootRefusedError(f"refusing to index {root}: it is the filesystem root; {CHOOSE_HINT}")
+    if config.home_dir is not None and root == config.home_dir:
+        raise RootRefusedError(f"refusing to index {root}: it is the home directory itself; {CHOOSE_HINT}")
+    size = tree_size_bytes(root, stop_after=config.max_root_bytes)
+    if size > config.max_root_bytes:
+        raise RootRefusedError(
+            f"refusing to index {root}: the tree holds more than {config.max_root_bytes // (1024 * 1024)} MB "
+            f"of files; {CHOOSE_HINT}"
+        )
+
+
+def tree_size_bytes(root: Path, stop_after: int) -> int:
+    """Bytes of regular files under root (skipping SKIPPED_DIRS), stopping once past `stop_after`."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
+        for filename in filenames:
+            try:
+                stat = os.lstat(os.path.join(dirpath, filename))
+            except OSError:
+                continue
+            total += stat.st_size
+            if total > stop_after:
+                return total
+    return total
+
+
+def choose_target(config: ServerConfig, client_roots: Sequence[Path] = (), cwd: Path | None = None) -> Target:
+    """The index to serve (see module contract). Raises UsageError / RootRefusedError."""
+    if config.index_dir is not None:
+        return Target(index_dir=config.index_dir)
+    if config.root is not None:
+        root = config.root
+    elif client_roots:
+        root = client_roots[0]
+        logger.info("serving the client's first root %s", root)
+    else:
+        root = (cwd or Path.cwd()).resolve()
+        logger.info("no --index/--root and no client roots: serving the current directory %s", root)
+    root = root.resolve()
+    check_root(root, config)
+    return Target(index_dir=index_dir_for_root(config.cache_dir, root), root=root)
+
+
+def build_root_index(root: Path, index_dir: Path, config: ServerConfig) -> Any:
+    """Build or incrementally update the cached index of `root` (blocking; run it in a thread)."""
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    return build_index([root], index_dir, config.index)
+
+
+def index_version(index_dir: Path) -> str | None:
+    """An identifier of the index's current version (changes when a build switches versions)."""
+    try:
+        manifest = read_manifest(index_dir)
+    except Exception:  # noqa: BLE001 - a missing or half-written index simply has no version yet
+        return None
+    return f"{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
+
+
+def tree_fingerprint(root: Path) -> frozenset[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every file under root outside SKIPPED_DIRS."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            try:
+                stat = os.lstat(path)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(path, root), stat.st_size, stat.st_mtime_ns))
+    return frozenset(entries)
+
+
+def stale_files(manifest: dict[str, Any], root: Path | None, limit: int = 20) -> list[str]:
+    """Indexed files whose size or mtime on disk no longer match the manifest (or that are gone)."""
+    if root is None or not root.is_dir():
+        return []
+    stale: list[str] = []
+    for rel_path, info in sorted((manifest.get("files") or {}).items()):
+        try:
+            stat = (root / rel_path).stat()
+        except OSError:
+            stale.append(rel_path)
+        else:
+            size, mtime = info.get("size"), info.get("mtime")
+            if (size is not None and size != stat.st_size) or (
+                mtime is not None and abs(float(mtime) - stat.st_mtime) > 1e-3
+            ):
+                stale.append(rel_path)
+        if len(stale) >= limit:
+            break
+    return stale
+
+
+def summarize_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of `index info`: sources, files, chunks, models, built_at, format version."""
+    files = manifest.get("files") or {}
+    return {
+        "format_version": manifest.get("format_version"),
+        "built_at": manifest.get("built_at"),
+        "root": manifest.get("root"),
+        "sources": manifest.get("sources"),
+        "files": len(files) if isinstance(files, Mapping) else files,
+        "chunks": manifest.get("chunk_count"),
+        "models": manifest.get("models"),
+        "has_vectors": bool((manifest.get("models") or {}).get("embed")),
+    }

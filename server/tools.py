@@ -1,0 +1,282 @@
+"""MCP tool handlers: argument schemas, output schemas, and a thin call into the runtime.
+
+Contract: handlers hold no logic of their own. Arguments are validated by the SDK against the input
+schemas below (ranges included); anything the schema cannot express is checked by the runtime.
+Every reply is a `CallToolResult` built by `results` with structuredContent and one text block;
+`isError` is true for every outcome but `ok`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlparse
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, ToolAnnotations
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from .errors import SkillError
+from .results import simple_reply
+from .runtime import Runtime
+
+__all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CODE_CHARS = 100_000
+MAX_QUERY_CHARS = 2_000
+
+Outcome = Literal[
+    "ok", "validation_error", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed", "busy",
+    "internal_error",
+]
+
+
+class Timings(TypedDict):
+    queue: float
+    validate: float
+    execute: float
+    process: float
+    total: float
+
+
+class ErrorInfo(TypedDict):
+    exception: str | None
+    message: str | None
+    line: int | None
+    hint: str | None
+    traceback: str | None
+
+
+class ExecuteCodeResult(TypedDict):
+    ok: bool
+    outcome: Outcome
+    stdout: str
+    result: Any
+    error: ErrorInfo | None
+    truncated: bool
+    output_tokens: int
+    timings_ms: Timings
+
+
+class HitInfo(TypedDict):
+    id: str
+    doc_id: str
+    path: str
+    start_line: int
+    end_line: int
+    language: str
+    title: str
+    score: float
+    text: str
+
+
+class SearchCodeResult(TypedDict):
+    ok: bool
+    outcome: Outcome
+    query: str
+    mode: str
+    rerank: bool
+    hits: list[HitInfo]
+    total_hits: int
+    error: ErrorInfo | None
+    truncated: bool
+    output_tokens: int
+    timings_ms: Timings
+
+
+class SkillInfo(TypedDict):
+    name: str
+    description: str
+
+
+class SkillResult(TypedDict):
+    ok: bool
+    action: Literal["saved", "deleted", "refused"]
+    name: str
+    error: str | None
+    skills: list[SkillInfo]
+
+
+TOOL_DESCRIPTIONS = {
+    "execute_code": """Run a short Python program against the indexed knowledge base and get back only what it prints
+and the value of `result`, cut to max_output_tokens. Prefer ONE program that searches, filters and
+summarises over many search_code calls. Globals:
+  search(query, k=10, mode="hybrid"|"bm25"|"semantic", rerank=True, path=None, language=None) -> [Hit]
+  bm25(query, k, path, language) / semantic(...) -> [Hit];  rerank(query, hits, k=None) -> [Hit]
+  read(path, start_line=1, end_line=None) -> str;  files(pattern="**/*") -> [path]
+  compact(obj, max_tokens=500) -> str;  count_tokens(text) -> int;  help(name=None) -> str
+  state (dict kept across calls of this session);  list_skills();  saved skills by name
+Hit fields: id doc_id path start_line end_line language title score text (h.path, h.to_dict()).
+Example: hits = search("where are rlimits applied", k=20, path="sandbox/**")
+         result = [f"{h.path}:{h.start_line}" for h in hits[:3]]
+Sandboxed: no files, network, imports outside an allow-list, or names starting with "_".
+Full docs: help() or the resource knowledge://api.""",
+    "search_code": """Search the indexed code and documents; returns ranked hits (path, lines, language, title,
+score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
+rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
+For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
+    "save_skill": """Save a reusable helper: `source` must define exactly one function named `name` (the same
+sandbox rules as execute_code). It becomes a global in every later execute_code program and survives
+restarts. It may not shadow an API name (search, read, ...) or a builtin.""",
+    "delete_skill": "Delete a saved skill by name.",
+}
+
+
+def _session_key(ctx: Context) -> tuple[Any, str]:
+    try:
+        session = ctx.session
+    except ValueError:  # outside a request (in-process calls)
+        return None, "none"
+    return session, f"{id(session):x}"
+
+
+async def _ready(runtime: Runtime, ctx: Context) -> None:
+    """Start loading on the first call when the client's roots decide the target; wait with progress."""
+    if not runtime.is_started:
+        runtime.start(client_roots=await _client_roots(ctx))
+
+    async def progress(seconds: float, message: str) -> None:
+        try:
+            await ctx.report_progress(seconds, None, message)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            logger.debug("progress notification failed", exc_info=True)
+
+    await runtime.wait_ready(progress)
+
+
+async def _client_roots(ctx: Context) -> list[Path]:
+    """Local directories among the client's advertised MCP roots (empty when none)."""
+    try:
+        capabilities = ctx.client_capabilities
+        if capabilities is None or capabilities.roots is None:
+            return []
+        listed = await ctx.session.list_roots()
+    except Exception:  # noqa: BLE001 - a client without roots support: fall back to the cwd
+        logger.debug("listing the client's roots failed", exc_info=True)
+        return []
+    roots = []
+    for root in listed.roots:
+        parsed = urlparse(str(root.uri))
+        if parsed.scheme == "file":
+            roots.append(Path(unquote(parsed.path)))
+    return roots
+
+
+def _load_failure(runtime: Runtime, exc: BaseException, outcome_key: str) -> CallToolResult:
+    """The reply when the index or fork server could not load (the message says what to do)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    structured = {
+        "ok": False,
+        "outcome": "internal_error",
+        "error": {"exception": type(exc).__name__, "message": message, "line": None,
+                  "hint": "fix the server's configuration and restart it", "traceback": None},
+    }
+    return simple_reply(structured, f"internal_error: the server could not load: {message}", is_error=True).to_call_tool_result()
+
+
+def register_tools(server: Any, runtime: Runtime) -> None:
+    """Add the four tools to an `MCPServer`."""
+
+    async def execute_code(
+        code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
+        ctx: Context,
+        timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
+        max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
+    ) -> Annotated[CallToolResult, ExecuteCodeResult]:
+        try:
+            await _ready(runtime, ctx)
+        except Exception as exc:  # noqa: BLE001
+            return _load_failure(runtime, exc, "execute_code")
+        session, session_id = _session_key(ctx)
+        state = runtime.states.for_session(session) if session is not None else None
+        reply = await runtime.execute(
+            code, timeout_s=timeout_s, max_output_tokens=max_output_tokens, state=state, session_id=session_id
+        )
+        return reply.to_call_tool_result()
+
+    async def search_code(
+        query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for")],
+        ctx: Context,
+        k: Annotated[int, Field(ge=1, le=100, description="number of hits")] = 10,
+        mode: Annotated[Literal["hybrid", "bm25", "semantic"], Field(description="retrieval mode")] = "hybrid",
+        rerank: Annotated[bool, Field(description="rerank with the cross-encoder")] = True,
+        path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
+        language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,
+        max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
+    ) -> Annotated[CallToolResult, SearchCodeResult]:
+        try:
+            await _ready(runtime, ctx)
+        except Exception as exc:  # noqa: BLE001
+            return _load_failure(runtime, exc, "search_code")
+        _, session_id = _session_key(ctx)
+        reply = await runtime.search(
+            query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
+            max_output_tokens=max_output_tokens, session_id=session_id,
+        )
+        return reply.to_call_tool_result()
+
+    async def save_skill(
+        name: Annotated[str, Field(min_length=1, max_length=64, description="skill and function name")],
+        source: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="one `def name(...)`")],
+        description: Annotated[str, Field(min_length=1, max_length=1000, description="what it returns")],
+        ctx: Context,
+    ) -> Annotated[CallToolResult, SkillResult]:
+        try:
+            await _ready(runtime, ctx)
+        except Exception as exc:  # noqa: BLE001
+            return _load_failure(runtime, exc, "save_skill")
+        try:
+            runtime.skills.save(name, source, description)
+        except SkillError as exc:
+            return _skill_reply(runtime, "refused", name, str(exc))
+        logger.info("skill %s saved", name)
+        return _skill_reply(runtime, "saved", name, None)
+
+    async def delete_skill(
+        name: Annotated[str, Field(min_length=1, max_length=64, description="skill to delete")],
+        ctx: Context,
+    ) -> Annotated[CallToolResult, SkillResult]:
+        try:
+            await _ready(runtime, ctx)
+        except Exception as exc:  # noqa: BLE001
+            return _load_failure(runtime, exc, "delete_skill")
+        try:
+            runtime.skills.delete(name)
+        except SkillError as exc:
+            return _skill_reply(runtime, "refused", name, str(exc))
+        logger.info("skill %s deleted", name)
+        return _skill_reply(runtime, "deleted", name, None)
+
+    read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+    server.add_tool(
+        execute_code, name="execute_code", title="Run a program over the knowledge base",
+        description=TOOL_DESCRIPTIONS["execute_code"],
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                                    open_world_hint=False),
+    )
+    server.add_tool(search_code, name="search_code", title="Search code and docs",
+                    description=TOOL_DESCRIPTIONS["search_code"], annotations=read_only)
+    server.add_tool(
+        save_skill, name="save_skill", title="Save a skill", description=TOOL_DESCRIPTIONS["save_skill"],
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                                    open_world_hint=False),
+    )
+    server.add_tool(
+        delete_skill, name="delete_skill", title="Delete a skill", description=TOOL_DESCRIPTIONS["delete_skill"],
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
+                                    open_world_hint=False),
+    )
+
+
+def _skill_reply(runtime: Runtime, action: str, name: str, error: str | None) -> CallToolResult:
+    skills = runtime.skills.infos()
+    structured = {"ok": error is None, "action": action, "name": name, "error": error, "skills": skills}
+    if error is None:
+        text = f"skill {name} {action}; skills: {', '.join(s['name'] for s in skills) or 'none'}"
+    else:
+        text = f"refused: {error}"
+    return simple_reply(structured, text, is_error=error is not None).to_call_tool_result()

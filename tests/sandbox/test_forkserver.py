@@ -1,0 +1,226 @@
+"""The fork server through its asyncio client: outcomes, deadlines, queue, cancel, crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import ForkServerClient, ForkServerError, SandboxConfig
+
+from .conftest import SandboxHandle, child_pids_of, plain_config, zombies_of
+
+pytestmark = pytest.mark.linux_only
+
+SLEEP = "import time\ntime.sleep(60)\n"
+
+
+@pytest.fixture(scope="module")
+def sandbox(canary_env) -> SandboxHandle:
+    handle = SandboxHandle(plain_config())
+    yield handle
+    handle.close()
+
+
+def test_forkserver_runs_a_program_and_returns_result_and_stdout(sandbox: SandboxHandle) -> None:
+    """It returns ok with the program's printed output and its ``result`` variable."""
+    result = sandbox.run("print('hello')\nresult = {'answer': 6 * 7}")
+    assert result.outcome == "ok", result.error
+    assert result.result == {"answer": 42}
+    assert result.stdout == "hello\n"
+    assert set(result.timings_ms) >= {"queue", "execute"}
+
+
+def test_forkserver_is_single_threaded_and_not_dumpable(sandbox: SandboxHandle) -> None:
+    """It reports at most onnxruntime's one idle helper thread and hides its memory from other users."""
+    assert sandbox.ready.threads <= 2
+    status = Path(f"/proc/{sandbox.client.pid}/status").read_text()
+    assert os.stat(f"/proc/{sandbox.client.pid}").st_uid == 0 or "Uid" in status
+    environ = Path(f"/proc/{sandbox.client.pid}/environ").read_bytes().decode()
+    assert "KMCP_TEST_CANARY_SECRET" not in environ  # minimal environment
+    assert "OMP_NUM_THREADS=1" in environ
+
+
+def test_forkserver_timeout_kills_child_within_deadline(sandbox: SandboxHandle) -> None:
+    """It stops an infinite loop and a sleep at the deadline (+1 s), and the child is gone."""
+    for source in ("while True:\n    pass\n", SLEEP):
+        started = time.monotonic()
+        result = sandbox.run(source, timeout_s=1.0)
+        elapsed = time.monotonic() - started
+        assert result.outcome == "timeout"
+        assert "1 s" in result.error["message"]
+        assert elapsed < 1.0 + 1.0 + 1.0  # deadline + 1 s, plus queue/start slack
+    stats = sandbox.settle()
+    assert stats.running == 0
+    assert zombies_of(sandbox.client.pid) == []
+
+
+def test_forkserver_maps_memory_bomb_to_memory_limit(sandbox: SandboxHandle) -> None:
+    """It answers memory_limit when the program exceeds its address-space budget."""
+    result = sandbox.run("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))\n")
+    assert result.outcome == "memory_limit", result
+    assert "256 MB" in result.error["message"]
+
+
+def test_forkserver_stops_huge_power(sandbox: SandboxHandle) -> None:
+    """It stops ``10**10**8`` by timeout or memory limit, never hangs."""
+    result = sandbox.run("x = 10**10**8\n", timeout_s=2.0)
+    assert result.outcome in {"timeout", "memory_limit"}
+
+
+def test_forkserver_deep_recursion_is_a_clean_runtime_error(sandbox: SandboxHandle) -> None:
+    """It reports RecursionError as a runtime_error, not a crash."""
+    result = sandbox.run("def f(n):\n    return f(n + 1)\nf(0)\n")
+    assert result.outcome == "runtime_error"
+    assert result.error["exception"] == "RecursionError"
+
+
+def test_forkserver_truncates_huge_output_with_bounded_memory(sandbox: SandboxHandle) -> None:
+    """It cuts 100 MB of output at the cap, marks truncated, and the fork server's RSS stays bounded."""
+    before = sandbox.stats().rss_kb
+    result = sandbox.run("line = 'x' * 1_000_000\nfor _ in range(100):\n    print(line)\n", timeout_s=30)
+    assert result.outcome == "ok", result.error
+    assert result.truncated is True
+    assert len(result.stdout.encode()) <= sandbox.config.stdout_cap_bytes
+    assert sandbox.stats().rss_kb - before < 50_000
+
+
+def test_forkserver_names_blocked_syscall(sandbox: SandboxHandle) -> None:
+    """It answers blocked_syscall naming a call that is on neither seccomp list."""
+    result = sandbox.run("import os\nos.sched_rr_get_interval(0)\n")
+    assert result.outcome == "blocked_syscall"
+    assert "sched_rr_get_interval" in result.error["message"]
+
+
+def test_forkserver_maps_signal_death_to_crashed(sandbox: SandboxHandle) -> None:
+    """It answers crashed naming the signal when the child kills itself."""
+    result = sandbox.run("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    assert result.outcome == "crashed"
+    assert "SIGSEGV" in result.error["message"]
+
+
+def test_forkserver_runs_calls_in_parallel_up_to_max_workers(sandbox: SandboxHandle) -> None:
+    """It runs two sleeping calls at once (max_workers=2): both finish in about one sleep."""
+    client = sandbox.client
+    started = time.monotonic()
+    first, second = sandbox.gather(
+        client.execute(sandbox.request("import time\ntime.sleep(1)\nresult = 1")),
+        client.execute(sandbox.request("import time\ntime.sleep(1)\nresult = 2")),
+    )
+    assert (first.result, second.result) == (1, 2)
+    assert first.timings_ms["queue"] < 1000 or second.timings_ms["queue"] < 1000
+    assert time.monotonic() - started < 1.9 + 1.5  # not serialised (2 s) plus generous slack
+
+
+def test_forkserver_answers_busy_beyond_queue_cap(canary_env) -> None:
+    """It answers busy when max_workers are running and the queue is full; queued calls still run."""
+    handle = SandboxHandle(plain_config(max_workers=1, queue_size=1))
+    try:
+        client = handle.client
+        results = handle.gather(
+            client.execute(handle.request("import time\ntime.sleep(0.5)\nresult = 'first'")),
+            client.execute(handle.request("result = 'queued'")),
+            client.execute(handle.request("result = 'third'")),
+        )
+        outcomes = sorted(r.outcome for r in results)
+        assert outcomes == ["busy", "ok", "ok"]
+        busy = next(r for r in results if r.outcome == "busy")
+        assert "retry" in busy.error["hint"]
+        queued = next(r for r in results if r.result == "queued")
+        assert queued.timings_ms["queue"] > 100  # it waited for the first; not counted as execute
+    finally:
+        handle.close()
+
+
+def test_forkserver_cancel_kills_the_child(sandbox: SandboxHandle) -> None:
+    """It kills the child of a cancelled call: its task ends and no process is left running."""
+
+    async def cancel_soon():
+        task = asyncio.ensure_future(sandbox.client.execute(sandbox.request(SLEEP, timeout_s=60)))
+        await asyncio.sleep(0.5)
+        running = (await sandbox.client.stats()).running
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return running
+
+    assert sandbox.loop.run_until_complete(cancel_soon()) == 1
+    stats = sandbox.settle()
+    assert stats.running == 0
+
+
+def test_forkserver_cancel_by_id_answers_once(sandbox: SandboxHandle) -> None:
+    """It answers a call cancelled by id with one crashed result saying so."""
+
+    async def run():
+        request = sandbox.request(SLEEP, timeout_s=60)
+        task = asyncio.ensure_future(sandbox.client.execute(request))
+        await asyncio.sleep(0.5)
+        await sandbox.client.cancel(request.request_id)
+        return await asyncio.wait_for(task, 10)
+
+    result = sandbox.loop.run_until_complete(run())
+    assert result.outcome == "crashed" and "cancelled" in result.error["message"]
+
+
+def test_forkserver_kill9_fails_inflight_then_recovers(canary_env) -> None:
+    """It fails the call in flight with internal_error when the fork server is SIGKILLed; the next call works."""
+    handle = SandboxHandle(plain_config())
+    try:
+        old_pid = handle.client.pid
+
+        async def kill_during_call():
+            task = asyncio.ensure_future(handle.client.execute(handle.request(SLEEP, timeout_s=60)))
+            await asyncio.sleep(0.5)
+            os.kill(old_pid, signal.SIGKILL)
+            return await asyncio.wait_for(task, 10)
+
+        lost = handle.loop.run_until_complete(kill_during_call())
+        assert lost.outcome == "internal_error"
+        assert "retry" in lost.error["hint"]
+        after = handle.run("result = 'back'")
+        assert after.outcome == "ok" and after.result == "back"
+        assert handle.client.pid != old_pid
+        time.sleep(0.5)
+        assert zombies_of(os.getpid()) == []
+    finally:
+        handle.close()
+
+
+def test_forkserver_leaks_no_descriptors_and_leaves_no_zombies(sandbox: SandboxHandle) -> None:
+    """It keeps the fork server's and the test process's descriptor counts flat over many calls."""
+    sandbox.settle()
+    fs_pid = sandbox.client.pid
+    own_before = len(os.listdir("/proc/self/fd"))
+    fs_before = len(os.listdir(f"/proc/{fs_pid}/fd"))
+    for i in range(15):
+        source = ["result = 1", "raise ValueError('x')", "import os\nos.kill(os.getpid(), 9)"][i % 3]
+        sandbox.run(source)
+    stats = sandbox.settle()
+    assert len(os.listdir(f"/proc/{fs_pid}/fd")) == fs_before
+    assert len(os.listdir("/proc/self/fd")) == own_before
+    assert zombies_of(fs_pid) == []
+    assert sorted(child_pids_of(fs_pid)) == stats.child_pids
+
+
+def test_forkserver_close_leaves_no_processes(canary_env) -> None:
+    """It stops the fork server and all its children on close()."""
+    handle = SandboxHandle(plain_config())
+    pid = handle.client.pid
+    children = child_pids_of(pid)
+    assert children  # the spare
+    handle.close()
+    for process in [pid, *children]:
+        assert not Path(f"/proc/{process}").exists()
+
+
+def test_forkserver_start_reports_missing_index_with_exit_code(tmp_path: Path) -> None:
+    """It raises ForkServerError carrying the index error's exit code (3) when the index is missing."""
+    client = ForkServerClient(SandboxConfig(), index_dir=tmp_path / "missing", log_level="CRITICAL")
+    with pytest.raises(ForkServerError) as caught:
+        asyncio.run(client.start())
+    assert caught.value.exit_code == 3

@@ -1,0 +1,67 @@
+"""Tests of server.redact: secrets go, ordinary identifiers (digests, SHAs, UUIDs) stay."""
+
+import pytest
+
+from server import redact_text, redact_value
+
+SECRETS = {
+    "aws access key": ("aws_key = AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    "private key block": (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu\n-----END RSA PRIVATE KEY-----",
+        "MIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu",
+    ),
+    "openssh private key": (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----",
+        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+    ),
+    "bearer token": ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abcdefghij", "eyJhbGciOiJIUzI1NiJ9abcdefghij"),
+    "github token": ("token: ghp_" + "a1B2c3D4e5" * 4, "ghp_" + "a1B2c3D4e5" * 4),
+    "slack token": ("SLACK=xoxb-123456789012-abcdefABCDEF", "xoxb-123456789012-abcdefABCDEF"),
+    "password assignment": ('password = "hunter2-is-great"', "hunter2-is-great"),
+    "env password": ("DB_PASSWORD=s3cr3tValue", "s3cr3tValue"),
+    "api key in json": ('{"api_key": "sk-test-51Habcdefghijklmnop"}', "sk-test-51Habcdefghijklmnop"),
+    "secret in yaml": ("client_secret: Zm9vYmFyYmF6cXV4", "Zm9vYmFyYmF6cXV4"),
+    "password in url": ("postgres://admin:pa55w0rd@db.internal/app", "pa55w0rd"),
+}
+
+ORDINARY = {
+    "sha256 digest": "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "git sha": "commit 9fceb02d0ae598e95dc970b74767f19372d61af8 fixed it",
+    "short sha": "see 9fceb02 for details",
+    "uuid": "request 123e4567-e89b-12d3-a456-426614174000 finished",
+    "md5": "md5: 9e107d9d372bb6826bd81d3542a419d6",
+    "type annotation": "def connect(password: str = None) -> bool:",
+    "env lookup": 'secret = os.environ["APP_SECRET"]',
+    "function call": "api_key = load_api_key(config)",
+    "length constant": "max_password_length = 64",
+    "prose": "Rotate the password every 90 days and never log a secret.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_redact_text_removes_secret(name):
+    """It removes each kind of secret and leaves a redaction marker."""
+    text, secret = SECRETS[name]
+    redacted = redact_text(text)
+    assert secret not in redacted
+    assert "[REDACTED:" in redacted
+
+
+@pytest.mark.parametrize("name", sorted(ORDINARY))
+def test_redact_text_keeps_ordinary_identifiers(name):
+    """It leaves digests, SHAs, UUIDs and ordinary code untouched."""
+    assert redact_text(ORDINARY[name]) == ORDINARY[name]
+
+
+def test_redact_text_keeps_assignment_name():
+    """It keeps the variable name and operator so the reader still sees what was there."""
+    assert redact_text('password = "hunter2-is-great"') == 'password = "[REDACTED:secret]"'
+
+
+def test_redact_value_walks_nested_json():
+    """It redacts strings at any depth of a JSON value and leaves other values alone."""
+    value = {"hits": [{"text": "key AKIAIOSFODNN7EXAMPLE", "line": 3}], "ok": True, "sha": ORDINARY["git sha"]}
+    redacted = redact_value(value)
+    assert "AKIAIOSFODNN7EXAMPLE" not in redacted["hits"][0]["text"]
+    assert redacted["hits"][0]["line"] == 3 and redacted["ok"] is True
+    assert redacted["sha"] == ORDINARY["git sha"]

@@ -1,0 +1,68 @@
+"""The stdio wire: stdout carries only JSON-RPC lines, even when user code prints."""
+
+import json
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.server.conftest import ROOT, server_env
+
+pytestmark = [pytest.mark.linux_only, pytest.mark.model]
+
+
+def _send(proc, message):
+    proc.stdin.write((json.dumps(message) + "\n").encode())
+    proc.stdin.flush()
+
+
+def _read_until_id(proc, wanted_id, lines, deadline_s=300):
+    """Read stdout lines until the response with `wanted_id`; every line is kept for checking."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not ready:
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("server closed stdout")
+        lines.append(line)
+        message = json.loads(line)
+        if message.get("id") == wanted_id:
+            return message
+    raise AssertionError(f"no response with id {wanted_id}")
+
+
+def test_stdio_stdout_carries_only_jsonrpc(built_index, tmp_path):
+    """It writes nothing but JSON-RPC messages on stdout, whatever the program prints."""
+    from mcp_types import LATEST_PROTOCOL_VERSION
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--index", str(built_index)], cwd=ROOT,
+        env=server_env(tmp_path, KNOWLEDGE_MCP_LOG_LEVEL="DEBUG"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "stderr.log", "wb"),
+    )
+    lines = []
+    try:
+        _send(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}})
+        _read_until_id(proc, 1, lines)
+        _send(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        code = "for i in range(200):\n    print('NOT-JSON line', i)\nresult = 'done'"
+        _send(proc, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                     "params": {"name": "execute_code", "arguments": {"code": code}}})
+        reply = _read_until_id(proc, 2, lines)
+        _send(proc, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                     "params": {"name": "execute_code", "arguments": {"code": "import sys"}}})
+        _read_until_id(proc, 3, lines)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert reply["result"]["structuredContent"]["result"] == "done"
+    for line in lines:
+        assert json.loads(line)["jsonrpc"] == "2.0"
+        assert not line.startswith(b"NOT-JSON")
+    assert (tmp_path / "stderr.log").stat().st_size > 0  # logs went to stderr
