@@ -57,7 +57,8 @@ def index_dir() -> Path:
 def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
     config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2, spare_children=2)
     trivial = compile_program("result = 1", config).to_bytes()
-    search_program = compile_program(SEARCH_PROGRAM, config).to_bytes()
+    # "plain" only so the program may sleep (time is not allow-listed) while it is measured.
+    search_program = compile_program(SEARCH_PROGRAM, PolicyConfig(mode="plain")).to_bytes()
     loop = asyncio.new_event_loop()
     client = ForkServerClient(config, index_dir=index_dir, search_config=SearchConfig(threads=2), log_level="WARNING")
     counter = iter(range(10**9))
@@ -128,3 +129,46 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
         "forkserver_start_s": round(start_s, 2),
     }
     common.emit("sandbox_forkserver", {"max_workers": 2, "spare_children": 2, "search_threads": 2, "mode": "full"}, metrics)
+
+
+def test_forkserver_overhead_without_index(benchmark) -> None:
+    """The plumbing alone (fork, lock-down, frames, reap) with no per-child model warm-up."""
+    config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2, spare_children=2)
+    trivial = compile_program("result = 1", config).to_bytes()
+    loop = asyncio.new_event_loop()
+    client = ForkServerClient(config, log_level="WARNING")
+    counter = iter(range(10**9))
+
+    def call():
+        request = ExecRequest(
+            request_id=f"n{next(counter)}", program=trivial, timeout_s=10.0,
+            memory_mb=config.memory_mb, output_cap_bytes=config.stdout_cap_bytes,
+        )
+        return loop.run_until_complete(client.execute(request))
+
+    try:
+        loop.run_until_complete(client.start())
+        for _ in range(WARMUP_CALLS):
+            assert call().outcome == "ok"
+        back_to_back = []
+        for _ in range(BACK_TO_BACK_CALLS):
+            t0 = time.perf_counter()
+            assert call().outcome == "ok"
+            back_to_back.append((time.perf_counter() - t0) * 1000)
+        spaced = []
+        for _ in range(SPACED_CALLS):
+            time.sleep(SPACING_S)
+            t0 = time.perf_counter()
+            call()
+            spaced.append((time.perf_counter() - t0) * 1000)
+        benchmark.pedantic(call, rounds=50, iterations=1)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+    metrics = {
+        "back_to_back_p50_ms": round(statistics.median(back_to_back), 2),
+        "back_to_back_p99_ms": round(_percentile(back_to_back, 0.99), 2),
+        "spaced_p50_ms": round(statistics.median(spaced), 2),
+        "spaced_p99_ms": round(_percentile(spaced, 0.99), 2),
+    }
+    common.emit("sandbox_forkserver_no_index", {"max_workers": 2, "spare_children": 2, "mode": "full"}, metrics)

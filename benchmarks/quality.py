@@ -19,7 +19,7 @@ import itertools
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ BM25_GRID = [
 ]
 RRF_K_GRID = (5, 10, 20, 40, 60, 100)
 DENSE_WEIGHT_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # bm25 weight fixed at 1
-RERANK_DEPTHS = (10, 20, 30, 40)
+RERANK_DEPTHS = (10, 20, 30)
 RERANK_MAX_TOKENS = (128, 256)
 FOLDS = 5
 

@@ -162,7 +162,7 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
         seconds=round(time.perf_counter() - started, 3),
         embed_seconds=round(embed_seconds, 3),
     )
-    log.info("%s", report.summary())
+    log.debug("%s", report.summary())
     return report
 
 

@@ -1,5 +1,6 @@
 """The sandbox: validate agent programs in the server, run them in a locked-down forked child."""
 
+from sandbox.api import API_NAMES, RESERVED_NAMES, SandboxAPI, SandboxHit, build_api, preload_sandbox
 from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
 from sandbox.forkserver import ForkServerClient, execute_once
@@ -12,6 +13,7 @@ from sandbox.validate import validate_source
 
 __all__ = [
     "ALLOWED_MODULES",
+    "API_NAMES",
     "OUTCOMES",
     "POLICY_MODES",
     "BusyError",
@@ -22,18 +24,23 @@ __all__ = [
     "ForkServerError",
     "PolicyConfig",
     "PolicyError",
+    "RESERVED_NAMES",
     "ProtocolError",
     "Ready",
     "RunResult",
+    "SandboxAPI",
     "SandboxConfig",
     "SandboxError",
+    "SandboxHit",
     "Stats",
     "TokenCounter",
     "Violation",
+    "build_api",
     "compile_program",
     "compile_skill",
     "execute_once",
     "preload_modules",
+    "preload_sandbox",
     "run_program",
     "validate_source",
 ]

@@ -93,6 +93,7 @@ PRELOAD_MODULES = (
     "traceback",
     "uuid",
     "json",
+    "encodings.idna",  # socket/connect error paths import it lazily
     "onnxruntime",
 )
 READ_CHUNK_BYTES = 1 << 20
@@ -154,11 +155,14 @@ class ForkServer:
         self._is_running = True
 
     # ------------------------------------------------------------------ loop
-    def serve(self) -> None:
+    def prefork(self) -> None:
+        """Fork the first spare children (they warm up while the server hears ``Ready``)."""
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        self._refill()
+
+    def serve(self) -> None:
         try:
-            self._refill()
             while self._is_running:
                 poller = select.poll()
                 poller.register(self._conn.fileno(), select.POLLIN)
@@ -238,6 +242,7 @@ class ForkServer:
             )
             return
         self._queue.append(_Pending(request=request, enqueued_at=time.monotonic()))
+        self._dispatch()  # so the next message of the same batch sees the true queue length
 
     def _cancel(self, request_id: str) -> None:
         for pending in list(self._queue):
@@ -594,11 +599,12 @@ def serve(conn_fd: int) -> int:
         # onnxruntime's import starts one idle helper thread (parked on a futex, holding no lock);
         # anything more means a math library left a pool running.
         log.warning("fork server runs %d threads after loading (expected 1, or 2 with onnxruntime)", threads)
+    server = ForkServer(conn, ctx, config, rss_bytes=_read_status_kb("VmRSS") * 1024)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.prefork()
     load_ms = (time.perf_counter() - started) * 1000
     write_message(conn.fileno(), Ready(pid=os.getpid(), load_ms=round(load_ms, 1), has_searcher=ctx.searcher is not None, threads=threads))
     log.info("fork server ready in %.0f ms (pid %d)", load_ms, os.getpid())
-    server = ForkServer(conn, ctx, config, rss_bytes=_read_status_kb("VmRSS") * 1024)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve()
     return 0
 
@@ -612,6 +618,7 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         raise ForkServerError(NOT_LINUX_MESSAGE)
     sandbox_config = _sandbox_config_from_dict(init.sandbox)
     seccomp.load_library()
+    _stop_tqdm_monitor(before_load=True)
     searcher = None
     search_config = None
     if init.index_dir is not None:
@@ -620,6 +627,7 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         search_config = search.SearchConfig(**_search_config_args(init.search or {}))
         searcher = search.Searcher.open(init.index_dir, search_config)
     _hold_math_libraries_to_one_thread()
+    _stop_tqdm_monitor(before_load=False)
     token_counter = _open_token_counter(sandbox_config)
     _preload()
     ctx = ChildContext(
@@ -656,6 +664,22 @@ def _hold_math_libraries_to_one_thread() -> None:
     faiss = sys.modules.get("faiss")
     if faiss is not None:
         faiss.omp_set_num_threads(1)
+
+
+def _stop_tqdm_monitor(*, before_load: bool) -> None:
+    """tqdm starts a monitor thread on its first progress bar (model loading shows one): forbid it
+    before loading, and stop one that slipped through, so the fork server stays single-threaded."""
+    try:
+        import tqdm
+    except ImportError:
+        return
+    if before_load:
+        tqdm.tqdm.monitor_interval = 0
+        return
+    monitor = getattr(tqdm.tqdm, "monitor", None)
+    if monitor is not None:
+        monitor.exit()
+        monitor.join(timeout=5)
 
 
 def _open_token_counter(config: SandboxConfig) -> Any:

@@ -206,6 +206,8 @@ def _execute(request: ExecRequest, ctx: ChildContext) -> ExecutionResult:
             state_max_bytes=ctx.state_max_bytes,
         )
         payload = run.to_dict()
+        if payload["outcome"] == "memory_limit":  # the contract: the message states the limit
+            payload["error"] = {**(payload.get("error") or {}), "message": _memory_message(ctx.memory_mb)}
         result = ExecutionResult(
             request_id=request.request_id,
             outcome=payload["outcome"],
@@ -220,13 +222,17 @@ def _execute(request: ExecRequest, ctx: ChildContext) -> ExecutionResult:
         result = ExecutionResult.failure(
             request.request_id,
             "memory_limit",
-            f"the program exceeded its memory budget of {ctx.memory_mb} MB",
+            _memory_message(ctx.memory_mb),
             exception="MemoryError",
             hint="work on fewer or smaller results at a time",
         )
     except Exception as exc:  # our fault: reported with an id, details only in the fork server's log
         result = _internal_error(request.request_id, exc)
     return result.with_timings(execute=(time.perf_counter() - started) * 1000)
+
+
+def _memory_message(memory_mb: int) -> str:
+    return f"the program exceeded its memory budget of {memory_mb} MB (above the sandbox's base size)"
 
 
 def _internal_error(request_id: str, exc: BaseException) -> ExecutionResult:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from index import open_embedder, open_index, resolve_embed_model, tokenize
+from index import IndexFormatError, open_embedder, open_index, resolve_embed_model, tokenize
 
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
@@ -93,12 +93,7 @@ class Searcher:
         embedder = cross_encoder = None
         if load_models:
             if dense is not None:
-                embedder = open_embedder(resolve_embed_model(config.embed_model), threads=config.threads)
-                if embedder.dim != dense.dim:
-                    raise QueryError(
-                        f"the embedding model gives {embedder.dim}-d vectors but the index holds {dense.dim}-d "
-                        "ones; use the model the index was built with or rebuild the index"
-                    )
+                embedder = open_embedder(_query_embed_model(data, config), threads=config.threads)
             cross_encoder = CrossEncoder.open(
                 resolve_rerank_model(config.rerank_model),
                 threads=config.threads,
@@ -120,6 +115,11 @@ class Searcher:
     def has_vectors(self) -> bool:
         """True when the index holds vectors (built without --no-vectors)."""
         return self._dense is not None
+
+    @property
+    def is_warm(self) -> bool:
+        """True once this process holds the cross-encoder's inference session."""
+        return self._cross_encoder is not None and self._cross_encoder.is_warm
 
     @property
     def has_models(self) -> bool:
@@ -194,7 +194,7 @@ class Searcher:
             end_line = _check_line("end_line", end_line)
             if end_line < start_line:
                 raise QueryError(f"end_line {end_line} is before start_line {start_line}")
-        lines = self.data.doc_text(doc).splitlines(keepends=True)
+        lines = _split_lines(self.data.doc_text(doc))
         if start_line > max(len(lines), 1):
             raise QueryError(f"start_line {start_line} is past the end of {path} ({len(lines)} lines)")
         return "".join(lines[start_line - 1 : end_line])
@@ -275,12 +275,33 @@ class Searcher:
                     start_line=start_line,
                     end_line=end_line,
                     language=doc["language"],
-                    title=doc.get("title") or "",
+                    title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
                 )
             )
         return hits
+
+
+def _query_embed_model(data: object, config: SearchConfig) -> object:
+    """The configured embedding model, refused unless it is the one that embedded the index."""
+    location = resolve_embed_model(config.embed_model)
+    built_with = (data.manifest.get("models") or {}).get("embed") or {}
+    if built_with.get("sha256") not in (None, location.sha256) or built_with.get("dim") not in (None, location.dim):
+        raise IndexFormatError(
+            data.path,
+            built_with.get("id"),
+            location.model_id,
+            what="embedding model (queries must be embedded by the model that embedded the chunks)",
+        )
+    return location
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines with their "\n" ends, numbered as the chunker numbers them (split on "\n" only)."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    return lines + [parts[-1]] if parts[-1] else lines
 
 
 def _check_query(query: object) -> str:

@@ -18,8 +18,6 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
-from sandbox import api_help
-
 from .config import ServerConfig
 from .freshness import stale_files, summarize_manifest
 from .results import Reply
@@ -62,8 +60,11 @@ def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPSer
         "knowledge://api", name="api", title="Sandbox API reference", mime_type="text/markdown",
         description="Every global a program can use, with signatures and examples (same text as help()).",
     )
-    def api_reference() -> str:
-        return api_help()
+    async def api_reference() -> str:
+        if not runtime.is_started:
+            runtime.start()
+        await runtime.wait_ready()
+        return await runtime.api_reference()
 
     @server.resource(
         "knowledge://index", name="index", title="Index summary", mime_type="application/json",

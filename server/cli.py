@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = index_commands.add_parser("info", help="summarise an index's manifest")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.add_argument("--verify", action="store_true", help="also check every artefact's sha256 (reads the whole index)")
 
     search = commands.add_parser(
         "search",
@@ -146,10 +147,12 @@ def _format_build_report(summary: Mapping[str, Any], out_dir: Path) -> str:
 
 
 def _cmd_index_info(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
-    from index import read_manifest
+    from index import open_index, read_manifest
 
     from .freshness import summarize_manifest
 
+    if args.verify:
+        open_index(Path(args.dir), verify=True)  # IndexCorruptError (exit 3) names the first bad artefact
     manifest = read_manifest(Path(args.dir))
     summary = summarize_manifest(manifest)
     if args.json:

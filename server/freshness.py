@@ -26,6 +26,7 @@ from .errors import RootRefusedError, UsageError
 __all__ = [
     "Target",
     "build_root_index",
+    "check_index",
     "check_root",
     "choose_target",
     "index_dir_for_root",
@@ -118,6 +119,11 @@ def build_root_index(root: Path, index_dir: Path, config: ServerConfig) -> Any:
     """Build or incrementally update the cached index of `root` (blocking; run it in a thread)."""
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     return build_index([root], index_dir, config.index)
+
+
+def check_index(index_dir: Path) -> None:
+    """Raise the index package's error (missing: exit 3, other format: exit 3) before serving it."""
+    read_manifest(index_dir)
 
 
 def index_version(index_dir: Path) -> str | None:

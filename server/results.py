@@ -237,9 +237,11 @@ def _fit(build: Build, stdout_tokens: int, longest_str: int, longest_list: int, 
     )
     if found is not None:
         return found
-    # Phase 2: drop list items from the end.
+    # Phase 2: long lists shrink too (items dropped from the end), sharing the budget with stdout.
     found = _search(
-        lambda share: _Cut(stdout_tokens=0, str_chars=0, list_items=math.floor(share * longest_list)),
+        lambda share: _Cut(
+            stdout_tokens=math.floor(share * stdout_tokens), str_chars=0, list_items=math.floor(share * longest_list)
+        ),
         build, counter, budget,
     )
     if found is not None:

@@ -34,7 +34,7 @@ from sandbox import (
 )
 
 from .config import ServerConfig
-from .freshness import Target, build_root_index, choose_target, index_version, tree_fingerprint
+from .freshness import Target, build_root_index, check_index, choose_target, index_version, tree_fingerprint
 from .results import Reply, TokenCounting, execution_reply, retime, search_reply
 from .skills import SkillStore
 from .state import SessionState, SessionStates, StateTooLargeError
@@ -123,6 +123,19 @@ def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str |
     )
 
 
+# help() of every API name, run in a child, so knowledge://api is exactly the text programs see.
+API_REFERENCE_PROGRAM = """
+parts = [help()]
+for name in ("search", "bm25", "semantic", "rerank", "read", "files", "compact", "count_tokens", "help",
+             "state", "list_skills", "Hit"):
+    try:
+        parts.append(help(name))
+    except (ValueError, TypeError):
+        pass
+result = "\\n\\n".join(parts)
+"""
+
+
 class Runtime:
     """Everything the tools need, loaded once per server process."""
 
@@ -141,6 +154,7 @@ class Runtime:
         self._refresh_task: asyncio.Task[None] | None = None
         self._fingerprint: frozenset[tuple[str, int, int]] | None = None
         self._version: str | None = None
+        self._api_reference: str | None = None
 
     # -------------------------------------------------------------- loading
 
@@ -171,6 +185,7 @@ class Runtime:
                 self.status = f"indexing {self.target.root}"
                 self._fingerprint = await asyncio.to_thread(tree_fingerprint, self.target.root)
                 await asyncio.to_thread(build_root_index, self.target.root, self.target.index_dir, self.config)
+            await asyncio.to_thread(check_index, self.target.index_dir)
             self.status = "starting the fork server"
             await self.pool.start(self.target.index_dir)
             self._version = self.pool.version
@@ -246,6 +261,18 @@ class Runtime:
                 with contextlib.suppress(BaseException):
                     await task
         await self.pool.close()
+
+    async def api_reference(self) -> str:
+        """The sandbox's help() for the whole API (computed once, in a child)."""
+        if self._api_reference is None:
+            run_ = await self._run(
+                API_REFERENCE_PROGRAM, timeout_s=self.config.timeout_s, state=None, session_id="resource",
+                tool="knowledge://api", with_skills=False,
+            )
+            if run_.outcome != "ok" or not isinstance(run_.result, str):
+                raise RuntimeError(f"could not render the API reference ({run_.outcome})")
+            self._api_reference = run_.result
+        return self._api_reference
 
     # -------------------------------------------------------------- the execute workflow
 

@@ -169,7 +169,7 @@ def test_cli_index_build_malformed_jsonl_exits_2(home, tmp_path):
     out = tmp_path / "idx"
     done = run_cli("index", "build", corpus, "--out", out, "--no-vectors", tmp_home=home)
     assert done.returncode == 2, done.stderr
-    assert "2" in one_line_error(done) and "line" in one_line_error(done).lower()
+    assert f"{corpus}:2" in one_line_error(done)
     assert_no_index(out)
 
 
@@ -197,8 +197,10 @@ def test_cli_checksum_mismatch_exits_3(bm25_index, home, tmp_path):
     shutil.copytree(bm25_index, copy)
     docs = _manifest_path(copy).parent / "docs.json"
     docs.write_text(docs.read_text().replace("src/", "srx/"))
-    done = run_cli("search", "token", "--index", copy, "--mode", "bm25", "--no-rerank", tmp_home=home)
+    done = run_cli("index", "info", copy, "--verify", tmp_home=home)
     assert done.returncode == 3, done.stderr
+    assert "docs.json" in one_line_error(done)
+    assert run_cli("index", "info", bm25_index, "--verify", tmp_home=home).returncode == 0
 
 
 def test_cli_missing_index_exits_3(home, tmp_path):

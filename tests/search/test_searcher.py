@@ -1,0 +1,234 @@
+"""Searcher end to end on a tiny built index: modes, filters before the cut, rerank, read, files, bad input."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from search import PathNotFoundError, QueryError, SearchConfig, Searcher
+
+from .corpus import SOURCE_FILES
+from .helpers import assert_same_ranking
+
+MODES = ["bm25", "semantic", "hybrid"]
+
+
+def _chunk_tokens(data) -> list[list[str]]:
+    """Each chunk's indexed terms, rebuilt from the stored term frequencies."""
+    tf = data.tf.tocsr()
+    return [
+        [data.vocab[t] for t, n in zip(tf.indices[tf.indptr[i] : tf.indptr[i + 1]], tf.data[tf.indptr[i] : tf.indptr[i + 1]]) for _ in range(int(n))]
+        for i in range(data.n_chunks)
+    ]
+
+
+def _brute_force_lucene(token_lists, query_terms, k1, b):
+    n_docs = len(token_lists)
+    avgdl = sum(map(len, token_lists)) / n_docs
+    doc_freq = Counter(t for tokens in token_lists for t in set(tokens))
+    scores = []
+    for tokens in token_lists:
+        counts, norm = Counter(tokens), 1 - b + b * len(tokens) / avgdl
+        scores.append(
+            sum(
+                math.log(1 + (n_docs - doc_freq[t] + 0.5) / (doc_freq[t] + 0.5)) * counts[t] / (counts[t] + k1 * norm)
+                for t in query_terms
+                if counts[t]
+            )
+        )
+    return np.array(scores)
+
+
+def test_searcher_bm25_ranks_like_brute_force(searcher):
+    """It returns exactly the chunks a textbook Lucene BM25 ranks first, with the same scores."""
+    from index import tokenize
+
+    data, config = searcher.data, searcher.config
+    token_lists = _chunk_tokens(data)
+    position = {chunk_id: i for i, chunk_id in enumerate(data.chunk_ids)}
+    for query in ["http server request", "parse config file", "retry connection errors", "json fetch url"]:
+        expected = _brute_force_lucene(token_lists, tokenize(query), config.k1, config.b)
+        expected_ids = sorted(np.flatnonzero(expected > 0), key=lambda i: (-expected[i], i))[:5]
+        hits = searcher.bm25(query, k=5)
+        assert_same_ranking(
+            [position[h.id] for h in hits], [h.score for h in hits], expected_ids, expected[expected_ids]
+        )
+
+
+def test_searcher_okapi_equals_rank_bm25_on_the_index(code_index):
+    """It scores every chunk of a built index like rank_bm25.BM25Okapi over the same terms."""
+    searcher = Searcher.open(code_index, SearchConfig(bm25_variant="okapi", k1=1.5, b=0.75), load_models=False)
+    data = searcher.data
+    reference = BM25Okapi(_chunk_tokens(data), k1=1.5, b=0.75)
+    position = {chunk_id: i for i, chunk_id in enumerate(data.chunk_ids)}
+    from index import tokenize
+
+    for query in ["start server socket", "slugify title words", "upstream request"]:
+        expected = reference.get_scores(tokenize(query))
+        hits = searcher.bm25(query, k=data.n_chunks)
+        got = np.zeros(data.n_chunks)
+        got[[position[h.id] for h in hits]] = [h.score for h in hits]
+        np.testing.assert_allclose(got, np.where(expected > 0, expected, 0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("query", "path"),
+    [
+        ("open a listening socket and serve forever", "src/app/server.py"),
+        ("turn a title into a url slug", "src/app/util.py"),
+        ("download with exponential backoff", "http/client.py"),
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_searcher_modes_find_the_answer(searcher, mode, query, path):
+    """It ranks the chunk holding the answer first in every mode, with hits in the contract shape."""
+    hits = searcher.search(query, k=3, mode=mode, rerank=False)
+    assert hits and hits[0].path == path
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    hit = hits[0]
+    lines = SOURCE_FILES[path].split("\n")[hit.start_line - 1 : hit.end_line]
+    assert "\n".join(lines).strip() in SOURCE_FILES[path]
+    assert hit.language == "python" and hit.doc_id == path
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("rerank", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_searcher_filters_apply_before_the_cut(searcher, mode, rerank):
+    """It fills k from the filtered chunks even when better chunks lie outside the filter."""
+    matching = [i for i, doc in enumerate(searcher.data.chunk_doc) if searcher.data.docs[doc]["path"].startswith("http/")]
+    assert len(matching) >= 2
+    query = "handle a server request on a connection url"  # best answers are in src/app/server.py
+    hits = searcher.search(query, k=2, mode=mode, rerank=rerank, path="http/**")
+    assert len(hits) == 2 and all(h.path.startswith("http/") for h in hits)
+    markdown = searcher.search("install with pip", k=10, mode=mode, rerank=rerank, language="markdown")
+    assert markdown and {h.language for h in markdown} == {"markdown"}
+    assert {h.path for h in markdown} <= {"docs/guide.md", "README.md"}
+
+
+@pytest.mark.model
+def test_searcher_path_and_language_combine(searcher):
+    """It applies both filters at once and returns nothing when no file passes both."""
+    assert all(h.path == "http/client.py" for h in searcher.hybrid("retry", k=5, path="http/*", language="python"))
+    assert searcher.hybrid("retry", k=5, path="http/*", language="markdown") == []
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("mode", MODES)
+def test_searcher_rerank_applies_after_any_mode(searcher, cross_encoder, mode):
+    """It rescores the first stage with the cross-encoder, sorted by logit, cut to k."""
+    query = "how are URL paths mapped to handlers"
+    hits = searcher.search(query, k=3, mode=mode, rerank=True)
+    assert len(hits) == 3
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    first_stage = searcher.search(query, k=searcher.config.rerank_depth, mode=mode, rerank=False)
+    assert {h.id for h in hits} <= {h.id for h in first_stage}
+    again = searcher.rerank(query, first_stage, k=3)
+    assert [(h.id, round(h.score, 4)) for h in again] == [(h.id, round(h.score, 4)) for h in hits]
+    assert hits[0].title.endswith("RequestRouter") or "add_route" in hits[0].title
+
+
+@pytest.mark.model
+def test_searcher_rerank_accepts_hit_dicts(searcher):
+    """It takes hits as contract dicts (the JSON form) and refuses anything else."""
+    hits = searcher.bm25("config", k=3)
+    assert [h.id for h in searcher.rerank("config", [h.to_dict() for h in hits])] == [
+        h.id for h in searcher.rerank("config", hits)
+    ]
+    with pytest.raises(QueryError, match="rerank\\(\\) takes hits"):
+        searcher.rerank("config", ["not a hit"])
+
+
+def test_searcher_read_returns_exact_lines(searcher):
+    """It returns whole files and 1-based inclusive line ranges, clamping an end past the file."""
+    text = SOURCE_FILES["src/app/util.py"]
+    assert searcher.read("src/app/util.py") == text
+    assert searcher.read("src/app/util.py", 4, 5) == "".join(text.splitlines(keepends=True)[3:5])
+    assert searcher.read("src/app/util.py", 4, 4).startswith("def parse_config(text):")
+    assert searcher.read("src/app/util.py", 16, 10_000) == "".join(text.splitlines(keepends=True)[15:])
+    assert searcher.read("./src/app/util.py", 1, 1) == '"""Small helpers."""\n'
+
+
+def test_searcher_read_unknown_path_is_lookup_error(searcher):
+    """It raises PathNotFoundError, a LookupError that points at files()."""
+    with pytest.raises(LookupError, match="files\\(\\)") as caught:
+        searcher.read("src/missing.py")
+    assert isinstance(caught.value, PathNotFoundError)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [(0, None, "start_line must be an integer >= 1"), (5, 4, "end_line 4 is before start_line 5"),
+     (1000, None, "past the end"), ("1", None, "start_line must be an integer"), (1, 2.5, "end_line must be an integer")],
+)
+def test_searcher_read_bad_range_is_query_error(searcher, start, end, message):
+    """It raises QueryError (a ValueError) saying what is wrong with the range."""
+    with pytest.raises(ValueError, match=message) as caught:
+        searcher.read("src/app/util.py", start, end)
+    assert isinstance(caught.value, QueryError)
+
+
+def test_searcher_files_lists_sorted_matches(searcher):
+    """It lists every indexed path sorted, or those matching a glob."""
+    assert searcher.files() == sorted(SOURCE_FILES)
+    assert searcher.files("src/**/*.py") == ["src/app/server.py", "src/app/util.py"]
+    assert searcher.files("http/*") == ["http/client.py"]
+    assert searcher.files("*.md") == ["README.md", "docs/guide.md"]
+    assert searcher.files("nothing/*") == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"query": ""}, "query is empty"),
+        ({"query": "   "}, "query is empty"),
+        ({"query": None}, "query must be a string"),
+        ({"query": "x" * 10_001}, "limit is 10000"),
+        ({"k": 0}, "k must be an integer >= 1"),
+        ({"k": "5"}, "k must be an integer >= 1"),
+        ({"k": True}, "k must be an integer >= 1"),
+        ({"mode": "fuzzy"}, "unknown mode 'fuzzy'; use one of hybrid, bm25, semantic"),
+        ({"rerank": "yes"}, "rerank must be True or False"),
+        ({"language": "klingon"}, "unknown language 'klingon'; this index holds: javascript, markdown, python"),
+        ({"path": ""}, "path glob must be a non-empty string"),
+    ],
+)
+def test_searcher_search_rejects_bad_arguments(searcher, kwargs, message):
+    """It raises QueryError with a message naming the bad argument and the fix."""
+    arguments = {"query": "server", "k": 3, "mode": "bm25", "rerank": False} | kwargs
+    with pytest.raises(QueryError, match=message.replace("(", "\\(")):
+        searcher.search(**arguments)
+
+
+def test_searcher_without_vectors_refuses_semantic_modes(records_index):
+    """It tells the caller to use bm25 or rebuild with vectors instead of silently downgrading."""
+    searcher = Searcher.open(records_index, load_models=False)
+    assert not searcher.has_vectors
+    for call in (lambda: searcher.semantic("atp"), lambda: searcher.hybrid("atp"), lambda: searcher.search("atp", rerank=False)):
+        with pytest.raises(QueryError, match="--no-vectors"):
+            call()
+    assert searcher.bm25("atp", k=2)[0].doc_id in {"d1", "d4"}
+
+
+def test_searcher_without_models_refuses_rerank(code_index):
+    """It explains that rerank and semantic need the models it did not load."""
+    searcher = Searcher.open(code_index, load_models=False)
+    with pytest.raises(QueryError, match="rerank=False"):
+        searcher.search("server", mode="bm25", rerank=True)
+    with pytest.raises(QueryError, match="load_models=False"):
+        searcher.semantic("server")
+    assert searcher.search("server", mode="bm25", rerank=False)
+
+
+@pytest.mark.model
+def test_searcher_open_defers_the_onnx_session_until_warm(code_index):
+    """It creates no inference session on open (fork safety) and one on warm_after_fork()."""
+    searcher = Searcher.open(code_index, load_models=True)
+    assert searcher.has_models and not searcher.is_warm
+    searcher.warm_after_fork()
+    assert searcher.is_warm
