@@ -26,7 +26,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     KNOWLEDGE_MCP_STATE_DIR=/tmp/knowledge-mcp/state \
     KNOWLEDGE_MCP_CACHE_DIR=/tmp/knowledge-mcp/cache
 COPY --from=build /opt/venv /opt/venv
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin knowledge
+# pyseccomp loads the system libseccomp (apt depends on it, so the slim base has it): fail the build,
+# not the first call, if that ever changes.
+RUN python -c "import seccomp" \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin knowledge
 USER 10001:10001
 WORKDIR /tmp
 ENTRYPOINT ["knowledge-mcp", "serve"]

@@ -8,6 +8,7 @@ Contract (runs only in a process just forked by the fork server; never returns):
 2. ``setsid`` (own session and process group, so the fork server can SIGKILL the group);
 3. ``PR_SET_NO_NEW_PRIVS``, ``PR_SET_DUMPABLE`` 0; as root: capability bounding set emptied,
    ``setgroups([])``, gid/uid set to the unprivileged ids (which clears every capability);
+   then ``PR_SET_PDEATHSIG`` SIGKILL, so no child outlives a killed fork server;
 4. rlimits (``limits.py``: address space relative to the inherited VmSize);
 5. Landlock (``landlock.py``: read-only Python install, packages, index, models);
 6. the search engine's per-child warm-up (ONNX session with its own threads);
@@ -39,6 +40,7 @@ __all__ = ["ChildContext", "run_child"]
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -116,12 +118,18 @@ def _exit(status: int) -> NoReturn:
 def _lock_down(sock_fd: int, ctx: ChildContext) -> None:
     _reset_signals()
     _close_descriptors(keep_fds=(sock_fd, ctx.ruleset.fd))
+    fork_server_pid = os.getppid()
     os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
     _prctl(libc, PR_SET_NO_NEW_PRIVS, 1)
     _prctl(libc, PR_SET_DUMPABLE, 0)
     if os.geteuid() == 0:
         _drop_root(libc, ctx)
+    # Die with the fork server: a SIGKILLed fork server must not leave a program running unsupervised.
+    # Set after the uid drop, which clears the parent-death signal.
+    _prctl(libc, PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != fork_server_pid:
+        raise OSError("the fork server exited while this child was starting")
     plan = plan_rlimits(memory_mb=ctx.memory_mb, max_wall_s=ctx.max_wall_s, inherited_vmsize_bytes=read_vmsize_bytes())
     apply_rlimits(plan)
     ctx.ruleset.enforce()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox import CompiledProgram, PolicyError, SandboxConfig, compile_skill
+from sandbox import RESERVED_NAMES, CompiledProgram, PolicyError, SandboxConfig, compile_skill
 
 from .errors import SkillError
 
@@ -83,7 +83,7 @@ class SkillStore:
             description = str(meta.get("description", ""))
             if meta.get("sha256") and meta["sha256"] != _sha256(source):
                 raise SkillError(f"{source_path.name} changed on disk since it was saved (sha256 mismatch)")
-        program = compile_skill(name, source, self._config)
+        program = compile_skill(name, source, self._config, reserved_names=RESERVED_NAMES)
         return Skill(name=name, description=description, source=source, program=program)
 
     def skills(self) -> list[Skill]:
@@ -109,7 +109,7 @@ class SkillStore:
         if not isinstance(source, str) or not source.strip():
             raise SkillError(f"source is empty: pass the code of one function `def {name}(...)`")
         try:
-            program = compile_skill(name, source, self._config)
+            program = compile_skill(name, source, self._config, reserved_names=RESERVED_NAMES)
         except PolicyError as exc:
             raise SkillError(f"skill {name!r} refused: {exc.describe()}") from exc
         with self._lock:

@@ -127,11 +127,17 @@ restarts. It may not shadow an API name (search, read, ...) or a builtin.""",
 
 
 def _session_key(ctx: Context) -> tuple[Any, str]:
+    """A key that is the same for every request of one client connection.
+
+    The SDK builds a new `ServerSession` per request; the client's initialize params object belongs
+    to the connection, so it identifies the MCP session (stdio serves one connection per process).
+    """
     try:
         session = ctx.session
     except ValueError:  # outside a request (in-process calls)
         return None, "none"
-    return session, f"{id(session):x}"
+    key = session.client_params or session
+    return key, f"{id(key):x}"
 
 
 async def _ready(runtime: Runtime, ctx: Context) -> None:

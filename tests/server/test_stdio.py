@@ -72,11 +72,11 @@ def test_stdio_stdout_carries_only_jsonrpc(built_index, tmp_path):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert reply["result"]["structuredContent"]["result"] == "done"
-    answered = {json.loads(line).get("id") for line in lines}
-    assert not ({4, 5} & answered) or all(
-        json.loads(line).get("error") or json.loads(line)["result"]["isError"]
-        for line in lines if json.loads(line).get("id") in (4, 5)
-    )
+    by_id = {json.loads(line).get("id"): json.loads(line) for line in lines}
+    # The lone surrogate is invalid JSON for the SDK: refused (no result), never run.
+    assert 4 not in by_id or "error" in by_id[4] or by_id[4]["result"]["isError"]
+    # Invalid UTF-8 bytes are replaced by U+FFFD at the transport: the program runs on clean text.
+    assert by_id[5]["result"]["structuredContent"]["stdout"] == "\ufffd\ufffd\n"
     assert after["result"]["structuredContent"]["stdout"] == "still serving\n"
     for line in lines:
         assert json.loads(line)["jsonrpc"] == "2.0"
