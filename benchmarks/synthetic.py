@@ -52,6 +52,13 @@ def write_synthetic_index(n_chunks: int, name: str | None = None) -> Path:
     vocab_words = np.array(pseudo_words(rng, VOCAB_SIZE))
     zipf = 1.0 / np.arange(1, VOCAB_SIZE + 1) ** 1.05
     zipf /= zipf.sum()
+    n_lines = n_chunks * LINES_PER_CHUNK
+    line_lengths = rng.integers(*WORDS_PER_LINE, size=n_lines)
+    # One draw for the whole corpus: a p= draw per line would rebuild the 30k-entry CDF each time.
+    words = vocab_words[rng.choice(VOCAB_SIZE, size=int(line_lengths.sum()), p=zipf)]
+    line_ends = np.cumsum(line_lengths)
+    line_texts = [" ".join(words[end - length : end]) for end, length in zip(line_ends, line_lengths)]
+    next_line = iter(line_texts)
     docs, doc_texts, chunk_ids, chunk_titles, chunk_texts = [], [], [], [], []
     chunk_doc, chunk_lines = [], []
     for file_number in range((n_chunks + CHUNKS_PER_FILE - 1) // CHUNKS_PER_FILE):
@@ -60,9 +67,7 @@ def write_synthetic_index(n_chunks: int, name: str | None = None) -> Path:
         lines = []
         for chunk_number in range(min(CHUNKS_PER_FILE, n_chunks - len(chunk_ids))):
             start = len(lines) + 1
-            for _ in range(LINES_PER_CHUNK):
-                count = int(rng.integers(*WORDS_PER_LINE))
-                lines.append(" ".join(vocab_words[rng.choice(VOCAB_SIZE, size=count, p=zipf)]))
+            lines.extend(next(next_line) for _ in range(LINES_PER_CHUNK))
             end = len(lines)
             chunk_ids.append(f"{path}:{start}-{end}")
             chunk_titles.append(f"section {chunk_number}")

@@ -120,7 +120,7 @@ def serve_command(*serve_args: str) -> tuple[str, list[str]]:
 # --------------------------------------------------------------------------- the call plan
 
 
-def _ok_result(expected: Any) -> Check:
+def expect_result(expected: Any) -> Check:
     def check(data: dict[str, Any]) -> str | None:
         if data.get("outcome") != "ok":
             return f"outcome {data.get('outcome')} ({(data.get('error') or {}).get('message')}), expected ok"
@@ -131,7 +131,7 @@ def _ok_result(expected: Any) -> Check:
     return check
 
 
-def _ok_where(predicate: Callable[[dict[str, Any]], bool], what: str) -> Check:
+def expect_ok_where(predicate: Callable[[dict[str, Any]], bool], what: str) -> Check:
     def check(data: dict[str, Any]) -> str | None:
         if data.get("outcome") != "ok":
             return f"outcome {data.get('outcome')} ({(data.get('error') or {}).get('message')}), expected ok"
@@ -140,7 +140,7 @@ def _ok_where(predicate: Callable[[dict[str, Any]], bool], what: str) -> Check:
     return check
 
 
-def _outcome(*allowed: str, exception: str | None = None) -> Check:
+def expect_outcome(*allowed: str, exception: str | None = None) -> Check:
     def check(data: dict[str, Any]) -> str | None:
         if data.get("outcome") not in allowed:
             return f"outcome {data.get('outcome')} ({(data.get('error') or {}).get('message')}), expected one of {allowed}"
@@ -151,7 +151,7 @@ def _outcome(*allowed: str, exception: str | None = None) -> Check:
     return check
 
 
-def _execute(kind: str, code: str, check: Check, *, is_hostile: bool = False, timeout_s: float = 30, max_output_tokens: int = 2000) -> Call:
+def execute_call(kind: str, code: str, check: Check, *, is_hostile: bool = False, timeout_s: float = 30, max_output_tokens: int = 2000) -> Call:
     arguments = {"code": code, "timeout_s": timeout_s, "max_output_tokens": max_output_tokens}
     return Call(kind, is_hostile, "execute_code", arguments, check)
 
@@ -159,33 +159,33 @@ def _execute(kind: str, code: str, check: Check, *, is_hostile: bool = False, ti
 def normal_call(i: int) -> Call:
     """A well-behaved call whose exact answer is known (the corpus of tests/server/corpus.py)."""
     kinds = (
-        lambda: _execute("arith", f"result = sum(range({1000 + i}))", _ok_result(sum(range(1000 + i)))),
-        lambda: _execute("print", f"print('call', {i})", _ok_where(lambda d: d["stdout"] == f"call {i}\n", "stdout")),
-        lambda: _execute(
+        lambda: execute_call("arith", f"result = sum(range({1000 + i}))", expect_result(sum(range(1000 + i)))),
+        lambda: execute_call("print", f"print('call', {i})", expect_ok_where(lambda d: d["stdout"] == f"call {i}\n", "stdout")),
+        lambda: execute_call(
             "bm25", "result = [h.path for h in bm25('token bucket capacity refill rate', k=3)]",
-            _ok_where(lambda d: d["result"][0] == "src/ratelimit.py", "first bm25 hit"),
+            expect_ok_where(lambda d: d["result"][0] == "src/ratelimit.py", "first bm25 hit"),
         ),
-        lambda: _execute(
+        lambda: execute_call(
             "search_rerank",
             "hits = search('how are passwords hashed and verified', k=5)\n"
             "result = [h.path for h in rerank('password hashing', hits, k=2)]",
-            _ok_where(lambda d: d["result"][0] == "src/auth.py", "first reranked hit"),
+            expect_ok_where(lambda d: d["result"][0] == "src/auth.py", "first reranked hit"),
         ),
-        lambda: _execute(
+        lambda: execute_call(
             "read", "result = read('config/settings.yaml', 3, 3)",
-            _ok_where(lambda d: "retry_limit: 5" in d["result"], "line 3 of settings.yaml"),
+            expect_ok_where(lambda d: "retry_limit: 5" in d["result"], "line 3 of settings.yaml"),
         ),
-        lambda: _execute(
-            "files", "result = files('src/*.py')", _ok_result(["src/auth.py", "src/cache.py", "src/ratelimit.py"])
+        lambda: execute_call(
+            "files", "result = files('src/*.py')", expect_result(["src/auth.py", "src/cache.py", "src/ratelimit.py"])
         ),
-        lambda: _execute(
+        lambda: execute_call(
             "compact", "result = count_tokens(compact(bm25('retry limit circuit breaker', k=3), max_tokens=80))",
-            _ok_where(lambda d: 0 < d["result"] <= 80, "compact within budget"),
+            expect_ok_where(lambda d: 0 < d["result"] <= 80, "compact within budget"),
         ),
         lambda: Call(
             "search_code", False, "search_code",
             {"query": "password hashing", "k": 3, "mode": "bm25", "rerank": False},
-            _ok_where(lambda d: d["hits"][0]["path"] == "src/auth.py", "first search_code hit"),
+            expect_ok_where(lambda d: d["hits"][0]["path"] == "src/auth.py", "first search_code hit"),
         ),
     )
     return kinds[i % len(kinds)]()
@@ -194,40 +194,40 @@ def normal_call(i: int) -> Call:
 def hostile_call(i: int) -> Call:
     """An attack with the outcome the contract gives it (programs from the sandbox's own tests)."""
     kinds = (
-        lambda: _execute("spin", "while True:\n    pass", _outcome("timeout"), is_hostile=True, timeout_s=1),
+        lambda: execute_call("spin", "while True:\n    pass", expect_outcome("timeout"), is_hostile=True, timeout_s=1),
         # Stuck inside one C call: no bytecode boundary, so only a SIGKILL from outside stops it.
-        lambda: _execute("c_loop", "x = 10 ** 10 ** 8", _outcome("timeout"), is_hostile=True, timeout_s=1),
-        lambda: _execute("memory_bomb", "x = bytes(10 ** 9)", _outcome("memory_limit"), is_hostile=True),
-        lambda: _execute(
-            "memory_creep", "x = []\nwhile True:\n    x.append(' ' * 10 ** 7)", _outcome("memory_limit"), is_hostile=True
+        lambda: execute_call("c_loop", "x = 10 ** 10 ** 8", expect_outcome("timeout"), is_hostile=True, timeout_s=1),
+        lambda: execute_call("memory_bomb", "x = bytes(10 ** 9)", expect_outcome("memory_limit"), is_hostile=True),
+        lambda: execute_call(
+            "memory_creep", "x = []\nwhile True:\n    x.append(' ' * 10 ** 7)", expect_outcome("memory_limit"), is_hostile=True
         ),
-        lambda: _execute(
+        lambda: execute_call(
             "output_flood", "print('x' * 3000000)\nresult = 'x' * 500000",
             lambda d: None if d.get("outcome") == "ok" and d.get("truncated") is True else f"flood not truncated: {d!r:.200}",
             is_hostile=True, max_output_tokens=500,
         ),
         # Deep C recursion: a clean RecursionError, or at worst a crashed child; never the server.
-        lambda: _execute(
+        lambda: execute_call(
             "c_recursion_repr", "x = []\nfor i in range(50000):\n    x = [x]\nresult = len(repr(x))",
-            _outcome("runtime_error", "crashed", exception="RecursionError"), is_hostile=True,
+            expect_outcome("runtime_error", "crashed", exception="RecursionError"), is_hostile=True,
         ),
-        lambda: _execute(
+        lambda: execute_call(
             "c_recursion_json", "import json\nresult = json.loads('[' * 200000 + ']' * 200000)",
-            _outcome("runtime_error", "crashed", exception="RecursionError"), is_hostile=True,
+            expect_outcome("runtime_error", "crashed", exception="RecursionError"), is_hostile=True,
         ),
         # Attempts to poison what later programs see.
-        lambda: _execute("poison_module", "import json\njson.loads = None", _outcome("runtime_error", exception="TypeError"), is_hostile=True),
-        lambda: _execute("poison_api", "search.k = 1", _outcome("runtime_error", exception="TypeError"), is_hostile=True),
-        lambda: _execute(
-            "poison_hit", "h = bm25('token bucket', k=1)[0]\nh.path = 'evil.py'", _outcome("runtime_error", exception="TypeError"),
+        lambda: execute_call("poison_module", "import json\njson.loads = None", expect_outcome("runtime_error", exception="TypeError"), is_hostile=True),
+        lambda: execute_call("poison_api", "search.k = 1", expect_outcome("runtime_error", exception="TypeError"), is_hostile=True),
+        lambda: execute_call(
+            "poison_hit", "h = bm25('token bucket', k=1)[0]\nh.path = 'evil.py'", expect_outcome("runtime_error", exception="TypeError"),
             is_hostile=True,
         ),
         # Network and files: refused by validation (the OS layers are tested alone in tests/sandbox/).
-        lambda: _execute(
-            "network", "import socket\nsocket.create_connection(('127.0.0.1', 9))", _outcome("validation_error"), is_hostile=True
+        lambda: execute_call(
+            "network", "import socket\nsocket.create_connection(('127.0.0.1', 9))", expect_outcome("validation_error"), is_hostile=True
         ),
-        lambda: _execute(
-            "read_outside", "result = read('../../../../etc/passwd')", _outcome("runtime_error", exception="LookupError"),
+        lambda: execute_call(
+            "read_outside", "result = read('../../../../etc/passwd')", expect_outcome("runtime_error", exception="LookupError"),
             is_hostile=True,
         ),
     )
@@ -253,6 +253,10 @@ UNPOISONED_PROGRAM = (
     "count_tokens('hello world')]\n"
 )
 UNPOISONED_RESULT = [[1, 2], "src/ratelimit.py", ["config/settings.yaml"], "service:", 2]
+
+
+def unpoisoned_call() -> Call:
+    return execute_call("unpoisoned", UNPOISONED_PROGRAM, expect_result(UNPOISONED_RESULT))
 
 
 async def call_once(conn: Connection, call: Call) -> Outcome:

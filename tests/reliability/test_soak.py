@@ -47,7 +47,7 @@ async def test_soak_two_servers_hostile_mix_keeps_replies_processes_and_descript
                 group.start_soon(drive, "b", conn_b, plan_b, 2)
 
             for conn, base in ((conn_a, base_a), (conn_b, base_b)):
-                final = await soak.call_once(conn, soak._execute("unpoisoned", soak.UNPOISONED_PROGRAM, soak._ok_result(soak.UNPOISONED_RESULT)))
+                final = await soak.call_once(conn, soak.unpoisoned_call())
                 assert final.problem is None, final.problem
                 after = await anyio.to_thread.run_sync(soak.settled_snapshot, conn.server_pid, base)
                 assert after.fork_server_pid == base.fork_server_pid, "the fork server was restarted during the soak"
