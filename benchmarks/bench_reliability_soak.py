@@ -2,7 +2,7 @@
 
 The same call plan and wire counting as tests/reliability/test_soak.py (tests/reliability/soak.py),
 five times longer. Reports lost and duplicate replies, wrong outcomes, zombies, fork-server
-restarts, and the drift of descriptors and RSS (server + fork server) from a baseline taken after
+restarts, and the drift of descriptors and RSS (server and fork server, each) from a baseline taken after
 warm-up (goal: < 10%). Prints one JSON line.
 
 Run: .venv/bin/pytest benchmarks/bench_reliability_soak.py -o python_files='bench_*.py' -p no:cacheprovider -s -q
@@ -86,8 +86,11 @@ async def _soak(index_dir: Path, home: Path) -> dict:
             "server_fds": [base.server_fds, end.server_fds],
             "fork_server_fds": [base.fork_server_fds, end.fork_server_fds],
             "fd_drift": max(_drift(base.server_fds, end.server_fds), _drift(base.fork_server_fds, end.fork_server_fds)),
-            "rss_mb": [round(base.rss_bytes / 2**20, 1), round(end.rss_bytes / 2**20, 1)],
-            "rss_drift": _drift(base.rss_bytes, end.rss_bytes),
+            "server_rss_mb": [round(base.server_rss_bytes / 2**20, 1), round(end.server_rss_bytes / 2**20, 1)],
+            "fork_server_rss_mb": [round(base.fork_server_rss_bytes / 2**20, 1), round(end.fork_server_rss_bytes / 2**20, 1)],
+            "rss_drift": max(
+                _drift(base.server_rss_bytes, end.server_rss_bytes), _drift(base.fork_server_rss_bytes, end.fork_server_rss_bytes)
+            ),
             "unpoisoned": finals[name] is None,
         }
     return {

@@ -295,7 +295,8 @@ class Snapshot:
     server_fds: int
     fork_server_pid: int
     fork_server_fds: int
-    rss_bytes: int  # server + fork server (children come and go)
+    server_rss_bytes: int
+    fork_server_rss_bytes: int  # (children come and go: not counted)
     zombies: tuple[int, ...]
     children: tuple[int, ...]  # of the fork server
 
@@ -309,7 +310,8 @@ def snapshot(server_pid: int) -> Snapshot:
         server_fds=procs.fd_count(server_pid),
         fork_server_pid=fork_server.pid,
         fork_server_fds=procs.fd_count(fork_server.pid),
-        rss_bytes=server.rss_bytes + fork_server.rss_bytes,
+        server_rss_bytes=server.rss_bytes,
+        fork_server_rss_bytes=fork_server.rss_bytes,
         zombies=tuple(p.pid for p in below if p.state == "Z"),
         children=tuple(p.pid for p in below if p.ppid == fork_server.pid),
     )
