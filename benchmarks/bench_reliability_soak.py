@@ -23,7 +23,7 @@ from tests.server.corpus import write_corpus
 
 CALLS_A = 750  # one session, 4 in flight
 CALLS_B = 250  # a second server process with its own client, 2 in flight
-WARMUP_CALLS = 40  # per server, before the baseline (allocator and caches settle)
+WARMUP_CALLS = 60  # per server, before the baseline: every hostile kind once (allocator high-water marks settle)
 DRIFT_GOAL = 0.10
 
 
@@ -52,14 +52,18 @@ async def _soak(index_dir: Path, home: Path) -> dict:
         async with soak.counted_session(command, args, env=env_b, log_path=home / "b" / "server.log") as conn_b:
             baselines = {}
             for name, conn in (("a", conn_a), ("b", conn_b)):
-                warm = await soak.run_plan(conn, soak.build_plan(WARMUP_CALLS, offset=10_000), 4)
+                warm = await soak.run_plan(conn, soak.build_plan(WARMUP_CALLS, offset=12_000), 4)
                 assert soak.problems_of(warm) == [], soak.problems_of(warm)
-                baselines[name] = await anyio.to_thread.run_sync(soak.settled_snapshot, conn.server_pid, soak.snapshot(conn.server_pid))
+                baselines[name] = await anyio.to_thread.run_sync(soak.steady_snapshot, conn.server_pid)
 
-            results: dict[str, list[soak.Outcome]] = {}
+            results: dict[str, list[soak.Outcome]] = {"a": [], "b": []}
+            middles = {}
 
             async def drive(name, conn, plan, in_flight):
-                results[name] = await soak.run_plan(conn, plan, in_flight)
+                half = len(plan) // 2
+                results[name] += await soak.run_plan(conn, plan[:half], in_flight)
+                middles[name] = await anyio.to_thread.run_sync(soak.snapshot, conn.server_pid)
+                results[name] += await soak.run_plan(conn, plan[half:], in_flight)
 
             started = time.perf_counter()
             async with anyio.create_task_group() as group:
@@ -77,7 +81,7 @@ async def _soak(index_dir: Path, home: Path) -> dict:
     normal_seconds = [o.seconds for o in outcomes if not o.call.is_hostile]
     per_server = {}
     for name, conn in (("a", conn_a), ("b", conn_b)):
-        base, end = baselines[name], ends[name]
+        base, middle, end = baselines[name], middles[name], ends[name]
         per_server[name] = {
             "lost_replies": sum(1 for rid in conn.sent_request_ids if conn.reply_ids[rid] == 0),
             "duplicate_replies": sum(1 for rid in conn.sent_request_ids if conn.reply_ids[rid] > 1),
@@ -86,10 +90,15 @@ async def _soak(index_dir: Path, home: Path) -> dict:
             "server_fds": [base.server_fds, end.server_fds],
             "fork_server_fds": [base.fork_server_fds, end.fork_server_fds],
             "fd_drift": max(_drift(base.server_fds, end.server_fds), _drift(base.fork_server_fds, end.fork_server_fds)),
-            "server_rss_mb": [round(base.server_rss_bytes / 2**20, 1), round(end.server_rss_bytes / 2**20, 1)],
-            "fork_server_rss_mb": [round(base.fork_server_rss_bytes / 2**20, 1), round(end.fork_server_rss_bytes / 2**20, 1)],
+            # [baseline, half-way, end]: growth that stops by half-way is a high-water mark, not a leak.
+            "server_rss_mb": [round(s.server_rss_bytes / 2**20, 1) for s in (base, middle, end)],
+            "fork_server_rss_mb": [round(s.fork_server_rss_bytes / 2**20, 1) for s in (base, middle, end)],
             "rss_drift": max(
                 _drift(base.server_rss_bytes, end.server_rss_bytes), _drift(base.fork_server_rss_bytes, end.fork_server_rss_bytes)
+            ),
+            "rss_drift_second_half": max(
+                _drift(middle.server_rss_bytes, end.server_rss_bytes),
+                _drift(middle.fork_server_rss_bytes, end.fork_server_rss_bytes),
             ),
             "unpoisoned": finals[name] is None,
         }
@@ -105,6 +114,7 @@ async def _soak(index_dir: Path, home: Path) -> dict:
         "fork_server_restarts": sum(s["fork_server_restarts"] for s in per_server.values()),
         "max_fd_drift": max(s["fd_drift"] for s in per_server.values()),
         "max_rss_drift": max(s["rss_drift"] for s in per_server.values()),
+        "max_rss_drift_second_half": max(s["rss_drift_second_half"] for s in per_server.values()),
         "seconds": round(seconds, 1),
         "calls_per_s": round(len(outcomes) / seconds, 2),
         "normal_call_p50_s": _percentile(normal_seconds, 0.5),

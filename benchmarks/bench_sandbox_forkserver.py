@@ -1,7 +1,9 @@
 """Fork-server overhead and memory: a trivial call through the fork server vs a fresh interpreter.
 
 Goals (issue 3): p50 <= 10 ms and p99 <= 30 ms for ``result = 1`` (back to back and spaced 100 ms
-apart), per-child private memory of a search call <= 64 MB. Prints one JSON line.
+apart), per-child private memory of a search call <= 64 MB. Requests carry ``needs_rerank`` as the
+server computes it (``result = 1`` goes to a bare child, a reranking search to a rerank-warm one);
+the private memory is read for one search call of each flavour. Prints one JSON line.
 Run: .venv/bin/pytest benchmarks/bench_sandbox_forkserver.py -o python_files='bench_*.py' -p no:cacheprovider -s
 """
 
@@ -19,7 +21,7 @@ import pytest
 import common
 from sandbox import ExecRequest, ForkServerClient, PolicyConfig, SandboxConfig
 from sandbox.forkserver import fork_server_environment
-from sandbox.policy import compile_program
+from sandbox.policy import compile_program, needs_rerank
 from search import SearchConfig
 
 BACK_TO_BACK_CALLS = 200
@@ -28,7 +30,7 @@ SPACING_S = 0.1
 SPAWN_RUNS = 5
 WARMUP_CALLS = 10
 SEARCH_PROGRAM = (
-    "hits = search('reciprocal rank fusion of ranked lists', k=5, rerank=True)\n"
+    "hits = search('reciprocal rank fusion of ranked lists', k=5, rerank={rerank})\n"
     "import time\n"  # keeps the child alive while its memory is read from outside
     "time.sleep(1.5)\n"
     "result = [h.path for h in hits]\n"
@@ -55,10 +57,14 @@ def index_dir() -> Path:
 
 
 def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
-    config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2, spare_children=2)
-    trivial = compile_program("result = 1", config).to_bytes()
+    config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2)
+    trivial_program = compile_program("result = 1", config)
+    trivial, trivial_rerank = trivial_program.to_bytes(), needs_rerank(trivial_program)
     # "plain" only so the program may sleep (time is not allow-listed) while it is measured.
-    search_program = compile_program(SEARCH_PROGRAM, PolicyConfig(mode="plain")).to_bytes()
+    search_programs = {
+        flavour: compile_program(SEARCH_PROGRAM.format(rerank=flavour == "rerank"), PolicyConfig(mode="plain"))
+        for flavour in ("bare", "rerank")
+    }
     loop = asyncio.new_event_loop()
     client = ForkServerClient(config, index_dir=index_dir, search_config=SearchConfig(threads=2), log_level="WARNING")
     counter = iter(range(10**9))
@@ -66,7 +72,7 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
     def call(program: bytes, timeout_s: float = 10.0):
         request = ExecRequest(
             request_id=f"b{next(counter)}", program=program, timeout_s=timeout_s,
-            memory_mb=config.memory_mb, output_cap_bytes=config.stdout_cap_bytes,
+            memory_mb=config.memory_mb, output_cap_bytes=config.stdout_cap_bytes, needs_rerank=trivial_rerank,
         )
         return loop.run_until_complete(client.execute(request))
 
@@ -91,11 +97,13 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
             spaced.append((time.perf_counter() - t0) * 1000)
         benchmark.pedantic(lambda: call(trivial), rounds=50, iterations=1)
 
-        # Per-child private memory of a search call, read from outside while it sleeps.
-        async def search_and_measure():
+        # Per-child private memory of a search call of each flavour, read from outside while it sleeps.
+        async def search_and_measure(program):
+            await asyncio.sleep(1.0)  # the spares of both flavours are warm again
             request = ExecRequest(
-                request_id=f"b{next(counter)}", program=search_program, timeout_s=60,
+                request_id=f"b{next(counter)}", program=program.to_bytes(), timeout_s=60,
                 memory_mb=config.memory_mb, output_cap_bytes=config.stdout_cap_bytes,
+                needs_rerank=needs_rerank(program),
             )
             task = asyncio.ensure_future(client.execute(request))
             await asyncio.sleep(1.0)
@@ -103,8 +111,12 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
             private = [_private_mb(pid) for pid in stats.running_pids]
             return await task, private, stats
 
-        search_result, private_mb, stats = loop.run_until_complete(search_and_measure())
-        assert search_result.outcome == "ok", search_result.error
+        private_mb = {}
+        for flavour, program in search_programs.items():
+            search_result, private, stats = loop.run_until_complete(search_and_measure(program))
+            assert search_result.outcome == "ok", search_result.error
+            assert search_result.timings_ms["warm_rerank"] == (1.0 if flavour == "rerank" else 0.0)
+            private_mb[flavour] = round(max(private), 1) if private else None
     finally:
         loop.run_until_complete(client.close())
         loop.close()
@@ -123,17 +135,18 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
         "spaced_p99_ms": round(_percentile(spaced, 0.99), 2),
         "fresh_interpreter_p50_ms": round(statistics.median(spawn_ms), 1),
         "spawn_over_forkserver_ratio": round(statistics.median(spawn_ms) / p50, 1),
-        "search_child_private_mb": round(max(private_mb), 1) if private_mb else None,
+        "search_child_private_mb": private_mb["rerank"],
+        "bare_search_child_private_mb": private_mb["bare"],
         "forkserver_rss_mb": round(stats.rss_kb / 1024, 1),
         "forkserver_threads": ready.threads,
         "forkserver_start_s": round(start_s, 2),
     }
-    common.emit("sandbox_forkserver", {"max_workers": 2, "spare_children": 2, "search_threads": 2, "mode": "full"}, metrics)
+    common.emit("sandbox_forkserver", {"max_workers": 2, "spare_bare": config.spare_bare, "spare_rerank": config.spare_rerank, "search_threads": 2, "mode": "full"}, metrics)
 
 
 def test_forkserver_overhead_without_index(benchmark) -> None:
     """The plumbing alone (fork, lock-down, frames, reap) with no per-child model warm-up."""
-    config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2, spare_children=2)
+    config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2)
     trivial = compile_program("result = 1", config).to_bytes()
     loop = asyncio.new_event_loop()
     client = ForkServerClient(config, log_level="WARNING")
@@ -171,4 +184,4 @@ def test_forkserver_overhead_without_index(benchmark) -> None:
         "spaced_p50_ms": round(statistics.median(spaced), 2),
         "spaced_p99_ms": round(_percentile(spaced, 0.99), 2),
     }
-    common.emit("sandbox_forkserver_no_index", {"max_workers": 2, "spare_children": 2, "mode": "full"}, metrics)
+    common.emit("sandbox_forkserver_no_index", {"max_workers": 2, "spare_bare": config.spare_bare, "spare_rerank": config.spare_rerank, "mode": "full"}, metrics)

@@ -20,7 +20,10 @@ import common  # noqa: E402
 def scifact_index_dir() -> Path:
     if not common.SCIFACT.is_dir():
         pytest.skip("shared/datasets/scifact is not beside the repository")
-    return common.build_cached_index("scifact-index", [common.SCIFACT / "corpus.jsonl"])
+    index_dir = common.CACHE / "scifact-index"
+    if not (index_dir / "CURRENT").is_file():  # the corpus never changes: build once
+        common.build_cached_index("scifact-index", [common.SCIFACT / "corpus.jsonl"])
+    return index_dir
 
 
 @pytest.fixture(scope="session")

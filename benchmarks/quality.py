@@ -56,7 +56,9 @@ class Dataset:
 
 # ----------------------------------------------------------------------------- datasets
 def load_scifact() -> Dataset:
-    index_dir = common.build_cached_index("scifact-index", [common.SCIFACT / "corpus.jsonl"])
+    index_dir = common.CACHE / "scifact-index"
+    if not (index_dir / "CURRENT").is_file():  # the corpus never changes: build once
+        common.build_cached_index("scifact-index", [common.SCIFACT / "corpus.jsonl"])
     return Dataset(
         "scifact",
         index_dir,
@@ -126,8 +128,8 @@ class Evaluator:
         self._hit_at: dict[int, Hit] = {}
         self._dense = {qid: self._positions(self.searcher.semantic(dataset.queries[qid], k=CANDIDATES)) for qid in self.qids}
         self._bm25: dict[tuple, dict[str, list[int]]] = {}
-        version = Path(self.data.version_dir).name
-        self._logit_path = common.CACHE / f"logits-{dataset.name}-{version}.json"
+        # Keyed by the chunk's content hash (chunk_keys), so logits survive rebuilds of unchanged chunks.
+        self._logit_path = common.CACHE / f"logits-{dataset.name}.json"
         self._logits = json.loads(self._logit_path.read_text()) if self._logit_path.exists() else {}
         self._encoders: dict[int, CrossEncoder] = {}
         self.rerank_seconds: dict[int, list[float]] = {}
@@ -184,14 +186,18 @@ class Evaluator:
                 resolve_rerank_model(None), threads=self.threads, max_tokens=max_tokens
             )
         query = self.dataset.queries[qid]
-        keys = [f"{max_tokens}\t{qid}\t{self.data.chunk_ids[p]}" for p in positions]
+        keys = [f"{max_tokens}\t{qid}\t{self._content_key(p)}" for p in positions]
         missing = [p for p, key in zip(positions, keys) if key not in self._logits]
         if missing:
             started = time.perf_counter()
-            for hit in (self._hit_at[p] for p in missing):
-                self._logits[f"{max_tokens}\t{qid}\t{hit.id}"] = encoder.rerank(query, [hit])[0].score
+            for position in missing:
+                logit = encoder.rerank(query, [self._hit_at[position]])[0].score
+                self._logits[f"{max_tokens}\t{qid}\t{self._content_key(position)}"] = logit
             self.rerank_seconds.setdefault(max_tokens, []).append((time.perf_counter() - started) / len(missing))
         return [self._logits[key] for key in keys]
+
+    def _content_key(self, position: int) -> str:
+        return bytes(self.data.chunk_keys[position]).hex()
 
     def save_logits(self) -> None:
         self._logit_path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from .errors import (
 from .format import FORMAT_VERSION, IndexData, open_index, read_manifest
 from .languages import language_for
 from .tokenize import TOKENIZER_SETTINGS, tokenize
-from .walk import SKIP_REASONS, SourceDoc, find_secret, source_root, walk_sources
+from .walk import SKIP_REASONS, SourceDoc, SourceFile, find_secret, scan_sources, source_root, walk_sources
 
 __all__ = [
     "BuildReport",
@@ -51,6 +51,7 @@ __all__ = [
     "SKIP_REASONS",
     "SourceDoc",
     "SourceError",
+    "SourceFile",
     "TOKENIZER_SETTINGS",
     "TokenCounter",
     "build_index",
@@ -62,6 +63,7 @@ __all__ = [
     "open_token_counter",
     "read_manifest",
     "resolve_embed_model",
+    "scan_sources",
     "source_root",
     "tokenize",
     "walk_sources",

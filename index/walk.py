@@ -27,7 +27,10 @@ from .config import IndexConfig
 from .errors import SourceError
 from .languages import language_for
 
-__all__ = ["SourceDoc", "SkipCallback", "SKIP_REASONS", "source_root", "walk_sources", "find_secret"]
+__all__ = [
+    "SourceDoc", "SourceFile", "SkipCallback", "SKIP_REASONS", "source_root", "walk_sources", "scan_sources",
+    "find_secret",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,17 @@ JSONL_SUFFIX = ".jsonl"
 
 
 @dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A file a build would read, found by path and stat rules alone. rel: repo-relative POSIX path."""
+
+    path: Path
+    rel: str
+    size: int
+    mtime_ns: int
+    info: os.stat_result
+
+
+@dataclass(frozen=True, slots=True)
 class SourceDoc:
     """One indexable document: a file, or one record of a `.jsonl` corpus (`is_record`).
 
@@ -136,6 +150,22 @@ def walk_sources(
             yield _read_single_file(resolved, root, config)
 
 
+def scan_sources(sources: Sequence[Path], config: IndexConfig) -> Iterator[SourceFile]:
+    """The files a build would read, by the path and size rules alone (no file is opened): cheap
+    enough to fingerprint a tree for freshness checks or to size it before indexing. Single-file and
+    .jsonl sources are yielded as they are."""
+    root = source_root(sources)
+    excludes = pathspec.GitIgnoreSpec.from_lines(config.excludes)
+    for source in sources:
+        resolved = _resolve_source(source)
+        if resolved.is_dir():
+            yield from _scan_directory(resolved, root, excludes, config, lambda path, reason: None)
+        else:
+            info = resolved.stat()
+            rel = resolved.relative_to(root).as_posix()
+            yield SourceFile(path=resolved, rel=rel, size=info.st_size, mtime_ns=info.st_mtime_ns, info=info)
+
+
 def find_secret(text: str) -> str | None:
     """The name of the first secret rule the text matches (never the secret), or None."""
     for name, pattern in SECRET_CONTENT_RULES:
@@ -179,9 +209,10 @@ def _read_single_file(path: Path, root: Path, config: IndexConfig) -> SourceDoc:
     return _document(rel, text, data, info)
 
 
-def _walk_directory(
+def _scan_directory(
     top: Path, root: Path, excludes: pathspec.PathSpec, config: IndexConfig, report: SkipCallback
-) -> Iterator[SourceDoc]:
+) -> Iterator[SourceFile]:
+    """Files of a directory source that pass every rule decidable without reading them, by path."""
     ignores = _enclosing_gitignores(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False, onerror=_raise_walk_error):
         folder = Path(dirpath)
@@ -202,12 +233,24 @@ def _walk_directory(
         for name in sorted(filenames):
             path = folder / name
             rel = path.relative_to(root).as_posix()
-            doc, reason = _read_tree_file(path, rel, root, excludes, ignores, config)
-            if doc is not None:
-                yield doc
+            found, reason = _check_tree_file(path, rel, root, excludes, ignores, config)
+            if found is not None:
+                yield found
             else:
                 log.debug("skipped %s (%s)", rel, reason)
                 report(rel, reason)
+
+
+def _walk_directory(
+    top: Path, root: Path, excludes: pathspec.PathSpec, config: IndexConfig, report: SkipCallback
+) -> Iterator[SourceDoc]:
+    for found in _scan_directory(top, root, excludes, config, report):
+        doc, reason = _read_tree_file(found)
+        if doc is not None:
+            yield doc
+        else:
+            log.debug("skipped %s (%s)", found.rel, reason)
+            report(found.rel, reason)
 
 
 def _directory_skip_reason(
@@ -226,14 +269,15 @@ def _directory_skip_reason(
     return None
 
 
-def _read_tree_file(
+def _check_tree_file(
     path: Path,
     rel: str,
     root: Path,
     excludes: pathspec.PathSpec,
     ignores: list[tuple[Path, pathspec.PathSpec]],
     config: IndexConfig,
-) -> tuple[SourceDoc | None, str]:
+) -> tuple[SourceFile | None, str]:
+    """The path and stat rules (no content read): the file to read, or None and the skip reason."""
     if excludes.match_file(rel):
         return None, "excluded"
     if _is_gitignored(path, ignores, is_dir=False):
@@ -255,8 +299,13 @@ def _read_tree_file(
         return None, "not_a_file"  # FIFOs, sockets, devices: opening one could block forever
     if info.st_size > config.max_file_bytes:
         return None, "too_large"
+    return SourceFile(path=path, rel=rel, size=info.st_size, mtime_ns=info.st_mtime_ns, info=info), ""
+
+
+def _read_tree_file(found: SourceFile) -> tuple[SourceDoc | None, str]:
+    """The content rules: binary, encoding, empty, secrets. Returns the document or the skip reason."""
     try:
-        data = _read_bytes(path)
+        data = _read_bytes(found.path)
     except SourceError:
         return None, "unreadable"
     if b"\0" in data[:BINARY_SNIFF_BYTES]:
@@ -268,9 +317,9 @@ def _read_tree_file(
         return None, "empty"
     rule = find_secret(text)
     if rule is not None:
-        log.warning("skipped %s: it holds what looks like a secret (%s); it is not indexed", rel, rule)
+        log.warning("skipped %s: it holds what looks like a secret (%s); it is not indexed", found.rel, rule)
         return None, "secret_content"
-    return _document(rel, text, data, info), ""
+    return _document(found.rel, text, data, found.info), ""
 
 
 def _read_records(path: Path) -> Iterator[SourceDoc]:

@@ -5,7 +5,7 @@ from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
 from sandbox.forkserver import ForkServerClient, execute_once
 from sandbox.modules import ALLOWED_MODULES, preload_modules
-from sandbox.policy import CompiledProgram, compile_program, compile_skill
+from sandbox.policy import CompiledProgram, compile_program, compile_skill, needs_rerank
 from sandbox.protocol import OUTCOMES, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
 from sandbox.runner import RunResult, run_program
 from sandbox.tokens import TokenCounter
@@ -39,6 +39,7 @@ __all__ = [
     "compile_program",
     "compile_skill",
     "execute_once",
+    "needs_rerank",
     "preload_modules",
     "preload_sandbox",
     "run_program",

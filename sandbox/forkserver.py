@@ -9,8 +9,13 @@ Contract:
 * ``serve(conn_fd)`` (fork-server process) reads ``Init``, loads the index and models once with
   every math library held to one thread, checks it is still single-threaded, answers ``Ready``
   and then runs a poll loop over the server socket, a SIGCHLD wake-up pipe and its children.
-* Children are forked ahead of time (``spare_children``), lock themselves down (``worker.py``)
-  and report ``ChildReady``; a request is sent to a ready child, so it pays only for its own work.
+* Children are forked ahead of time, lock themselves down (``worker.py``) and report
+  ``ChildReady``; a request is sent to a ready child, so it pays only for its own work. Two
+  flavours are kept idle: ``spare_bare`` "bare" children (lock-down only, ready within
+  milliseconds of the previous call) and ``spare_rerank`` "rerank" children that also hold the
+  cross-encoder's session (half a second to warm). ``ExecRequest.needs_rerank`` picks the flavour;
+  without a cross-encoder every child is bare. The query embedder is warmed once here, before any
+  fork, on the one torch thread, so no child pays for it.
   At most ``max_workers`` children hold a request; ``queue_size`` more wait (queue time is not
   part of the timeout); beyond that the answer is ``busy``. Each running child has a wall-clock
   deadline: SIGKILL of its process group, then it is reaped like every child (no zombies).
@@ -26,6 +31,7 @@ import collections
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import logging
 import os
 import platform
@@ -100,6 +106,7 @@ READ_CHUNK_BYTES = 1 << 20
 START_TIMEOUT_S = 300.0
 CLOSE_TIMEOUT_S = 10.0
 SPAWN_FAILURES_BEFORE_GIVING_UP = 3
+REFILL_DELAY_S = 0.05  # a call still running after this long is not a quick one: fork spares anyway
 MEMORY_KILL_FRACTION = 0.8  # a signal death after touching this much of the budget is memory_limit
 PR_SET_DUMPABLE = 4
 
@@ -119,6 +126,7 @@ class _Child:
     pid: int
     sock: socket.socket
     memory_mb: int
+    warm_rerank: bool  # the flavour: holds the cross-encoder session (else "bare")
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     is_ready: bool = False
     ready_error: str | None = None
@@ -146,6 +154,7 @@ class ForkServer:
         self._ctx = ctx
         self._config = config
         self._rss_bytes = rss_bytes
+        self._can_rerank = ctx.searcher is not None and ctx.searcher.has_models
         self._children: dict[int, _Child] = {}
         self._by_fd: dict[int, _Child] = {}
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -182,15 +191,25 @@ class ForkServer:
                 self._reap()
                 self._enforce_deadlines()
                 self._dispatch()
-                self._refill()
+                if self._refill_at() <= time.monotonic():
+                    self._refill()
         finally:
             self._shutdown()
 
     def _poll_timeout_ms(self) -> int | None:
         deadlines = [c.deadline for c in self._children.values() if c.deadline is not None and c.kill_reason is None]
-        if not deadlines:
-            return 1000  # also re-checks reaping now and then
-        return max(0, min(1000, int((min(deadlines) - time.monotonic()) * 1000) + 1))
+        deadlines.append(self._refill_at())
+        return max(0, min(1000, int((min(deadlines) - time.monotonic()) * 1000) + 1))  # 1 s: re-checks reaping
+
+    def _refill_at(self) -> float:
+        """When to fork the next spares: once the running calls have answered, or REFILL_DELAY_S after
+        the oldest of them started. fork() of the loaded image blocks this loop for ~10 ms; done right
+        after handing a quick call to a spare, it would delay that call's result by as much."""
+        started = [
+            c.started_at for c in self._children.values()
+            if c.started_at is not None and not c.is_answered and c.kill_reason is None
+        ]
+        return min(started) + REFILL_DELAY_S if started else 0.0
 
     # ------------------------------------------------------------------ the server side
     def _read_client(self) -> None:
@@ -264,36 +283,44 @@ class ForkServer:
         return sum(1 for c in self._children.values() if c.pending is not None)
 
     # ------------------------------------------------------------------ children
-    def _spawn(self, memory_mb: int) -> _Child:
+    def _spawn(self, memory_mb: int, warm_rerank: bool) -> _Child:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:  # child: never returns
             from sandbox.worker import run_child
 
-            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb))
+            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb, warm_rerank=warm_rerank))
         child_sock.close()
-        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb)
+        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb, warm_rerank=warm_rerank)
         self._children[pid] = child
         self._by_fd[parent_sock.fileno()] = child
         return child
 
-    def _idle(self, memory_mb: int) -> list[_Child]:
+    def _flavour(self, request: ExecRequest) -> bool:
+        """The ``warm_rerank`` flavour that serves ``request`` (always bare without a cross-encoder)."""
+        return request.needs_rerank and self._can_rerank
+
+    def _idle(self, memory_mb: int, warm_rerank: bool) -> list[_Child]:
         return [
             c
             for c in self._children.values()
-            if c.pending is None and c.memory_mb == memory_mb and c.kill_reason is None and c.is_sock_open
+            if c.pending is None
+            and c.memory_mb == memory_mb
+            and c.warm_rerank == warm_rerank
+            and c.kill_reason is None
+            and c.is_sock_open
         ]
 
     def _refill(self) -> None:
-        """Keep ``spare_children`` idle children of the default budget warming or ready."""
+        """Keep the spare children of each flavour (default budget) warming or ready."""
         if self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
             return  # retried when the next request arrives (see _dispatch)
-        limit = self._config.max_workers + self._config.spare_children
-        while (
-            len(self._idle(self._config.memory_mb)) < self._config.spare_children
-            and len(self._children) < limit
-        ):
-            self._spawn(self._config.memory_mb)
+        config = self._config
+        wanted = {False: config.spare_bare, True: config.spare_rerank} if self._can_rerank else {False: config.spare_children}
+        limit = config.max_workers + config.spare_children
+        for warm_rerank, spares in wanted.items():  # bare first: it is ready soonest
+            while len(self._idle(config.memory_mb, warm_rerank)) < spares and len(self._children) < limit:
+                self._spawn(config.memory_mb, warm_rerank)
 
     def _dispatch(self) -> None:
         if self._queue and self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
@@ -304,9 +331,10 @@ class ForkServer:
             return
         while self._queue and self._assigned() < self._config.max_workers:
             pending = self._queue.popleft()
-            idle = self._idle(pending.request.memory_mb)
+            warm_rerank = self._flavour(pending.request)
+            idle = self._idle(pending.request.memory_mb, warm_rerank)
             idle.sort(key=lambda c: not c.is_ready)  # ready ones first
-            child = idle[0] if idle else self._spawn(pending.request.memory_mb)
+            child = idle[0] if idle else self._spawn(pending.request.memory_mb, warm_rerank)
             child.pending = pending
             if child.is_ready:
                 self._start(child)
@@ -500,6 +528,8 @@ class ForkServer:
             threads=_count_threads(),
             open_fds=len(os.listdir("/proc/self/fd")),
             rss_kb=_read_status_kb("VmRSS"),
+            spares_rerank=sum(1 for c in self._children.values() if c.pending is None and c.warm_rerank),
+            rerank_pids=sorted(pid for pid, c in self._children.items() if c.warm_rerank),
         )
 
     def _shutdown(self) -> None:
@@ -595,10 +625,12 @@ def serve(conn_fd: int) -> int:
         )
         return 1
     threads = _count_threads()
-    if threads != 1:
-        # onnxruntime's import starts one idle helper thread (parked on a futex, holding no lock);
-        # anything more means a math library left a pool running.
-        log.warning("fork server runs %d threads after loading (expected 1, or 2 with onnxruntime)", threads)
+    # onnxruntime's import starts one idle helper thread (parked on a futex, holding no lock);
+    # anything more means a math library left a pool running.
+    expected = 2 if "onnxruntime" in sys.modules else 1
+    if threads > expected:
+        log.warning("fork server runs %d threads after loading (expected %d): a math library started a "
+                    "thread pool; children must not use it", threads, expected)
     server = ForkServer(conn, ctx, config, rss_bytes=_read_status_kb("VmRSS") * 1024)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.prefork()
@@ -627,6 +659,10 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         search_config = search.SearchConfig(**_search_config_args(init.search or {}))
         searcher = search.Searcher.open(init.index_dir, search_config)
     _hold_math_libraries_to_one_thread()
+    if searcher is not None:
+        # Embed one query now, on the single torch thread: children inherit the finished lazy
+        # initialisation instead of each paying for it (about a second per child otherwise).
+        searcher.warm_before_fork()
     _stop_tqdm_monitor(before_load=False)
     token_counter = _open_token_counter(sandbox_config)
     _preload()
@@ -641,6 +677,9 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         state_max_bytes=sandbox_config.state_max_bytes,
         cap_last_cap=_cap_last_cap(),
     )
+    # Move everything loaded so far out of the collector's sight: a collection in a child would
+    # otherwise write to every object's header and copy most of the heap (memory and time per call).
+    gc.freeze()
     return ctx, sandbox_config
 
 
@@ -1017,6 +1056,9 @@ def fork_server_environment() -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONNOUSERSITE": "1",
         "MALLOC_ARENA_MAX": "2",  # bounds per-thread arenas, which count against RLIMIT_AS
+        # malloc asks for transparent huge pages (THP "madvise" mode): fork() then copies one entry
+        # per 2 MB of model weights instead of 512, halving its cost (glibc >= 2.35; ignored before).
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
         **SINGLE_THREAD_ENV,
         **OFFLINE_ENV,
     }

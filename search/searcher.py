@@ -103,13 +103,19 @@ class Searcher:
             )
         return cls(data, config, sparse, dense, embedder, cross_encoder)
 
-    def warm_after_fork(self) -> None:
-        """In a forked child: create the ONNX session and the embedder's threads (never in the parent)."""
-        if self._cross_encoder is not None:
+    def warm_before_fork(self) -> None:
+        """In the fork server, single-threaded: embed one query so every child inherits a model whose
+        lazy initialisation is done (torch held to one thread starts no pool)."""
+        if self._embedder is not None:
+            self._embedder.encode(["warm up"], batch_size=1)
+
+    def warm_after_fork(self, *, rerank: bool = True) -> None:
+        """In a forked child: create the ONNX session with its own threads (never in the parent).
+
+        Query embedding stays on the one torch thread inherited from the fork server: a query is a few
+        dozen tokens, and a new torch pool in every child costs more than it saves."""
+        if rerank and self._cross_encoder is not None:
             self._cross_encoder.warm()
-        warm = getattr(self._embedder, "warm", None)
-        if callable(warm):
-            warm()
 
     @property
     def has_vectors(self) -> bool:
@@ -263,10 +269,13 @@ class Searcher:
 
     def _hits(self, chunk_ids: np.ndarray, scores: np.ndarray) -> list[Hit]:
         data = self.data
+        chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        # One fancy index per array: element access on np.memmap costs microseconds each.
+        doc_rows = np.asarray(data.chunk_doc)[chunk_ids].tolist()
+        line_pairs = np.asarray(data.chunk_lines)[chunk_ids].tolist()
         hits = []
-        for chunk, score in zip(chunk_ids.tolist(), scores.tolist()):
-            doc = data.docs[int(data.chunk_doc[chunk])]
-            start_line, end_line = (int(x) for x in data.chunk_lines[chunk])
+        for chunk, doc_row, (start_line, end_line), score in zip(chunk_ids.tolist(), doc_rows, line_pairs, scores.tolist()):
+            doc = data.docs[doc_row]
             hits.append(
                 Hit(
                     id=data.chunk_ids[chunk],

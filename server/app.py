@@ -110,8 +110,15 @@ def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_outpu
         runtime = Runtime(config)
         runtime.start()
 
+        last_message = ""
+
         async def progress(seconds: float, message: str) -> None:
-            logger.info("%s (%.0f s)", message, seconds)
+            # A terminal wants to hear when the stage changes, not once a second (the build has its
+            # own progress bar).
+            nonlocal last_message
+            if message != last_message:
+                logger.info("%s (%.0f s)", message, seconds)
+                last_message = message
 
         try:
             await runtime.wait_ready(progress)

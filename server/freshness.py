@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from index import build_index, read_manifest
+from index import build_index, read_manifest, scan_sources
 
 from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
@@ -35,9 +34,6 @@ __all__ = [
     "summarize_manifest",
     "tree_fingerprint",
 ]
-
-# Directories that never hold indexable sources; skipped by the size check and the fingerprint.
-SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".mypy_cache"})
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +70,7 @@ def check_root(root: Path, config: ServerConfig) -> None:
         raise RootRefusedError(f"refusing to index {root}: it is the filesystem root; {CHOOSE_HINT}")
     if config.home_dir is not None and root == config.home_dir:
         raise RootRefusedError(f"refusing to index {root}: it is the home directory itself; {CHOOSE_HINT}")
-    size = tree_size_bytes(root, stop_after=config.max_root_bytes)
+    size = tree_size_bytes(root, config, stop_after=config.max_root_bytes)
     if size > config.max_root_bytes:
         raise RootRefusedError(
             f"refusing to index {root}: the tree holds more than {config.max_root_bytes // (1024 * 1024)} MB "
@@ -82,19 +78,14 @@ def check_root(root: Path, config: ServerConfig) -> None:
         )
 
 
-def tree_size_bytes(root: Path, stop_after: int) -> int:
-    """Bytes of regular files under root (skipping SKIPPED_DIRS), stopping once past `stop_after`."""
+def tree_size_bytes(root: Path, config: ServerConfig, stop_after: int) -> int:
+    """Bytes of the files a build of root would read (gitignore and skip rules applied), stopping
+    once past `stop_after`."""
     total = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
-        for filename in filenames:
-            try:
-                stat = os.lstat(os.path.join(dirpath, filename))
-            except OSError:
-                continue
-            total += stat.st_size
-            if total > stop_after:
-                return total
+    for found in scan_sources([root], config.index):
+        total += found.size
+        if total > stop_after:
+            break
     return total
 
 
@@ -135,19 +126,10 @@ def index_version(index_dir: Path) -> str | None:
     return f"{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
 
 
-def tree_fingerprint(root: Path) -> frozenset[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every file under root outside SKIPPED_DIRS."""
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS]
-        for filename in filenames:
-            path = os.path.join(dirpath, filename)
-            try:
-                stat = os.lstat(path)
-            except OSError:
-                continue
-            entries.append((os.path.relpath(path, root), stat.st_size, stat.st_mtime_ns))
-    return frozenset(entries)
+def tree_fingerprint(root: Path, config: ServerConfig) -> frozenset[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every file a build of root would read: edits to ignored
+    files (caches, build output) never trigger a re-index."""
+    return frozenset((found.rel, found.size, found.mtime_ns) for found in scan_sources([root], config.index))
 
 
 def stale_files(manifest: dict[str, Any], root: Path | None, limit: int = 20) -> list[str]:

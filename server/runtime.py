@@ -31,6 +31,7 @@ from sandbox import (
     PolicyError,
     TokenCounter,
     compile_program,
+    needs_rerank,
 )
 
 from .config import ServerConfig
@@ -183,7 +184,7 @@ class Runtime:
             self.target = await asyncio.to_thread(choose_target, self.config, client_roots, cwd)
             if self.target.root is not None:
                 self.status = f"indexing {self.target.root}"
-                self._fingerprint = await asyncio.to_thread(tree_fingerprint, self.target.root)
+                self._fingerprint = await asyncio.to_thread(tree_fingerprint, self.target.root, self.config)
                 await asyncio.to_thread(build_root_index, self.target.root, self.target.index_dir, self.config)
             await asyncio.to_thread(check_index, self.target.index_dir)
             self.status = "starting the fork server"
@@ -236,12 +237,12 @@ class Runtime:
         if target is None:
             return False
         if target.root is not None:
-            fingerprint = await asyncio.to_thread(tree_fingerprint, target.root)
+            fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
             if fingerprint == self._fingerprint:
                 return False
             # Debounce: wait until the tree stops changing before re-indexing.
             await asyncio.sleep(self.config.refresh_debounce_s)
-            settled = await asyncio.to_thread(tree_fingerprint, target.root)
+            settled = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
             if settled != fingerprint:
                 return False
             logger.info("sources changed under %s: re-indexing", target.root)
@@ -300,9 +301,10 @@ class Runtime:
                 program = compile_program(code, self.config.sandbox)
             finally:
                 timings["validate"] = _ms(validate_started)
+            loaded = self.skills.skills() if with_skills else []
             skills = [
                 {"name": skill.name, "description": skill.description, "program": skill.program.to_bytes()}
-                for skill in (self.skills.skills() if with_skills else [])
+                for skill in loaded
             ]
             request = ExecRequest(
                 request_id=run_.request_id,
@@ -312,6 +314,8 @@ class Runtime:
                 output_cap_bytes=self.config.sandbox.stdout_cap_bytes,
                 state={} if state is None else state.snapshot(),
                 skills=skills,
+                # Picks the spare child: a bare one starts at once, a rerank one holds the cross-encoder.
+                needs_rerank=needs_rerank(program, {skill.name: skill.program for skill in loaded}),
             )
             run_started = time.perf_counter()
             try:

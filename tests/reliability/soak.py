@@ -317,14 +317,31 @@ def snapshot(server_pid: int) -> Snapshot:
     )
 
 
-def settled_snapshot(server_pid: int, baseline: Snapshot, timeout_s: float = 30.0) -> Snapshot:
-    """Wait (bounded) until spare children are re-forked and the dead reaped, then snapshot."""
+def steady_snapshot(server_pid: int, timeout_s: float = 30.0) -> Snapshot:
+    """A snapshot taken when two readings 0.5 s apart agree and nothing is a zombie (spares forked, dead reaped)."""
+    def key(s: Snapshot) -> tuple[int, int, int, int]:
+        return s.server_fds, s.fork_server_pid, s.fork_server_fds, len(s.children)
+
+    readings = [snapshot(server_pid)]
+
+    def probe() -> Snapshot:
+        readings.append(snapshot(server_pid))
+        return readings[-1]
+
     return procs.wait_for(
+        probe, lambda s: not s.zombies and key(s) == key(readings[-2]), timeout_s, interval_s=0.5
+    )
+
+
+def settled_snapshot(server_pid: int, baseline: Snapshot, timeout_s: float = 30.0) -> Snapshot:
+    """Wait (bounded) until the dead are reaped and descriptors are back to `baseline`, then a steady snapshot."""
+    procs.wait_for(
         lambda: snapshot(server_pid),
         lambda s: not s.zombies and s.server_fds <= baseline.server_fds and s.fork_server_fds <= baseline.fork_server_fds,
         timeout_s,
         interval_s=0.25,
     )
+    return steady_snapshot(server_pid, timeout_s)
 
 
 def problems_of(outcomes: list[Outcome]) -> list[str]:

@@ -21,7 +21,7 @@ async def _warm(conn):
     for _ in range(3):
         outcome = await soak.call_once(conn, soak.normal_call(0))
         assert outcome.problem is None, outcome.problem
-    return soak.settled_snapshot(conn.server_pid, soak.snapshot(conn.server_pid))
+    return await anyio.to_thread.run_sync(soak.steady_snapshot, conn.server_pid)
 
 
 async def test_soak_two_servers_hostile_mix_keeps_replies_processes_and_descriptors(built_index, tmp_path):
@@ -52,8 +52,9 @@ async def test_soak_two_servers_hostile_mix_keeps_replies_processes_and_descript
                 after = await anyio.to_thread.run_sync(soak.settled_snapshot, conn.server_pid, base)
                 assert after.fork_server_pid == base.fork_server_pid, "the fork server was restarted during the soak"
                 assert after.zombies == (), f"zombies below the server: {after.zombies}"
-                assert after.server_fds == base.server_fds, (base, after)
-                assert after.fork_server_fds == base.fork_server_fds, (base, after)
+                # A leak shows as more descriptors than at the baseline (fewer: a spare child was mid-fork then).
+                assert after.server_fds <= base.server_fds, (base, after)
+                assert after.fork_server_fds <= base.fork_server_fds, (base, after)
 
             outcomes = results["a"] + results["b"]
             assert len(outcomes) == CALLS_SESSION_A + CALLS_SESSION_B

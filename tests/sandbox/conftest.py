@@ -135,7 +135,7 @@ def plain_config(**overrides):
     from sandbox import PolicyConfig, SandboxConfig
 
     values = {"policy": PolicyConfig(mode="plain"), "memory_mb": 256, "timeout_s": 10.0, "max_workers": 2,
-              "spare_children": 1, "stdout_cap_bytes": 100_000}
+              "spare_bare": 1, "spare_rerank": 0, "stdout_cap_bytes": 100_000}
     values.update(overrides)
     return SandboxConfig(**values)
 
@@ -182,7 +182,7 @@ def canary_env() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def plain_sandbox(canary_env, small_index) -> Iterator[SandboxHandle]:
     """A fork server with both Python layers off: only rlimits, uid drop, Landlock and seccomp remain."""
-    handle = SandboxHandle(plain_config(), index_dir=small_index)
+    handle = SandboxHandle(plain_config(spare_rerank=1), index_dir=small_index)
     yield handle
     handle.close()
 
