@@ -8,6 +8,7 @@ import pytest
 
 from server.results import reply_json
 from tests.server.conftest import connect
+from tests.fake_secrets import AWS_ACCESS_KEY_ID
 
 pytestmark = [pytest.mark.anyio, pytest.mark.linux_only, pytest.mark.model]
 
@@ -221,7 +222,7 @@ async def test_app_redacts_secrets_from_replies(built_index, tmp_path):
     async with connect("--index", str(built_index), home=tmp_path) as session:
         reply = await session.call_tool("execute_code", {"code": code})
         wire = reply_json(reply.structured_content) + "".join(b.text for b in reply.content if b.type == "text")
-        assert "AKIAIOSFODNN7EXAMPLE" not in wire and "hunter2-xyz" not in wire
+        assert AWS_ACCESS_KEY_ID not in wire and "hunter2-xyz" not in wire
         assert "[REDACTED:" in wire
         assert reply.structured_content["result"]["uuid"] == "123e4567-e89b-12d3-a456-426614174000"
         assert reply.structured_content["result"]["sha"].startswith("e3b0c442")

@@ -3,20 +3,21 @@
 import pytest
 
 from server import redact_text, redact_value
+from tests.fake_secrets import AWS_ACCESS_KEY_ID, OPENSSH_PRIVATE_KEY_BLOCK, RSA_PRIVATE_KEY_BLOCK, SLACK_TOKEN
 
 SECRETS = {
-    "aws access key": ("aws_key = AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    "aws access key": ("aws_key = " + AWS_ACCESS_KEY_ID, AWS_ACCESS_KEY_ID),
     "private key block": (
-        "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu\n-----END RSA PRIVATE KEY-----",
+        RSA_PRIVATE_KEY_BLOCK,
         "MIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu",
     ),
     "openssh private key": (
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----",
+        OPENSSH_PRIVATE_KEY_BLOCK,
         "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
     ),
     "bearer token": ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abcdefghij", "eyJhbGciOiJIUzI1NiJ9abcdefghij"),
     "github token": ("token: ghp_" + "a1B2c3D4e5" * 4, "ghp_" + "a1B2c3D4e5" * 4),
-    "slack token": ("SLACK=xoxb-123456789012-abcdefABCDEF", "xoxb-123456789012-abcdefABCDEF"),
+    "slack token": ("SLACK=" + SLACK_TOKEN, SLACK_TOKEN),
     "password assignment": ('password = "hunter2-is-great"', "hunter2-is-great"),
     "env password": ("DB_PASSWORD=s3cr3tValue", "s3cr3tValue"),
     "api key in json": ('{"api_key": "sk-test-51Habcdefghijklmnop"}', "sk-test-51Habcdefghijklmnop"),
@@ -60,8 +61,8 @@ def test_redact_text_keeps_assignment_name():
 
 def test_redact_value_walks_nested_json():
     """It redacts strings at any depth of a JSON value and leaves other values alone."""
-    value = {"hits": [{"text": "key AKIAIOSFODNN7EXAMPLE", "line": 3}], "ok": True, "sha": ORDINARY["git sha"]}
+    value = {"hits": [{"text": "key " + AWS_ACCESS_KEY_ID, "line": 3}], "ok": True, "sha": ORDINARY["git sha"]}
     redacted = redact_value(value)
-    assert "AKIAIOSFODNN7EXAMPLE" not in redacted["hits"][0]["text"]
+    assert AWS_ACCESS_KEY_ID not in redacted["hits"][0]["text"]
     assert redacted["hits"][0]["line"] == 3 and redacted["ok"] is True
     assert redacted["sha"] == ORDINARY["git sha"]

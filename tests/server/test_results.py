@@ -6,6 +6,7 @@ import pytest
 
 from server import execution_reply, reply_tokens, search_reply
 from server.results import reply_json, retime
+from tests.fake_secrets import AWS_ACCESS_KEY_ID
 
 LONG_STDOUT = "".join(f"line {i}: value={i * 7}\n" for i in range(3000))
 TIMINGS = {"queue": 0.4, "validate": 1.2, "execute": 8.5, "process": 0.3, "total": 10.4}
@@ -83,11 +84,11 @@ def test_execution_reply_is_error_for_failures(token_counter, outcome):
 def test_execution_reply_redacts_secrets(token_counter):
     """It redacts secrets in stdout and in the result before counting tokens."""
     reply = execution_reply(
-        outcome="ok", stdout="key=AKIAIOSFODNN7EXAMPLE\n", result={"conf": 'password = "hunter2-is-great"'},
+        outcome="ok", stdout=f"key={AWS_ACCESS_KEY_ID}\n", result={"conf": 'password = "hunter2-is-great"'},
         counter=token_counter, max_output_tokens=500,
     )
     dumped = reply_json(reply.structured) + reply.text
-    assert "AKIAIOSFODNN7EXAMPLE" not in dumped and "hunter2-is-great" not in dumped
+    assert AWS_ACCESS_KEY_ID not in dumped and "hunter2-is-great" not in dumped
     assert reply.structured["output_tokens"] == reply_tokens(reply.text, reply.structured, token_counter)
 
 
