@@ -65,8 +65,9 @@ class SandboxConfig:
     max_workers: int = 2
     queue_size: int = DEFAULT_QUEUE_SIZE
     # Idle children kept locked down ahead of calls, per flavour: "bare" (lock-down only: a call that
-    # never reranks starts in milliseconds) and "rerank" (also holds the cross-encoder's session).
-    spare_bare: int = 1
+    # never reranks starts in milliseconds; two, so back-to-back calls never wait for a fork) and
+    # "rerank" (also holds the cross-encoder's session, ~70 MB and half a second to make).
+    spare_bare: int = 2
     spare_rerank: int = 1
     drop_uid: int = NOBODY_ID  # used only when running as root
     drop_gid: int = NOBODY_ID

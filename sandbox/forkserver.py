@@ -102,6 +102,8 @@ PRELOAD_MODULES = (
     "encodings.idna",  # socket/connect error paths import it lazily
     "onnxruntime",
 )
+# Run once in the fork server and once in every spare before it reports ready (see worker.py).
+WARMUP_SOURCE = "print('warm up')\nresult = {'warm': [1, 2.5, 'up']}\n"
 READ_CHUNK_BYTES = 1 << 20
 START_TIMEOUT_S = 300.0
 CLOSE_TIMEOUT_S = 10.0
@@ -109,6 +111,8 @@ SPAWN_FAILURES_BEFORE_GIVING_UP = 3
 REFILL_DELAY_S = 0.05  # a call still running after this long is not a quick one: fork spares anyway
 MEMORY_KILL_FRACTION = 0.8  # a signal death after touching this much of the budget is memory_limit
 PR_SET_DUMPABLE = 4
+MADV_COLLAPSE = 25  # linux/mman.h (6.1+): synchronously back a range with transparent huge pages
+HUGE_PAGE_BYTES = 2 << 20
 
 
 # =============================================================================================
@@ -644,7 +648,8 @@ def serve(conn_fd: int) -> int:
 def _load(init: Init) -> tuple[Any, SandboxConfig]:
     from sandbox import seccomp
     from sandbox.landlock import build_read_only_ruleset
-    from sandbox.worker import ChildContext
+    from sandbox.policy import compile_program
+    from sandbox.worker import ChildContext, run_warmup
 
     if not IS_LINUX:
         raise ForkServerError(NOT_LINUX_MESSAGE)
@@ -676,11 +681,38 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         max_wall_s=max(sandbox_config.timeout_s, 120.0),
         state_max_bytes=sandbox_config.state_max_bytes,
         cap_last_cap=_cap_last_cap(),
+        warmup_program=compile_program(WARMUP_SOURCE, sandbox_config).to_bytes(),
     )
+    run_warmup(ctx)  # one-time initialisation of the request path, shared by every child
     # Move everything loaded so far out of the collector's sight: a collection in a child would
     # otherwise write to every object's header and copy most of the heap (memory and time per call).
     gc.freeze()
+    _collapse_to_huge_pages()
     return ctx, sandbox_config
+
+
+def _collapse_to_huge_pages() -> None:
+    """Back the loaded heap with 2 MB pages (MADV_COLLAPSE, Linux >= 6.1; a no-op elsewhere).
+
+    fork() copies one page-table entry per page of private memory: with the model weights and the
+    Python heap on huge pages it copies 512 times fewer, and a spare child costs ~3 ms instead of
+    ~8-12 ms of this single-threaded loop. A child's later write still copies only 4 KB (the
+    kernel splits a shared huge page on copy-on-write), so its private memory does not grow.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    started, collapsed = time.perf_counter(), 0
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        is_anonymous = len(fields) < 6 or fields[5] == "[heap]"
+        if not is_anonymous or not fields[1].startswith("rw") or fields[1][3] != "p":
+            continue
+        low, high = (int(address, 16) for address in fields[0].split("-"))
+        low = (low + HUGE_PAGE_BYTES - 1) & ~(HUGE_PAGE_BYTES - 1)
+        high &= ~(HUGE_PAGE_BYTES - 1)
+        if high > low and libc.madvise(low, high - low, MADV_COLLAPSE) == 0:
+            collapsed += high - low
+    log.debug("collapsed %d MB to huge pages in %.0f ms", collapsed >> 20, (time.perf_counter() - started) * 1000)
 
 
 def _sandbox_config_from_dict(values: dict[str, Any]) -> SandboxConfig:

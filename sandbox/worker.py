@@ -4,7 +4,8 @@ Contract (runs only in a process just forked by the fork server; never returns):
 
 1. descriptors: every fd but ``sock_fd`` is closed; 0 and 1 become /dev/null (fd 1 of the fork
    server is the server's stderr, never the MCP stream, but the child needs neither); fd 2 stays
-   for warm-up logs and becomes /dev/null before user code runs;
+   for lock-down and warm-up logs and becomes /dev/null before the child reports ready (so
+   silencing costs the request nothing and user code never reaches the server's log);
 2. ``setsid`` (own session and process group, so the fork server can SIGKILL the group);
 3. ``PR_SET_NO_NEW_PRIVS``, ``PR_SET_DUMPABLE`` 0; as root: capability bounding set emptied,
    ``setgroups([])``, gid/uid set to the unprivileged ids (which clears every capability);
@@ -15,6 +16,8 @@ Contract (runs only in a process just forked by the fork server; never returns):
    session with its own threads. A "bare" child skips it; its cross-encoder creates the session on
    first use, after seccomp (model bytes already in memory: no file is opened, only threads made);
 7. seccomp (``seccomp.py``), installed last, on every thread;
+7b. one run of the fork server's fixed warm-up program (``ctx.warmup_program``): the copy-on-write
+   page copies every run causes happen here, off the request's path;
 8. ``ChildReady`` on ``sock_fd``; one ``ExecRequest``; one ``ExecutionResult``; ``os._exit``.
 
 A failure in steps 1-7 is reported as ``ChildReady(error=...)`` and the child exits: user code
@@ -38,7 +41,7 @@ from sandbox.limits import apply_rlimits, plan_rlimits, read_vmsize_bytes
 from sandbox.protocol import ChildReady, ExecRequest, ExecutionResult, read_message, write_message
 from sandbox.seccomp import install as install_seccomp
 
-__all__ = ["ChildContext", "run_child"]
+__all__ = ["ChildContext", "run_child", "run_warmup"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class ChildContext:
     the inherited size. max_wall_s: the longest deadline (sizes RLIMIT_CPU). state_max_bytes:
     the session-state cap passed to ``run_program``. cap_last_cap: highest capability number.
     warm_rerank: create the cross-encoder's session during lock-down (the "rerank" flavour).
+    warmup_program: ``CompiledProgram.to_bytes()`` of a fixed trusted program run once before ready.
     """
 
     searcher: Any
@@ -74,6 +78,7 @@ class ChildContext:
     state_max_bytes: int
     cap_last_cap: int = 40
     warm_rerank: bool = True
+    warmup_program: bytes | None = None
 
 
 def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
@@ -87,6 +92,7 @@ def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
             write_message(sock_fd, ChildReady(pid=os.getpid(), warm_ms=0.0, error=f"{type(exc).__name__}: {exc}"))
             status = EXIT_LOCKDOWN_FAILED
             return _exit(status)
+        _silence_stderr()
         warm_ms = (time.perf_counter() - started) * 1000
         write_message(sock_fd, ChildReady(pid=os.getpid(), warm_ms=round(warm_ms, 3)))
         message = read_message(sock_fd)
@@ -95,7 +101,6 @@ def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
             return _exit(status)
         if not isinstance(message, ExecRequest):
             raise TypeError(f"expected an exec request, got {type(message).__name__}")
-        _silence_stderr()
         try:
             result = _execute(message, ctx)
         except BaseException as exc:  # noqa: BLE001 - reported as internal_error, details to the log
@@ -140,6 +145,23 @@ def _lock_down(sock_fd: int, ctx: ChildContext) -> None:
     if ctx.searcher is not None:
         ctx.searcher.warm_after_fork(rerank=ctx.warm_rerank)
     install_seccomp(os.getpid(), sock_fd)
+    run_warmup(ctx)
+
+
+def run_warmup(ctx: ChildContext) -> None:
+    """Run ``ctx.warmup_program`` once through the request path (its result is dropped).
+
+    In the fork server it does the path's one-time initialisation before any fork; in a spare child
+    it takes the page copies a run causes before the request arrives.
+    """
+    if ctx.warmup_program is None:
+        return
+    request = ExecRequest(
+        request_id="warmup", program=ctx.warmup_program, timeout_s=1.0, memory_mb=ctx.memory_mb, output_cap_bytes=1024
+    )
+    result = _execute(request, ctx)
+    if result.outcome != "ok":
+        log.warning("the sandbox warm-up program failed (%s); calls still run", result.outcome)
 
 
 def _reset_signals() -> None:

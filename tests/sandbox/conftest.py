@@ -85,7 +85,8 @@ class SandboxHandle:
         self.ready = self.loop.run_until_complete(self.client.start())
         self._counter = 0
 
-    def request(self, source: str, *, timeout_s: float = 10.0, state: dict | None = None, mode: str | None = None):
+    def request(self, source: str, *, timeout_s: float = 10.0, state: dict | None = None, mode: str | None = None,
+                needs_rerank: bool = True):
         from sandbox import ExecRequest, PolicyConfig
         from sandbox.policy import compile_program
 
@@ -98,6 +99,7 @@ class SandboxHandle:
             memory_mb=self.config.memory_mb,
             output_cap_bytes=self.config.stdout_cap_bytes,
             state=state or {},
+            needs_rerank=needs_rerank,
         )
 
     def run(self, source: str, **kwargs):

@@ -224,3 +224,61 @@ def test_forkserver_start_reports_missing_index_with_exit_code(tmp_path: Path) -
     with pytest.raises(ForkServerError) as caught:
         asyncio.run(client.start())
     assert caught.value.exit_code == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# spare-child flavours (a fork server with an index: "bare" and "rerank" children)
+
+RERANK_PROGRAM = """
+import os, socket
+hits = bm25('retry backoff cache', k=3)
+ranked = rerank('call fn again after a failure', hits)
+try:
+    socket.socket()
+    network = 'allowed'
+except OSError as exc:
+    network = type(exc).__name__
+result = {'ranked': [[h.path, h.start_line, round(h.score, 3)] for h in ranked], 'uid': os.getuid(),
+          'network': network}
+"""
+
+
+def _needs_index(handle: SandboxHandle) -> None:
+    if not handle.ready.has_searcher:
+        pytest.skip("no index could be built")
+
+
+def test_forkserver_with_an_index_stays_single_threaded_after_warming(plain_sandbox: SandboxHandle) -> None:
+    """It warms the embedder before forking yet runs no thread beyond onnxruntime's idle helper."""
+    _needs_index(plain_sandbox)
+    assert plain_sandbox.ready.threads <= 2
+    assert plain_sandbox.stats().threads <= 2
+    hits = plain_sandbox.run("result = [h.path for h in semantic('retry after a failure', k=2)]", needs_rerank=False)
+    assert hits.outcome == "ok" and hits.result, hits.error  # a child embeds on the inherited thread
+
+
+def test_forkserver_dispatches_each_call_to_the_flavour_it_needs(plain_sandbox: SandboxHandle) -> None:
+    """It runs needs_rerank=False in a bare child and True in one already holding the ONNX session."""
+    _needs_index(plain_sandbox)
+    stats = plain_sandbox.settle()
+    assert stats.spares == plain_sandbox.config.spare_children and stats.spares_rerank == 1
+    bare = plain_sandbox.run("result = 1", needs_rerank=False)
+    warm = plain_sandbox.run("result = 1", needs_rerank=True)
+    assert (bare.outcome, warm.outcome) == ("ok", "ok")
+    assert bare.timings_ms["warm_rerank"] == 0.0
+    assert warm.timings_ms["warm_rerank"] == 1.0
+    assert plain_sandbox.settle().spares_rerank == 1  # the used rerank spare was replaced in kind
+
+
+def test_forkserver_bare_child_reranks_under_every_os_layer(plain_sandbox: SandboxHandle) -> None:
+    """It creates the cross-encoder session lazily after uid drop, Landlock and seccomp, with the same scores."""
+    _needs_index(plain_sandbox)
+    bare = plain_sandbox.run(RERANK_PROGRAM, needs_rerank=False, timeout_s=60)
+    warm = plain_sandbox.run(RERANK_PROGRAM, needs_rerank=True, timeout_s=60)
+    assert bare.outcome == "ok", bare.error
+    assert warm.outcome == "ok", warm.error
+    assert bare.timings_ms["warm_rerank"] == 0.0 and warm.timings_ms["warm_rerank"] == 1.0
+    assert bare.result["ranked"] and bare.result["ranked"] == warm.result["ranked"]
+    assert bare.result["network"] == "PermissionError"  # seccomp still holds after the session's threads
+    if os.geteuid() == 0:
+        assert bare.result["uid"] == plain_sandbox.config.drop_uid
