@@ -2,7 +2,8 @@
 
 Contract: `build_server` returns an `MCPServer` whose lifespan starts loading in the background and
 returns at once, so `initialize` is answered immediately; tools wait for warm-up themselves. stdout
-belongs to the MCP stream (the SDK's stdio transport owns it); logs go to stderr.
+belongs to the MCP stream (the SDK's stdio transport owns it; `wire.serve_stdio` answers malformed
+lines that the SDK would drop); logs go to stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
@@ -24,6 +26,7 @@ from .results import Reply
 from .runtime import Runtime
 from .state import SessionState
 from .tools import register_tools
+from .wire import serve_stdio
 
 __all__ = ["build_server", "execute_once", "run_stdio_server"]
 
@@ -100,7 +103,7 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
 def run_stdio_server(config: ServerConfig) -> None:
     """Serve MCP on stdin/stdout until the client disconnects."""
     server = build_server(config)
-    server.run("stdio")
+    anyio.run(serve_stdio, server)
 
 
 def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_output_tokens: int) -> Reply:

@@ -1,8 +1,10 @@
 """The stdio wire under abuse, written byte by byte where the SDK client cannot: malformed JSON-RPC,
 oversized messages, a client that vanishes mid-call, stdin closed during warm-up.
 
-Pass: the server answers what it can, keeps serving, never spins while idle, and when its client
-goes away it exits and takes the fork server and every sandbox child with it.
+Pass: the server answers malformed input per JSON-RPC 2.0 (-32700 with id null for what is not JSON,
+-32600 with the request's id when it can be read, nothing for malformed notifications), keeps
+serving, never spins while idle, and when its client goes away it exits and takes the fork server
+and every sandbox child with it. The first tests check `server.wire` alone, without the model.
 """
 
 import json
@@ -14,10 +16,15 @@ import time
 
 import pytest
 
+from server.wire import MAX_LINE_BYTES, check_line, oversized_verdict
 from tests.reliability import procs
 from tests.server.conftest import ROOT, server_env
 
-pytestmark = [pytest.mark.linux_only, pytest.mark.model, pytest.mark.slow]
+
+def real_server_marks(test):
+    """The knowledge-mcp server with its model: Linux only, slow."""
+    return pytest.mark.linux_only(pytest.mark.model(pytest.mark.slow(test)))
+
 
 IDLE_WINDOW_S = 3.0
 IDLE_CPU_BUDGET_S = 0.3  # a spinning loop would burn ~IDLE_WINDOW_S
@@ -94,23 +101,115 @@ def _gone(pids) -> list[procs.ProcInfo]:
     )
 
 
+PARSE_ERROR, INVALID_REQUEST = -32700, -32600
+
+# Each malformed line with the (id, code) of the one error reply it is owed, or None for no reply.
 MALFORMED = [
-    b"not json at all\n",
-    b'{"jsonrpc":"2.0","id":"m1","method":\n',  # truncated JSON
-    b"[1, 2, 3]\n",
-    b'{"jsonrpc":"1.0","id":"m2","method":"tools/list"}\n',  # wrong protocol version
-    b'{"id":"m3"}\n',
-    b"\xff\xfe\x00 not utf-8\n",
-    b"\n",
-    b'{"jsonrpc":"2.0","id":"m4","method":"tools/call","params":"not an object"}\n',
-    b'{"jsonrpc":"2.0","id":"m5","result":{}}\n',  # a reply to nothing
-    b"{" * 100000 + b"\n",  # deep nesting for the JSON parser
-    b"x" * OVERSIZED_BYTES + b"\n",  # an oversized line that is not JSON
+    (b"not json at all\n", (None, PARSE_ERROR)),
+    (b'{"jsonrpc":"2.0","id":"m1","method":\n', (None, PARSE_ERROR)),  # truncated JSON: its id is unknown
+    (b"[1, 2, 3]\n", (None, INVALID_REQUEST)),  # a batch: not supported
+    (b'{"jsonrpc":"1.0","id":"m2","method":"tools/list"}\n', ("m2", INVALID_REQUEST)),  # wrong protocol version
+    (b'{"id":"m3"}\n', ("m3", INVALID_REQUEST)),  # no method
+    (b"\xff\xfe\x00 not utf-8\n", (None, PARSE_ERROR)),
+    (b"\n", None),  # a blank line is not a message
+    (b'{"jsonrpc":"2.0","id":"m4","method":"tools/call","params":"not an object"}\n', ("m4", INVALID_REQUEST)),
+    (b'{"jsonrpc":"2.0","method":"notifications/x","params":"not an object"}\n', None),  # a notification: no reply
+    (b'{"jsonrpc":"2.0","id":"m5","result":{}}\n', None),  # a valid reply to nothing
+    (b"{" * 100000 + b"\n", (None, PARSE_ERROR)),  # deep nesting for the JSON parser
+    (b"[" * 100000 + b"\n", (None, PARSE_ERROR)),  # deeper than Python's recursion limit
+    (b"x" * OVERSIZED_BYTES + b"\n", (None, INVALID_REQUEST)),  # an oversized line that is not JSON
 ]
 
 
+@pytest.mark.parametrize(("line", "expected"), [case for case in MALFORMED if len(case[0]) <= MAX_LINE_BYTES])
+def test_wire_check_line_answers_each_malformed_line_per_json_rpc(line, expected):
+    """It owes each malformed line the JSON-RPC error (id, code) of the spec, or no reply, with a message saying what to do."""
+    verdict = check_line(line)
+    if expected is None:
+        assert verdict.error is None
+        return
+    assert verdict.text is None
+    assert (verdict.error.id, verdict.error.error.code) == expected
+    reply = json.loads(verdict.error.model_dump_json(by_alias=True, exclude_unset=True))
+    assert reply["id"] == expected[0] and reply["jsonrpc"] == "2.0"  # "id": null is written, not left out
+    assert "Send one JSON-RPC 2.0 message per line" in reply["error"]["message"]
+    assert len(reply["error"]["message"]) < 1000
+
+
+def test_wire_check_line_names_what_was_wrong_and_passes_valid_lines_unchanged():
+    """It names the broken field, keeps the request's id, and hands valid messages to the SDK as they came."""
+    assert "params" in check_line(MALFORMED[7][0]).error.error.message
+    assert '"jsonrpc" must be "2.0"' in check_line(MALFORMED[3][0]).error.error.message
+    assert "not valid UTF-8" in check_line(MALFORMED[5][0]).error.error.message
+    surrogate = check_line(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"code":"\\ud800"}}\n')
+    assert (surrogate.error.id, surrogate.error.error.code) == (4, INVALID_REQUEST)  # JSON, but not for the SDK
+    # JSON-RPC's own example: method not a string and no id is still answered, with id null.
+    assert check_line(b'{"jsonrpc": "2.0", "method": 1, "params": "bar"}').error.id is None
+    for valid in (b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}\n', b'{"jsonrpc":"2.0","method":"notifications/initialized"}'):
+        assert check_line(valid).text == valid.decode()
+
+
+def test_wire_oversized_line_is_answered_with_the_id_when_it_comes_first():
+    """It finds the top-level id in the start of an oversized line, never one nested in params, else answers null."""
+    head = b'{"jsonrpc": "2.0", "id": "huge", "method": "tools/call", "params": {"arguments": {"code": "x = 1\\nx'
+    assert oversized_verdict(head).error.id == "huge"
+    assert oversized_verdict(b'{"jsonrpc": "2.0", "params": {"id": 3, "code": "xxxx').error.id is None
+    assert oversized_verdict(b"x" * 1000).error.id is None
+    assert oversized_verdict(head).error.error.code == INVALID_REQUEST
+
+
+TINY_SERVER = """
+import anyio
+from mcp.server.mcpserver import MCPServer
+from server.wire import serve_stdio
+tiny = MCPServer("tiny")
+@tiny.tool()
+def add(a: int, b: int) -> int:
+    return a + b
+anyio.run(serve_stdio, tiny)
+"""
+
+
+def test_wire_serve_stdio_answers_malformed_lines_and_keeps_serving(tmp_path):
+    """On a tiny server (no model): each malformed line gets its one error reply in order, and the next request its answer."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TINY_SERVER], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "stderr.log", "wb"),
+    )
+    requests = [
+        {"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
+    after = {"jsonrpc": "2.0", "id": "after", "method": "tools/call", "params": {"name": "add", "arguments": {"a": 40, "b": 2}}}
+    wire = b"".join((json.dumps(r) + "\n").encode() for r in requests) + b"".join(line for line, _ in MALFORMED)
+    huge = {"jsonrpc": "2.0", "id": "huge", "method": "tools/call", "params": {"name": "add", "arguments": {"a": "9" * OVERSIZED_BYTES}}}
+    wire += (json.dumps(huge) + "\n" + json.dumps(after) + "\n").encode()
+    replies = []
+    try:
+        proc.stdin.write(wire)
+        proc.stdin.flush()
+        while not replies or replies[-1].get("id") != "after":  # EOF before the reply would cancel it
+            line = proc.stdout.readline()
+            assert line, "the server closed stdout"
+            replies.append(json.loads(line))
+        proc.stdin.close()
+        assert proc.wait(timeout=EXIT_TIMEOUT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert all(reply["jsonrpc"] == "2.0" for reply in replies)
+    errors = [(reply["id"], reply["error"]["code"]) for reply in replies if "error" in reply]
+    assert errors == [expected for _, expected in MALFORMED if expected] + [("huge", INVALID_REQUEST)]
+    assert replies[-1] == {"jsonrpc": "2.0", "id": "after", "result": {
+        "content": [{"type": "text", "text": "42"}], "isError": False, "structuredContent": {"result": 42}}}
+    assert "refused a message on stdin" in (tmp_path / "stderr.log").read_text()
+
+
+@real_server_marks
 def test_wire_malformed_and_oversized_messages_keep_the_server_serving(built_index, tmp_path):
-    """It survives malformed and oversized input, answers valid requests once each, idles without spinning, and exits on EOF."""
+    """It answers malformed input per JSON-RPC 2.0 and oversized input too, answers valid requests once each, idles without spinning, and exits on EOF."""
     server = RawServer(built_index, tmp_path)
     try:
         server.initialize()
@@ -119,7 +218,7 @@ def test_wire_malformed_and_oversized_messages_keep_the_server_serving(built_ind
         family = [p.pid for p in procs.descendants_of(server.proc.pid)]
         assert family, "the fork server should be running"
 
-        for junk in MALFORMED:
+        for junk, _ in MALFORMED:
             server.send(junk)
         # Valid JSON-RPC with bad contents: each gets exactly one reply.
         server.send_json({"jsonrpc": "2.0", "id": "unknown-method", "method": "no/such/method"})
@@ -137,10 +236,16 @@ def test_wire_malformed_and_oversized_messages_keep_the_server_serving(built_ind
         assert len(json.dumps(huge)) < 10_000, "the refusal must not echo the oversized program"
         assert server.reply_to("after")["result"]["structuredContent"]["result"] == 42
 
-        ids = [json.loads(line).get("id") for line in server.lines]
-        for request_id in ("unknown-method", "no-name", "huge", "after"):
+        replies = [json.loads(line) for line in server.lines]
+        ids = [reply.get("id") for reply in replies]
+        for request_id in ("unknown-method", "no-name", "huge", "after", "m2", "m3", "m4"):
             assert ids.count(request_id) == 1, (request_id, ids)
-        assert all(json.loads(line)["jsonrpc"] == "2.0" for line in server.lines)
+        assert "m5" not in ids, "a reply from the client is not answered"
+        assert all(reply["jsonrpc"] == "2.0" for reply in replies)
+        # Each malformed line got its one error, in the order sent (only the wire writes these).
+        wire_errors = [(reply["id"], reply["error"]["code"]) for reply in replies
+                       if "error" in reply and reply["id"] in (None, "m2", "m3", "m4")]
+        assert wire_errors == [expected for _, expected in MALFORMED if expected]
 
         before = _cpu_seconds(server.proc.pid)
         time.sleep(IDLE_WINDOW_S)
@@ -153,6 +258,7 @@ def test_wire_malformed_and_oversized_messages_keep_the_server_serving(built_ind
         server.kill()
 
 
+@real_server_marks
 def test_wire_client_vanishing_mid_call_takes_every_child_down(built_index, tmp_path):
     """It exits when the client disappears during a running call, and no fork server or child survives it."""
     server = RawServer(built_index, tmp_path)
@@ -181,6 +287,7 @@ def test_wire_client_vanishing_mid_call_takes_every_child_down(built_index, tmp_
         server.kill()
 
 
+@real_server_marks
 def test_wire_stdin_closed_during_warm_up_leaves_nothing_behind(built_index, tmp_path):
     """It exits cleanly when stdin closes while the fork server is still loading, and no process is left."""
     server = RawServer(built_index, tmp_path)
