@@ -7,7 +7,7 @@ from .errors import PathNotFoundError, QueryError, RerankModelMissingError, Sear
 from .filters import compile_glob
 from .fusion import fuse_rrf
 from .hits import Hit, format_hits_text, top_k
-from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, resolve_rerank_model
+from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, passage_text, resolve_rerank_model
 from .searcher import Searcher
 from .sparse import BM25_LUCENE, BM25_OKAPI, SparseScorer, bm25_weights
 
@@ -32,6 +32,7 @@ __all__ = [
     "errors",
     "format_hits_text",
     "fuse_rrf",
+    "passage_text",
     "resolve_rerank_model",
     "search_batch",
     "search_documents",

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from search import RERANK_INSTALL_COMMAND, CrossEncoder, Hit, RerankModelMissingError, resolve_rerank_model
+from search import RERANK_INSTALL_COMMAND, CrossEncoder, Hit, RerankModelMissingError, passage_text, resolve_rerank_model
 
 QUERY = "how does reciprocal rank fusion combine rankings"
 RELEVANT = "Reciprocal rank fusion sums 1 / (k + rank) over the rankings that contain a document."
@@ -18,7 +18,7 @@ IRRELEVANT = [
 
 
 def _hit(position, text, score=0.0):
-    return Hit(f"doc{position}:1-1", f"doc{position}", f"doc{position}.md", 1, 1, "markdown", "", score, text)
+    return Hit(f"doc{position}:1-1", f"doc{position}", f"doc{position}", 1, 1, "text", "", score, text)
 
 
 @pytest.mark.model
@@ -101,3 +101,12 @@ def test_resolve_rerank_model_accepts_a_folder(tmp_path):
     shutil.copy(real.tokenizer_file, tmp_path / "tokenizer.json")
     location = resolve_rerank_model(str(tmp_path))
     assert location.path == tmp_path.resolve() and location.expected_sha256 is None
+
+
+@pytest.mark.model
+def test_cross_encoder_reads_file_path_and_title_with_the_text(cross_encoder):
+    """It puts a file's path and a title missing from the text above the passage (not a record id)."""
+    code = Hit("a/b.py:1-2", "a/b.py", "a/b.py", 1, 2, "python", "def f", 0.0, "def f():\n    pass\n")
+    record = Hit("123:1-1", "123", "123", 1, 1, "text", "A title", 0.0, "Body text.")
+    assert passage_text(code) == "a/b.py\ndef f():\n    pass\n"
+    assert passage_text(record) == "A title\nBody text."
