@@ -30,12 +30,14 @@ print(compact(hits[:20], max_tokens=300))
 result = [f"{h.path}:{h.start_line}" for h in hits[:5]]
 """
 
+# The code route asks the same three queries as the baseline, inside one program: it pools their hits,
+# reranks the pool against the question and prints only its top citations.
 ANSWER_PROGRAM = """
-candidates = {{}}
-for q in ({query!r}, {question!r}):
-    for h in search(q, k=15, rerank=False):
-        candidates[h.id] = h
-for h in rerank({question!r}, list(candidates.values()), k=3):
+pool = {{}}
+for q in {queries!r}:
+    for h in search(q, k=10):
+        pool[h.id] = h
+for h in rerank({question!r}, list(pool.values()), k=3):
     print(f"{{h.path}}:{{h.start_line}}-{{h.end_line}}")
 """
 ANSWER_CITATIONS = 3  # the program cites its top 3 locations; the baseline reads 30 hits per question
@@ -171,7 +173,7 @@ def test_bench_token_efficiency(repo_index, tmp_path):
                 baseline_tokens += data["output_tokens"]
                 found |= any(_cites(h["path"], h["start_line"], h["end_line"], question) for h in data["hits"])
             baseline_correct += found
-            program = ANSWER_PROGRAM.format(query=question["query"], question=question["question"])
+            program = ANSWER_PROGRAM.format(queries=tuple(variants), question=question["question"])
             reply = _call(portal, session, "execute_code", {"code": program, "max_output_tokens": 200})
             data = reply.structured_content
             code_tokens += data["output_tokens"]

@@ -1,9 +1,10 @@
 """Document-level ranking for batch runs: documents ranked by their best chunk, each docid once.
 
-With rerank, the top ``rerank_depth`` chunks (at least k) are rescored by the cross-encoder and
-their documents come first (score: best logit); documents found only deeper in the first stage
-follow in first-stage order with scores placed strictly below (lowest logit - 1 - position), so
-tools that sort by score (trec_eval) keep that order.
+With rerank, the top ``rerank_depth`` chunks are rescored by the cross-encoder and their documents
+come first (score: best logit); documents found only deeper in the first stage follow in
+first-stage order with scores placed strictly below (lowest logit - 1 - position), so tools that
+sort by score (trec_eval) keep that order. Unlike ``Searcher.search`` (which reranks at least k),
+a run of k=100 documents costs rerank_depth cross-encoder pairs per query, not 100+.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def search_documents(
         depth *= 2
     if not rerank:
         return documents[:k]
-    reranked = searcher.rerank(query, hits[: max(k, searcher.config.rerank_depth)])
+    reranked = searcher.rerank(query, hits[: searcher.config.rerank_depth])
     head = _best_per_document((hit.doc_id, hit.score) for hit in reranked)
     seen = {doc_id for doc_id, _ in head}
     floor = min((score for _, score in head), default=0.0) - 1.0
