@@ -6,7 +6,7 @@ from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError
 from sandbox.forkserver import ForkServerClient, execute_once
 from sandbox.modules import ALLOWED_MODULES, preload_modules
 from sandbox.policy import CompiledProgram, compile_program, compile_skill, needs_rerank
-from sandbox.protocol import OUTCOMES, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
+from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
 from sandbox.runner import RunResult, run_program
 from sandbox.tokens import TokenCounter
 from sandbox.validate import validate_source
@@ -15,6 +15,7 @@ __all__ = [
     "ALLOWED_MODULES",
     "API_NAMES",
     "OUTCOMES",
+    "TIMING_KEYS",
     "POLICY_MODES",
     "BusyError",
     "CompiledProgram",

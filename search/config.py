@@ -22,7 +22,7 @@ DEFAULT_RRF_K = 10
 DEFAULT_FUSION_WEIGHTS = (1.0, 1.5)
 DEFAULT_CANDIDATES = 100
 DEFAULT_RERANK_DEPTH = 10  # 5-fold CV picked 10 on both sets (deeper reranking lowered nDCG@10)
-DEFAULT_RERANK_MAX_TOKENS = 128  # top 20 at 256 wordpieces takes ~1.2 s here (bench_search_rerank.py)
+DEFAULT_RERANK_MAX_TOKENS = 256  # SciFact: 128 wordpieces made rerank lower nDCG@10, 256 lifts it (RESULTS.md)
 DEFAULT_RERANK_QUERY_MAX_TOKENS = 64
 # One pair per run: INT8 dynamic quantisation scales activations over the whole batch, so padding and
 # neighbours would change a pair's logit (by up to 0.2); per-pair runs measured as fast as batches here.

@@ -18,10 +18,11 @@ from typing import Any, Protocol
 
 from mcp_types import CallToolResult, TextContent
 
+from sandbox import OUTCOMES, TIMING_KEYS
+
 from .redact import redact_text, redact_value
 
 __all__ = [
-    "OUTCOMES",
     "Reply",
     "TokenCounting",
     "execution_reply",
@@ -32,18 +33,6 @@ __all__ = [
     "simple_reply",
 ]
 
-OUTCOMES = (
-    "ok",
-    "validation_error",
-    "runtime_error",
-    "timeout",
-    "memory_limit",
-    "blocked_syscall",
-    "crashed",
-    "busy",
-    "internal_error",
-)
-TIMING_KEYS = ("queue", "validate", "execute", "process", "total")
 STR_FLOOR_CHARS = 48  # strings this short (paths, names, ids) survive the snippet-cutting phase
 TEXT_SNIPPET_LINES = 2  # snippet lines per hit in the human rendering of search results
 RESULT_PREVIEW_CHARS = 300  # a longer result shows as a preview in the text block
