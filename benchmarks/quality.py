@@ -236,7 +236,6 @@ def run(dataset: Dataset, threads: int, skip_rerank: bool) -> dict:
     hybrid_scores = {}
     for bm25_key, rrf_k, weight in itertools.product(BM25_GRID, RRF_K_GRID, DENSE_WEIGHT_GRID):
         hybrid_scores[(bm25_key, rrf_k, weight)] = evaluator.score(evaluator.hybrid(bm25_key, rrf_k, weight))
-    names = {str(key): key for key in hybrid_scores}
     hybrid_cv, hybrid_chosen = kfold_select({str(k): v for k, v in hybrid_scores.items()}, FOLDS)
     default_hybrid = (default_bm25, SearchConfig().rrf_k, SearchConfig().fusion_weights[1])
     report["hybrid"] = {
