@@ -46,12 +46,12 @@ def test_forkserver_is_single_threaded_and_not_dumpable(sandbox: SandboxHandle) 
 def test_forkserver_timeout_kills_child_within_deadline(sandbox: SandboxHandle) -> None:
     """It stops an infinite loop and a sleep at the deadline (+1 s), and the child is gone."""
     for source in ("while True:\n    pass\n", SLEEP):
-        started = time.monotonic()
         result = sandbox.run(source, timeout_s=1.0)
-        elapsed = time.monotonic() - started
         assert result.outcome == "timeout"
         assert "1 s" in result.error["message"]
-        assert elapsed < 1.0 + 1.0 + 1.0  # deadline + 1 s, plus queue/start slack
+        # The contract bound (deadline + 1 s), as the fork server saw the child run: queue time and the
+        # test's own scheduling on a shared machine are not part of it.
+        assert result.timings_ms["execute"] <= (1.0 + 1.0) * 1000
     stats = sandbox.settle()
     assert stats.running == 0
     assert zombies_of(sandbox.client.pid) == []
@@ -104,14 +104,13 @@ def test_forkserver_maps_signal_death_to_crashed(sandbox: SandboxHandle) -> None
 def test_forkserver_runs_calls_in_parallel_up_to_max_workers(sandbox: SandboxHandle) -> None:
     """It runs two sleeping calls at once (max_workers=2): both finish in about one sleep."""
     client = sandbox.client
-    started = time.monotonic()
     first, second = sandbox.gather(
         client.execute(sandbox.request("import time\ntime.sleep(1)\nresult = 1")),
         client.execute(sandbox.request("import time\ntime.sleep(1)\nresult = 2")),
     )
     assert (first.result, second.result) == (1, 2)
-    assert first.timings_ms["queue"] < 1000 or second.timings_ms["queue"] < 1000
-    assert time.monotonic() - started < 1.9 + 1.5  # not serialised (2 s) plus generous slack
+    # Serialised, one call would have queued behind the other's 1 s sleep.
+    assert first.timings_ms["queue"] < 1000 and second.timings_ms["queue"] < 1000
 
 
 def test_forkserver_answers_busy_beyond_queue_cap(canary_env) -> None:
