@@ -200,10 +200,14 @@ class ForkServer:
         finally:
             self._shutdown()
 
-    def _poll_timeout_ms(self) -> int | None:
+    def _poll_timeout_ms(self) -> int:
         deadlines = [c.deadline for c in self._children.values() if c.deadline is not None and c.kill_reason is None]
-        deadlines.append(self._refill_at())
-        return max(0, min(1000, int((min(deadlines) - time.monotonic()) * 1000) + 1))  # 1 s: re-checks reaping
+        refill_at = self._refill_at()
+        if refill_at > 0.0:  # 0.0 means "refill now": the loop has just done it, nothing to wake up for
+            deadlines.append(refill_at)
+        if not deadlines:
+            return 1000  # idle: sleep until a message, a SIGCHLD, or this re-check of reaping
+        return max(0, min(1000, int((min(deadlines) - time.monotonic()) * 1000) + 1))
 
     def _refill_at(self) -> float:
         """When to fork the next spares: once the running calls have answered, or REFILL_DELAY_S after

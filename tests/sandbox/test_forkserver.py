@@ -281,3 +281,18 @@ def test_forkserver_bare_child_reranks_under_every_os_layer(plain_sandbox: Sandb
     assert bare.result["network"] == "PermissionError"  # seccomp still holds after the session's threads
     if os.geteuid() == 0:
         assert bare.result["uid"] == plain_sandbox.config.drop_uid
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_forkserver_sleeps_while_idle(sandbox: SandboxHandle) -> None:
+    """It blocks in poll when there is nothing to do: an idle second costs it almost no CPU time."""
+    assert sandbox.run("result = 1").result == 1
+    sandbox.settle()
+    before = _cpu_seconds(sandbox.client.pid)
+    time.sleep(1.0)
+    used = _cpu_seconds(sandbox.client.pid) - before
+    assert used < 0.2, f"the idle fork server used {used:.2f} s of CPU in 1 s: it is spinning"
