@@ -1,8 +1,9 @@
-"""BM25 scoring: brute force on a small corpus, and equality with rank_bm25 on real SciFact text."""
+"""BM25 scoring: brute force on a small corpus, and equality with rank_bm25 on real text (this repository, SciFact)."""
 
 import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,25 @@ def test_sparse_okapi_equals_rank_bm25_on_scifact():
     with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as lines:
         queries = [json.loads(line)["text"] for line in lines][:100]
     token_lists = [tokenize(f"{doc['title']} {doc['text']}") for doc in docs]
+    matrix, lengths, term_ids = term_matrix(token_lists)
+    scorer = SparseScorer(bm25_weights(matrix, lengths, variant="okapi", k1=1.5, b=0.75, epsilon=0.25), term_ids)
+    reference = BM25Okapi(token_lists, k1=1.5, b=0.75, epsilon=0.25)
+    for query in queries:
+        tokens = tokenize(query)
+        assert np.allclose(scorer.scores(tokens), reference.get_scores(tokens), rtol=1e-5, atol=1e-6), query
+
+
+def test_sparse_okapi_equals_rank_bm25_on_this_repository():
+    """It scores this repository's own source and docs exactly like rank_bm25.BM25Okapi given the same
+    tokens (a real corpus that is there wherever the tests run, unlike shared/datasets)."""
+    root = Path(__file__).resolve().parents[2]
+    paths = sorted(p for folder in ("index", "search", "sandbox", "server", "docs") for p in (root / folder).rglob("*")
+                   if p.suffix in {".py", ".md"})
+    assert len(paths) > 30
+    token_lists = [tokenize(p.read_text(encoding="utf-8")) for p in paths]
+    queries = [json.loads(line)["text"] for line in (root / "benchmarks" / "code_queries.jsonl").read_text().splitlines()
+               if line.strip()]
+    assert len(queries) >= 30
     matrix, lengths, term_ids = term_matrix(token_lists)
     scorer = SparseScorer(bm25_weights(matrix, lengths, variant="okapi", k1=1.5, b=0.75, epsilon=0.25), term_ids)
     reference = BM25Okapi(token_lists, k1=1.5, b=0.75, epsilon=0.25)
