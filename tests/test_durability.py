@@ -112,12 +112,13 @@ def test_build_killed_mid_way_leaves_current_version_intact(built: tuple[Path, P
     proc.wait(timeout=30)
 
     after = _info(out)
-    if proc.returncode == 0:  # the build won the race: then it must be complete
+    if proc.returncode == 0 or after["built_at"] != before["built_at"]:
+        # The build switched CURRENT before the kill landed (it won the race): the new version is whole.
         assert after["chunks"] > before["chunks"]
     else:
         assert after["chunks"] == before["chunks"]
-        assert after["built_at"] == before["built_at"]
-        assert _run("index", "info", str(out), "--verify").returncode == 0
+    # Either way the current version is one complete version, never a mix of two.
+    assert _run("index", "info", str(out), "--verify").returncode == 0
     _search_ok(out, "alpha handler")
 
     rebuild = _run("index", "build", str(src), "--out", str(out), "--no-vectors")
