@@ -20,7 +20,7 @@ import pytest
 
 import common
 from sandbox import ExecRequest, ForkServerClient, PolicyConfig, SandboxConfig
-from sandbox.forkserver import fork_server_environment
+from sandbox.forkserver_client import fork_server_environment
 from sandbox.policy import compile_program, needs_rerank
 from search import SearchConfig
 

@@ -9,7 +9,6 @@ unexpected ones become a ``RuntimeError`` without internals (the details go to t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields

@@ -1,0 +1,376 @@
+"""The server's asyncio client of the fork server (``forkserver.py``), and the CLI's one-shot.
+
+Contract: ``ForkServerClient`` spawns ``python -m sandbox.forkserver_main FD`` with a minimal
+environment (``fork_server_environment``: nothing of the server's, so no secret reaches it), stdin
+from /dev/null and stdout = stderr (fd 1 of the server is the MCP wire), and talks to it over one
+socketpair (``protocol.py`` frames). Every ``execute`` gets exactly one ``ExecutionResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.config import SandboxConfig
+from sandbox.errors import ForkServerError
+from sandbox.forkserver import (
+    CLOSE_TIMEOUT_S,
+    IS_LINUX,
+    NOT_LINUX_MESSAGE,
+    OFFLINE_ENV,
+    SINGLE_THREAD_ENV,
+    START_TIMEOUT_S,
+    _incident,
+)
+from sandbox.protocol import (
+    HEADER,
+    MAX_BLOB_BYTES,
+    MAX_JSON_BYTES,
+    Cancel,
+    ExecRequest,
+    ExecutionResult,
+    Init,
+    Message,
+    ProtocolError,
+    Ready,
+    Stats,
+    StatsRequest,
+    decode_frame,
+    encode_message,
+)
+
+__all__ = ["ForkServerClient", "execute_once", "fork_server_environment"]
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(eq=False)
+class _Connection:
+    """One running fork-server process and its socket (replaced whole on restart or reload)."""
+
+    process: subprocess.Popen[bytes]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    ready: Ready
+    index_dir: str | None
+    pending: dict[str, asyncio.Future[ExecutionResult]] = field(default_factory=dict)
+    stats_waiters: collections.deque[asyncio.Future[Stats]] = field(default_factory=collections.deque)
+    reader_task: asyncio.Task[None] | None = None
+    is_alive: bool = True
+
+    async def send(self, message: Message) -> None:
+        self.writer.write(encode_message(message))
+        await self.writer.drain()
+
+
+class ForkServerClient:
+    """The server's handle on the fork server (asyncio; one per server process).
+
+    ``start()`` spawns it and waits for ``Ready``; ``execute(request)`` sends one request and
+    awaits its one result; ``cancel(request_id)`` kills that call; ``restart()`` / ``close()``;
+    ``reload(index_dir)`` starts a fork server on the new index and retires the old one once its
+    calls finish. If the fork server dies, calls in flight get ``internal_error`` and the next
+    call starts a new one.
+    """
+
+    def __init__(
+        self,
+        sandbox_config: SandboxConfig,
+        *,
+        index_dir: str | os.PathLike[str] | None = None,
+        search_config: Any = None,
+        log_level: str = "INFO",
+        python: str = sys.executable,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        self._config = sandbox_config
+        self._index_dir = str(index_dir) if index_dir is not None else None
+        self._search_config = search_config
+        self._log_level = log_level
+        self._python = python
+        self._start_timeout_s = start_timeout_s
+        self._conn: _Connection | None = None
+        self._lock: asyncio.Lock | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def pid(self) -> int | None:
+        """The fork server's pid while it runs."""
+        return self._conn.process.pid if self._conn and self._conn.is_alive else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._conn is not None and self._conn.is_alive
+
+    async def start(self) -> Ready:
+        """Spawn the fork server (if not running) and wait until it has loaded everything."""
+        async with self._get_lock():
+            if self._conn is None or not self._conn.is_alive:
+                self._conn = await self._spawn(self._index_dir)
+            return self._conn.ready
+
+    async def restart(self) -> Ready:
+        await self.close()
+        return await self.start()
+
+    async def reload(self, index_dir: str | os.PathLike[str]) -> Ready:
+        """Serve ``index_dir`` from now on; calls in flight finish on the old fork server."""
+        async with self._get_lock():
+            new = await self._spawn(str(index_dir))
+            old, self._conn, self._index_dir = self._conn, new, str(index_dir)
+        if old is not None:
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return new.ready
+
+    async def close(self) -> None:
+        """Stop the fork server (it kills its children) and wait for it."""
+        async with self._get_lock():
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._stop(conn)
+        for task in list(self._retiring):
+            with contextlib.suppress(Exception):
+                await task
+
+    async def __aenter__(self) -> ForkServerClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ calls
+    async def execute(self, request: ExecRequest) -> ExecutionResult:
+        """Run ``request`` in a sandbox child; always returns exactly one result."""
+        if not IS_LINUX:
+            return ExecutionResult.failure(request.request_id, "internal_error", NOT_LINUX_MESSAGE)
+        try:
+            conn = await self._ensure_running()
+        except ForkServerError as exc:
+            return ExecutionResult.failure(request.request_id, "internal_error", _incident("fork server start failed: %s", exc))
+        if request.request_id in conn.pending:
+            raise ValueError(f"request id {request.request_id!r} is already in flight")
+        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
+        conn.pending[request.request_id] = future
+        try:
+            await conn.send(request)
+        except (ConnectionError, OSError):
+            pass  # the reader sees the EOF and fails the future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            conn.pending.pop(request.request_id, None)
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.send(Cancel(request_id=request.request_id))
+            raise
+
+    async def cancel(self, request_id: str) -> None:
+        """Kill the call ``request_id`` (its ``execute`` still returns one result)."""
+        conn = self._conn
+        if conn is not None and conn.is_alive:
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.send(Cancel(request_id=request_id))
+
+    async def stats(self) -> Stats:
+        conn = await self._ensure_running()
+        future: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
+        conn.stats_waiters.append(future)
+        await conn.send(StatsRequest())
+        return await future
+
+    # ------------------------------------------------------------------ internals
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _ensure_running(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and conn.is_alive:
+            return conn
+        await self.start()
+        assert self._conn is not None
+        return self._conn
+
+    async def _spawn(self, index_dir: str | None) -> _Connection:
+        if not IS_LINUX:
+            raise ForkServerError(NOT_LINUX_MESSAGE)
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = subprocess.Popen(
+                [self._python, "-m", "sandbox.forkserver_main", str(child_sock.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else 2,  # never the MCP wire
+                pass_fds=(child_sock.fileno(),),
+                env=fork_server_environment(),
+                cwd="/",
+                close_fds=True,
+            )
+        except OSError as exc:
+            parent_sock.close()
+            raise ForkServerError(f"cannot start the fork server ({self._python}): {exc}") from exc
+        finally:
+            child_sock.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        init = Init(
+            index_dir=index_dir,
+            sandbox=dataclasses.asdict(self._config),
+            search=dataclasses.asdict(self._search_config) if self._search_config is not None else None,
+            log_level=self._log_level,
+        )
+        try:
+            writer.write(encode_message(init))
+            await writer.drain()
+            ready = await asyncio.wait_for(_read_frame(reader), self._start_timeout_s)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError) as exc:
+            writer.close()
+            process.kill()
+            code = await asyncio.to_thread(process.wait)
+            raise ForkServerError(f"the fork server did not start (exit status {code}; see its log above): {exc!r}") from exc
+        if not isinstance(ready, Ready) or ready.error:
+            writer.close()
+            code = await asyncio.to_thread(process.wait)
+            detail = ready.error if isinstance(ready, Ready) else f"unexpected {type(ready).__name__}"
+            error = ForkServerError(f"the fork server could not load: {detail}")
+            error.exit_code = ready.exit_code if isinstance(ready, Ready) and ready.exit_code else 1
+            raise error
+        conn = _Connection(process=process, reader=reader, writer=writer, ready=ready, index_dir=index_dir)
+        conn.reader_task = asyncio.create_task(self._read_loop(conn))
+        return conn
+
+    async def _read_loop(self, conn: _Connection) -> None:
+        try:
+            while True:
+                message = await _read_frame(conn.reader)
+                if isinstance(message, ExecutionResult):
+                    future = conn.pending.pop(message.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(message)
+                elif isinstance(message, Stats) and conn.stats_waiters:
+                    waiter = conn.stats_waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(message)
+                else:
+                    log.error("unexpected %s from the fork server; ignored", type(message).__name__)
+        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError) as exc:
+            if conn.is_alive:
+                self._on_death(conn, exc)
+        except asyncio.CancelledError:
+            raise
+
+    def _on_death(self, conn: _Connection, exc: BaseException) -> None:
+        conn.is_alive = False
+        code = conn.process.poll()
+        if conn.pending:
+            message = _incident("the fork server (pid %d) stopped unexpectedly (%s, status %s)", conn.process.pid, exc, code)
+            for request_id, future in conn.pending.items():
+                if not future.done():
+                    future.set_result(
+                        ExecutionResult.failure(
+                            request_id, "internal_error", f"{message}: the sandbox restarted and this call was lost",
+                            hint="retry the call",
+                        )
+                    )
+        else:
+            log.warning("the fork server (pid %d) stopped (status %s); the next call restarts it", conn.process.pid, code)
+        conn.pending.clear()
+        for waiter in conn.stats_waiters:
+            if not waiter.done():
+                waiter.set_exception(ForkServerError("the fork server stopped"))
+        conn.stats_waiters.clear()
+        conn.writer.close()
+        asyncio.get_running_loop().run_in_executor(None, conn.process.wait)  # reap it
+
+    async def _retire(self, conn: _Connection) -> None:
+        while conn.is_alive and conn.pending:
+            await asyncio.wait(list(conn.pending.values()))
+        await self._stop(conn)
+
+    async def _stop(self, conn: _Connection) -> None:
+        conn.is_alive = False
+        conn.writer.close()
+        with contextlib.suppress(Exception):
+            await conn.writer.wait_closed()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(conn.process.wait), CLOSE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("fork server %d did not exit; killing it", conn.process.pid)
+            conn.process.kill()
+            await asyncio.to_thread(conn.process.wait)
+        if conn.reader_task is not None:
+            conn.reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await conn.reader_task
+        for request_id, future in conn.pending.items():
+            if not future.done():
+                future.set_result(ExecutionResult.failure(request_id, "internal_error", "the sandbox was shut down"))
+        conn.pending.clear()
+
+
+def fork_server_environment() -> dict[str, str]:
+    """The fork server's whole environment: nothing of the server's (secrets stay there)."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": package_root,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONNOUSERSITE": "1",
+        "MALLOC_ARENA_MAX": "2",  # bounds per-thread arenas, which count against RLIMIT_AS
+        # malloc asks for transparent huge pages (THP "madvise" mode): fork() then copies one entry
+        # per 2 MB of model weights instead of 512, halving its cost (glibc >= 2.35; ignored before).
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+        **SINGLE_THREAD_ENV,
+        **OFFLINE_ENV,
+    }
+    return env
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Message:
+    header = await reader.readexactly(HEADER.size)
+    json_len, blob_len = HEADER.unpack(header)
+    if json_len > MAX_JSON_BYTES or blob_len > MAX_BLOB_BYTES:
+        raise ProtocolError(f"frame of {json_len}+{blob_len} bytes exceeds the limits")
+    payload = await reader.readexactly(json_len)
+    blob = await reader.readexactly(blob_len) if blob_len else b""
+    return decode_frame(payload, blob)
+
+
+def execute_once(
+    request: ExecRequest,
+    sandbox_config: SandboxConfig,
+    *,
+    index_dir: str | os.PathLike[str] | None = None,
+    search_config: Any = None,
+    log_level: str = "WARNING",
+) -> ExecutionResult:
+    """Synchronous one-shot for the CLI ``exec`` command: start, run one request, stop."""
+
+    async def run() -> ExecutionResult:
+        async with ForkServerClient(sandbox_config, index_dir=index_dir, search_config=search_config, log_level=log_level) as client:
+            return await client.execute(request)
+
+    return asyncio.run(run())
