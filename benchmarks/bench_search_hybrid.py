@@ -44,7 +44,7 @@ def opened(index_dir):
     started = time.perf_counter()
     searcher = Searcher.open(index_dir, SearchConfig(threads=1), load_models=True)
     open_full_s = time.perf_counter() - started
-    searcher.warm_after_fork()
+    searcher.warm_before_fork()
     return searcher, {"open_without_models_s": round(open_bm25_s, 3), "open_with_models_s": round(open_full_s, 3),
                       "rss_before_mb": round(rss_before, 1)}
 

@@ -52,6 +52,7 @@ def build_cached_index(name: str, sources: list[Path], **config_fields) -> Path:
     out = CACHE / name
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    config_fields.setdefault("model_cache_dir", CACHE / "models")
     report = build_index([Path(s) for s in sources], out, IndexConfig(show_progress=True, **config_fields))
     print(f"[bench] index {name}: {report} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return out

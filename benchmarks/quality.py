@@ -249,7 +249,6 @@ def run(dataset: Dataset, threads: int, skip_rerank: bool) -> dict:
         # The first stage is the shipped default hybrid; (depth, max_tokens) is chosen per fold on the
         # other folds. (Reranking every fold's own hybrid choice costs ~6x the pairs on 2 cores.)
         started = time.perf_counter()
-        folds = np.array_split(np.random.default_rng(13).permutation(len(evaluator.qids)), FOLDS)
         grid = list(itertools.product(RERANK_DEPTHS, RERANK_MAX_TOKENS))
         first_stage = evaluator.hybrid(*default_hybrid)
         by_setting = {str(setting): evaluator.score(evaluator.rerank(first_stage, *setting)) for setting in grid}

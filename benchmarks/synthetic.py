@@ -1,8 +1,9 @@
 """A 100k-chunk synthetic index written with index's own format writer (no embedding pass).
 
 Text: seeded Zipf-distributed pseudo-words in code-like lines (10 chunks per file, 4 file kinds);
-vectors: seeded random unit vectors; above the build's approx threshold the index gets the same
-HNSW ANN index a real build writes (index.build's own helper), so serving reads what it would read.
+vectors: seeded random unit vectors; ``index.write_index`` writes it as a build would (the same
+HNSW ANN index above the approx threshold, the packaged query encoder), so serving reads what it
+would read.
 Embedding 100k real chunks takes about an hour here, hence the synthetic corpus.
 """
 
@@ -19,10 +20,7 @@ import scipy.sparse as sp
 
 import common
 
-# The writer is not part of index's public API (a build is); the benchmark writes an index directly.
-from index import IndexConfig, TOKENIZER_SETTINGS, tokenize  # noqa: F401
-from index.build import _approximate_index  # noqa: PLC2701
-from index.format import IndexContents, new_version_name, switch_current, write_version  # noqa: PLC2701
+from index import FORMAT_VERSION, IndexConfig, IndexContents, tokenize, write_index
 
 SEED = 20240601
 VOCAB_SIZE = 30_000
@@ -44,7 +42,7 @@ def pseudo_words(rng: np.random.Generator, count: int) -> list[str]:
 
 def write_synthetic_index(n_chunks: int, name: str | None = None) -> Path:
     """Build (once; cached under benchmarks/.cache/) an index of n_chunks synthetic chunks."""
-    out = common.CACHE / (name or f"synthetic-{n_chunks}")
+    out = common.CACHE / (name or f"synthetic-{n_chunks}-format{FORMAT_VERSION}")
     if (out / "CURRENT").is_file():
         return out
     started = time.perf_counter()
@@ -93,7 +91,6 @@ def write_synthetic_index(n_chunks: int, name: str | None = None) -> Path:
     tf.sort_indices()
     vectors = rng.standard_normal((len(chunk_ids), DIM), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ann, ann_info = _approximate_index(vectors, IndexConfig(threads=2))
     keys = np.frombuffer(b"".join(hashlib.sha256(t.encode()).digest()[:16] for t in chunk_texts), np.uint8)
     contents = IndexContents(
         docs=docs,
@@ -108,24 +105,9 @@ def write_synthetic_index(n_chunks: int, name: str | None = None) -> Path:
         tf=tf,
         doc_lengths=lengths,
         vectors=vectors,
-        ann=ann,
     )
-    from index import resolve_embed_model
-
-    location = resolve_embed_model(None)
-    manifest = {
-        "built_at": "synthetic",
-        "root": "synthetic",
-        "sources": [],
-        "files": {},
-        "models": {"embed": {"id": location.model_id, "dim": DIM, "sha256": location.sha256}},
-        "ann": ann_info,
-        "synthetic": {"seed": SEED, "chunks": len(chunk_ids)},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    version = new_version_name()
-    write_version(out, version, contents, manifest)
-    switch_current(out, version)
+    write_index(out, contents, {"root": "synthetic", "synthetic": {"seed": SEED, "chunks": len(chunk_ids)}},
+                IndexConfig(threads=2, model_cache_dir=common.CACHE / "models"))
     print(f"[bench] wrote {out} ({len(chunk_ids)} chunks) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return out
 

@@ -1,20 +1,24 @@
 """The index package: source files → chunks → BM25 term frequencies + vectors → a versioned index.
 
 Public API (everything else is internal): build with `build_index(sources, out, IndexConfig(...))`,
-read with `open_index(out)` / `read_manifest(out)`; `tokenize` is the one BM25 tokenizer for queries;
-`resolve_embed_model` + `open_embedder` give the query embedder. Layout: docs/ARCHITECTURE.md.
+read with `open_index(out)` / `read_manifest(out)`; `write_index(out, IndexContents(...))` writes a
+generated corpus as a build would; `tokenize` is the one BM25 tokenizer for queries;
+`open_index_embedder(data)` gives the query encoder an index carries (the one that made its
+vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
 """
 
-from .build import BuildReport, build_index
+from .build import BuildReport, build_index, write_index
 from .chunk import Chunk, chunk_document
-from .config import IndexConfig
+from .config import EMBED_PRECISIONS, IndexConfig
 from .embed import (
     DEFAULT_EMBED_PACKAGE,
     EMBED_INSTALL_COMMAND,
     Embedder,
     ModelLocation,
     TokenCounter,
+    load_embedder,
     open_embedder,
+    open_index_embedder,
     open_token_counter,
     resolve_embed_model,
 )
@@ -27,7 +31,7 @@ from .errors import (
     ModelMissingError,
     SourceError,
 )
-from .format import FORMAT_VERSION, IndexData, open_index, read_manifest
+from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
 from .languages import language_for
 from .tokenize import TOKENIZER_SETTINGS, tokenize
 from .walk import SKIP_REASONS, SourceDoc, SourceFile, find_secret, scan_sources, source_root, walk_sources
@@ -37,10 +41,12 @@ __all__ = [
     "Chunk",
     "DEFAULT_EMBED_PACKAGE",
     "EMBED_INSTALL_COMMAND",
+    "EMBED_PRECISIONS",
     "Embedder",
     "FORMAT_VERSION",
     "IndexConfig",
     "IndexCorruptError",
+    "IndexContents",
     "IndexData",
     "IndexFormatError",
     "IndexLockedError",
@@ -58,7 +64,9 @@ __all__ = [
     "chunk_document",
     "find_secret",
     "language_for",
+    "load_embedder",
     "open_embedder",
+    "open_index_embedder",
     "open_index",
     "open_token_counter",
     "read_manifest",
@@ -67,4 +75,5 @@ __all__ = [
     "source_root",
     "tokenize",
     "walk_sources",
+    "write_index",
 ]

@@ -3,8 +3,10 @@
 Contract: the whole build runs under OUT/.lock; the new version becomes current only once complete
 (format.py), so an exception or Ctrl-C anywhere leaves the previous version current and intact.
 Vectors are reused from the current version for every chunk whose indexed text (sha256) and
-embedding model weights (sha256) are unchanged, so a rebuild of unchanged sources embeds nothing and
-an incremental build equals a fresh one. An empty corpus writes nothing (SourceError).
+encoder (the ONNX export's sha256) are unchanged, so a rebuild of unchanged sources embeds nothing
+and an incremental build equals a fresh one. Every version carries the encoder that made its
+vectors (export.py), reused from the current version when the weights have not changed. An empty
+corpus writes nothing (SourceError).
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from scipy import sparse
 
 from .chunk import Chunk, chunk_document
 from .config import IndexConfig
-from .embed import Embedder, ModelLocation, TokenCounter, open_embedder, open_token_counter, resolve_embed_model
+from .embed import Embedder, ModelLocation, TokenCounter, load_embedder, open_token_counter, resolve_embed_model
 from .errors import IndexStoreError, SourceError
+from .export import RECIPE, EncoderFiles, prepare_encoder
 from .format import (
+    ENCODER_FILE,
+    ENCODER_TOKENIZER_FILE,
     IndexContents,
     build_lock,
     check_output_dir,
@@ -41,7 +46,7 @@ from .format import (
 from .tokenize import tokenize
 from .walk import SourceDoc, source_root, walk_sources
 
-__all__ = ["BuildReport", "build_index"]
+__all__ = ["BuildReport", "build_index", "write_index"]
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +126,12 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
             raise SourceError(f"the documents under {root} produced no text to index (all blank)")
         keys = _chunk_keys(chunks)
         vocab, tf, doc_lengths = _term_frequencies(chunks)
-        vectors, embedded, reused, embed_seconds = None, 0, 0, 0.0
+        vectors, embedded, reused, embed_seconds, encoder = None, 0, 0, 0.0, None
         if config.with_vectors:
-            previous = None if config.force else _previous_vectors(out, location)
-            vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, config)
+            current = None if config.force else _current_version(out)
+            encoder = _encoder(current, location, config)
+            previous = _previous_vectors(current, encoder)
+            vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, encoder, config)
         ann, ann_info = _approximate_index(vectors, config)
         contents = IndexContents(
             docs=[{"doc_id": d.doc_id, "path": d.path, "language": d.language, "title": d.title} for d in docs],
@@ -140,9 +147,10 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
             doc_lengths=doc_lengths,
             vectors=vectors,
             ann=ann,
+            encoder={ENCODER_FILE: encoder.model, ENCODER_TOKENIZER_FILE: encoder.tokenizer} if encoder else None,
         )
-        manifest = _manifest(sources, root, docs, chunks_per_doc, location, config, max_tokens, vectors, ann_info,
-                             skipped, tf)
+        manifest = _manifest(sources, root, docs, chunks_per_doc, location, encoder, config, max_tokens, vectors,
+                             ann_info, skipped, tf)
         version = new_version_name()
         write_version(out, version, contents, manifest)
         switch_current(out, version)
@@ -164,6 +172,39 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
     )
     log.debug("%s", report.summary())
     return report
+
+
+def write_index(
+    out: Path | str, contents: IndexContents, manifest: dict[str, Any] | None = None, config: IndexConfig | None = None
+) -> Path:
+    """Write prepared `contents` (a generated corpus: benchmarks, tests) as the new current version at
+    `out`, the way a build writes one: under the build lock, with the approximate vector index above
+    ``config.approx_threshold`` chunks and, beside vectors, the encoder of ``config.embed_model``
+    (so queries can be embedded). `manifest` adds keys. Returns the version directory."""
+    config = IndexConfig() if config is None else config
+    out = Path(out).expanduser().absolute()
+    check_output_dir(out, config.force)
+    with build_lock(out, config.lock_wait_seconds):
+        location = resolve_embed_model(config.embed_model)
+        encoder = prepare_encoder(location, config.embed_precision, config.model_cache_dir) if contents.vectors is not None else None
+        ann, ann_info = _approximate_index(contents.vectors, config) if contents.ann is None else (contents.ann, None)
+        contents = dataclasses.replace(
+            contents, ann=ann,
+            encoder={ENCODER_FILE: encoder.model, ENCODER_TOKENIZER_FILE: encoder.tokenizer} if encoder else None,
+        )
+        complete = {
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "root": "generated",
+            "sources": [], "files": {}, "skipped": {}, "ann": ann_info,
+            "models": {"embed": {"id": location.model_id, "dim": location.dim, "sha256": location.sha256,
+                                 "max_tokens": location.max_tokens, "encoder": encoder.manifest_entry()}
+                       if encoder else None},
+            **(manifest or {}),
+        }
+        version = new_version_name()
+        path = write_version(out, version, contents, complete)
+        switch_current(out, version)
+        prune_versions(out, config.keep_versions)
+    return path
 
 
 # ---------------------------------------------------------------- stages
@@ -246,23 +287,49 @@ def _term_frequencies(chunks: list[Chunk]) -> tuple[list[str], sparse.csr_matrix
     return vocab, tf, lengths
 
 
-def _previous_vectors(out: Path, location: ModelLocation) -> tuple[dict[bytes, int], np.ndarray] | None:
-    """Vectors of the current version keyed by chunk key, if it was embedded by the same weights."""
+def _current_version(out: Path) -> Any:
+    """The current version at `out` (IndexData), or None when there is none usable."""
     try:
-        data = open_index(out)
+        return open_index(out)
     except IndexStoreError as exc:
-        log.info("not reusing vectors from %s: %s", out, exc)
+        log.info("not reusing anything from %s: %s", out, exc)
         return None
-    embed = (data.manifest.get("models") or {}).get("embed") or {}
-    if data.vectors is None or embed.get("sha256") != location.sha256:
+
+
+def _encoder(current: Any, location: ModelLocation, config: IndexConfig) -> EncoderFiles:
+    """The current version's encoder if it was exported from the same weights, precision and recipe
+    (and is intact); else the exported encoder from the model cache (export.py)."""
+    entry = ((current.manifest.get("models") or {}).get("embed") or {}).get("encoder") if current else None
+    if entry and (entry.get("source_sha256"), entry.get("precision"), entry.get("recipe")) == (
+        location.sha256, config.embed_precision, RECIPE
+    ):
+        try:
+            current.verify((ENCODER_FILE, ENCODER_TOKENIZER_FILE))
+        except IndexStoreError as exc:
+            log.warning("not reusing the encoder: %s", exc)
+        else:
+            return EncoderFiles(
+                model=current.version_dir / ENCODER_FILE, tokenizer=current.version_dir / ENCODER_TOKENIZER_FILE,
+                sha256=entry["sha256"], source_sha256=location.sha256, precision=entry["precision"],
+                pooling=entry["pooling"], recipe=RECIPE, min_cosine=float(entry.get("min_cosine_to_fp32", 0.0)),
+            )
+    return prepare_encoder(location, config.embed_precision, config.model_cache_dir)
+
+
+def _previous_vectors(current: Any, encoder: EncoderFiles) -> tuple[dict[bytes, int], np.ndarray] | None:
+    """Vectors of the current version keyed by chunk key, if they were made by the same encoder."""
+    if current is None or current.vectors is None:
+        return None
+    entry = ((current.manifest.get("models") or {}).get("embed") or {}).get("encoder") or {}
+    if entry.get("sha256") != encoder.sha256:
         return None
     try:  # reused vectors must be exactly what was written: check their checksums first
-        data.verify(("vectors.npy", "chunk_keys.npy"))
+        current.verify(("vectors.npy", "chunk_keys.npy"))
     except IndexStoreError as exc:
         log.warning("not reusing vectors: %s", exc)
         return None
-    keys = np.asarray(data.chunk_keys)
-    return {keys[i].tobytes(): i for i in range(len(keys))}, data.vectors
+    keys = np.asarray(current.chunk_keys)
+    return {keys[i].tobytes(): i for i in range(len(keys))}, current.vectors
 
 
 def _vectors(
@@ -270,6 +337,7 @@ def _vectors(
     keys: np.ndarray,
     previous: tuple[dict[bytes, int], np.ndarray] | None,
     location: ModelLocation,
+    encoder: EncoderFiles,
     config: IndexConfig,
 ) -> tuple[np.ndarray, int, int, float]:
     """float32 (n, dim) unit vectors: reused where the key is known, the rest embedded once per text."""
@@ -287,9 +355,9 @@ def _vectors(
     seconds = 0.0
     if todo:
         rows = [positions[0] for positions in todo.values()]
-        embedder = _embedder(location, config.threads)
+        embedder = _embedder(encoder.model, encoder.sha256, encoder.tokenizer, encoder.pooling, location, config.threads)
         started = time.perf_counter()
-        fresh = embedder.encode([chunks[i].indexed_text for i in rows], config.batch_size, config.show_progress)
+        fresh = embedder.encode([chunks[i].indexed_text for i in rows], config.show_progress)
         seconds = time.perf_counter() - started
         for vector, positions in zip(fresh, todo.values()):
             vectors[positions] = vector
@@ -298,9 +366,12 @@ def _vectors(
 
 
 @lru_cache(maxsize=2)
-def _embedder(location: ModelLocation, threads: int) -> Embedder:
-    """Loaded once per process and model (a server refreshing its index rebuilds often)."""
-    return open_embedder(location, threads=threads)
+def _embedder(model: Path, sha256: str, tokenizer: Path, pooling: str, location: ModelLocation, threads: int) -> Embedder:
+    """Loaded once per process and encoder (a server refreshing its index rebuilds often)."""
+    data = model.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise IndexStoreError(f"the encoder {model} changed while it was being loaded; run the build again")
+    return load_embedder(data, tokenizer, pooling, location.dim, location.max_tokens, threads)
 
 
 def _approximate_index(vectors: np.ndarray | None, config: IndexConfig) -> tuple[Any, dict[str, Any] | None]:
@@ -340,6 +411,7 @@ def _manifest(
     docs: list[SourceDoc],
     chunks_per_doc: list[int],
     location: ModelLocation,
+    encoder: EncoderFiles | None,
     config: IndexConfig,
     max_tokens: int,
     vectors: np.ndarray | None,
@@ -347,7 +419,8 @@ def _manifest(
     skipped: Counter[str],
     tf: sparse.csr_matrix,
 ) -> dict[str, Any]:
-    model = {"id": location.model_id, "dim": location.dim, "sha256": location.sha256, "max_tokens": location.max_tokens}
+    model = {"id": location.model_id, "dim": location.dim, "sha256": location.sha256, "max_tokens": location.max_tokens,
+             "encoder": encoder.manifest_entry() if encoder else None}
     return {
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "root": str(root),

@@ -1,9 +1,10 @@
 """The embedding model: locate it offline, count its tokens, encode texts to unit float32 vectors.
 
-Contract: nothing is ever downloaded (local files only; HF_HUB_OFFLINE is set before the model
-library loads). `open_token_counter` needs only the model's tokenizer.json (no torch); `open_embedder`
-loads sentence-transformers with `threads` intra-op threads and one inter-op thread, so a serving
-process opened with threads=1 holds no thread pool a later fork() could inherit mid-operation.
+Contract: nothing is ever downloaded (local files only). `resolve_embed_model` finds a
+sentence-transformers folder (a path or an installed package); `open_token_counter` needs only its
+tokenizer.json. Texts are embedded by the model's ONNX export (export.py) through onnxruntime:
+`open_embedder` prepares it for a build, `load_embedder` opens the copy an index carries. An
+Embedder opened with threads=1 holds no thread pool a later fork() could inherit mid-operation.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +35,9 @@ __all__ = [
     "TokenCounter",
     "Embedder",
     "resolve_embed_model",
+    "file_sha256",
+    "load_embedder",
+    "open_index_embedder",
     "open_token_counter",
     "open_embedder",
 ]
@@ -130,60 +136,104 @@ class TokenCounter:
 
 
 class Embedder:
-    """A loaded sentence-transformers model: `encode(texts) -> float32 (n, dim)`, rows L2-normalised."""
+    """An ONNX sentence encoder (export.py): ``encode(texts) -> float32 (n, dim)``, rows L2-normalised.
 
-    def __init__(self, location: ModelLocation, model: object, counter: TokenCounter, threads: int) -> None:
-        self.location = location
-        self._model = model
-        self._counter = counter
+    One single-threaded onnxruntime session, created at once: it starts no thread pool, so a fork
+    server may hold it and every child runs it (weights stay shared copy-on-write pages). Each text
+    is its own run: INT8 dynamic quantisation scales activations over the whole input, so a text
+    batched with others (or padded) would get a slightly different vector, and an incremental build
+    would no longer equal a fresh one. ``encode`` spreads texts over ``threads`` Python threads
+    started and joined within the call (``run`` is thread-safe and releases the GIL).
+    """
+
+    def __init__(self, model: bytes | str, tokenizer: object, pooling: str, dim: int, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._inputs = frozenset(node.name for node in self._session.get_inputs())
+        self._tokenizer = tokenizer
+        self.pooling = pooling
+        self.dim = dim
         self.threads = threads
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dim = int(dimension())
-        self.max_tokens = int(model.max_seq_length)
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` for this model, special tokens included."""
-        return self._counter.count(text)
-
-    def encode(self, texts: Sequence[str], batch_size: int = 16, show_progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Embed `texts` → float32 (len(texts), dim), L2-normalised, in input order.
 
-        Texts are sorted by token count before batching (batches of similar length waste no padding:
-        about 2x faster on mixed-length code), then restored to input order. Texts beyond
-        `max_tokens` are truncated by the model; the chunker never produces one."""
-        import torch
-        from tqdm import tqdm
-
+        The longest texts go first, dealt round-robin to the threads, so they finish together.
+        Texts beyond the model's window are truncated; the chunker never produces one."""
         count = len(texts)
         vectors = np.zeros((count, self.dim), dtype=np.float32)
         if count == 0:
             return vectors
-        order = np.argsort(-np.asarray(self._counter.count_batch(texts)), kind="stable")
-        with tqdm(total=count, desc="embedding", unit="chunk", file=sys.stderr, disable=not show_progress) as bar:
-            for begin in range(0, count, batch_size):
-                batch = order[begin : begin + batch_size]
-                with torch.inference_mode():
-                    encoded = self._model.encode(
-                        [texts[i] for i in batch],
-                        batch_size=len(batch),
-                        convert_to_numpy=True,
-                        normalize_embeddings=False,
-                        show_progress_bar=False,
-                    )
-                vectors[batch] = encoded
-                bar.update(len(batch))
+        encodings = self._tokenizer.encode_batch(list(texts)) if count > 1 else [self._tokenizer.encode(texts[0])]
+        order = np.argsort(-np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=count), kind="stable")
+        workers = max(1, min(self.threads, count))
+        with _progress(count, show_progress) as bar:
+            if workers == 1:
+                self._embed_rows(order, encodings, vectors, bar, None)
+            else:
+                failures: list[BaseException] = []
+                threads = [
+                    threading.Thread(target=self._embed_rows, args=(order[i::workers], encodings, vectors, bar, failures))
+                    for i in range(workers)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                if failures:
+                    raise failures[0]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
             raise ValueError("the embedding model returned a zero or non-finite vector")
         return vectors / norms
 
-    def warm(self, threads: int | None = None) -> None:
-        """In a forked child: set this process's torch threads (default: as opened) and run one tiny
-        encode, so the child's first real query does not pay for lazy initialisation."""
-        import torch
+    def _embed_rows(
+        self, rows: np.ndarray, encodings: list, vectors: np.ndarray, bar: object,
+        failures: list[BaseException] | None,
+    ) -> None:
+        """Write the pooled vector of each of `rows` into `vectors`; on a worker thread (failures is a
+        list) an exception is handed back instead of raised."""
+        try:
+            for row in rows.tolist():
+                ids = np.asarray([encodings[row].ids], dtype=np.int64)
+                mask = np.ones_like(ids)
+                feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+                (hidden,) = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})
+                vectors[row] = hidden[0, 0] if self.pooling == "cls" else hidden[0].mean(axis=0)
+                bar.update(1)
+        except BaseException as exc:
+            if failures is None:
+                raise
+            failures.append(exc)
 
-        torch.set_num_threads(threads or self.threads)
-        self.encode(["warm up"], batch_size=1)
+
+class _NoProgress:
+    """What encode() updates when no bar is shown (a query must not create a tqdm object, whose
+    monitor thread would outlive the call)."""
+
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress(total: int, show: bool) -> Any:
+    if not show:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="embedding", unit="chunk", file=sys.stderr)
 
 
 def open_token_counter(location: ModelLocation) -> TokenCounter:
@@ -191,30 +241,57 @@ def open_token_counter(location: ModelLocation) -> TokenCounter:
     return TokenCounter(location.path / "tokenizer.json")
 
 
-def open_embedder(location: ModelLocation, threads: int = 1) -> Embedder:
-    """Load the model on CPU with `threads` intra-op threads (1 in a process that will fork)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the folder is local anyway
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
+def open_embedder(
+    location: ModelLocation, threads: int = 1, precision: str = "int8", cache_dir: Path | None = None
+) -> Embedder:
+    """The build's encoder for `location`: its ONNX export at `precision` (export.py: cached in
+    `cache_dir`, exported once if absent), encoding on `threads` threads."""
+    from .export import prepare_encoder
 
-    torch.set_num_threads(threads)
+    files = prepare_encoder(location, precision, cache_dir)
+    return load_embedder(files.model.read_bytes(), files.tokenizer, files.pooling, location.dim,
+                         location.max_tokens, threads)
+
+
+def open_index_embedder(data: Any, threads: int = 1) -> Embedder:
+    """The encoder an opened index (``IndexData``) carries: the one that made its vectors.
+
+    Its bytes are checked against the manifest's sha256 before onnxruntime sees them. Raises
+    IndexCorruptError (exit 3) on a mismatch, ValueError for an index without vectors."""
+    from .errors import IndexCorruptError
+    from .format import ENCODER_FILE, ENCODER_TOKENIZER_FILE
+
+    embed = (data.manifest.get("models") or {}).get("embed") or {}
+    encoder = embed.get("encoder")
+    if data.vectors is None or not encoder:
+        raise ValueError(f"the index at {data.path} has no vectors (built with --no-vectors)")
     try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass  # already set once in this process (it can only be set before any inter-op work)
-    from sentence_transformers import SentenceTransformer
+        model = (data.version_dir / ENCODER_FILE).read_bytes()
+    except OSError as exc:
+        raise IndexCorruptError(data.path, ENCODER_FILE, f"unreadable: {exc}") from exc
+    expected = data.manifest["artefacts"].get(ENCODER_FILE, {}).get("sha256")
+    if hashlib.sha256(model).hexdigest() != expected:
+        raise IndexCorruptError(data.path, ENCODER_FILE, "its sha256 differs from the manifest")
+    return load_embedder(model, data.version_dir / ENCODER_TOKENIZER_FILE, encoder["pooling"], int(embed["dim"]),
+                         int(embed["max_tokens"]), threads)
+
+
+def load_embedder(
+    model: bytes, tokenizer_file: Path, pooling: str, dim: int, max_tokens: int, threads: int = 1
+) -> Embedder:
+    """An Embedder from an exported model's bytes and its tokenizer.json (no torch)."""
+    from tokenizers import Tokenizer
 
     try:
-        model = SentenceTransformer(str(location.path), device="cpu", local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelMissingError(str(location.path), EMBED_INSTALL_COMMAND, f"cannot load the model: {exc}") from exc
-    model.eval()
-    embedder = Embedder(location, model, open_token_counter(location), threads)
-    if embedder.dim != location.dim:
-        raise ModelMissingError(
-            str(location.path), EMBED_INSTALL_COMMAND, f"model gives {embedder.dim}-d vectors, config says {location.dim}"
-        )
-    return embedder
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+        raise ModelMissingError(str(tokenizer_file), EMBED_INSTALL_COMMAND, f"cannot read it: {exc}") from exc
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_tokens)
+    try:
+        return Embedder(model, tokenizer, pooling, dim, threads)
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        raise ModelMissingError("ONNX encoder", EMBED_INSTALL_COMMAND, f"onnxruntime cannot load it: {exc}") from exc
 
 
 # ---------------------------------------------------------------- helpers
@@ -259,7 +336,7 @@ def _location(folder: Path, model_id: str, spec: str) -> ModelLocation:
     return ModelLocation(
         path=folder,
         model_id=model_id,
-        sha256=_file_sha256(folder / weights),
+        sha256=file_sha256(folder / weights),
         weights_file=weights,
         dim=dim,
         max_tokens=max_tokens,
@@ -283,7 +360,8 @@ def _read_dims(folder: Path, spec: str) -> tuple[int, int]:
     return dim, max_tokens
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file, cached by (path, size, mtime) for this process."""
     stat = path.stat()
     return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 

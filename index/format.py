@@ -35,6 +35,8 @@ from .errors import IndexCorruptError, IndexFormatError, IndexLockedError, Index
 from .tokenize import TOKENIZER_SETTINGS
 
 __all__ = [
+    "ENCODER_FILE",
+    "ENCODER_TOKENIZER_FILE",
     "FORMAT_VERSION",
     "IndexContents",
     "IndexData",
@@ -49,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every version with vectors carries its ONNX encoder (embed.onnx)
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 VERSIONS_DIR = "versions"
@@ -57,6 +59,8 @@ MANIFEST_FILE = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 ANN_FILE = "ann.faiss"
 VECTORS_FILE = "vectors.npy"
+ENCODER_FILE = "embed.onnx"
+ENCODER_TOKENIZER_FILE = "embed_tokenizer.json"
 _LOCK_POLL_SECONDS = 0.1
 _HASH_BLOCK_BYTES = 1 << 20
 
@@ -68,7 +72,8 @@ class IndexContents:
     docs: [{doc_id, path, language, title}] sorted by path; chunk_doc: int32 (n,) into docs;
     chunk_lines: int32 (n, 2) 1-based inclusive; tf: CSR float32 (n, len(vocab)), vocab sorted;
     chunk_keys: uint8 (n, 16) sha256 prefix of each chunk's indexed text (vector reuse key);
-    vectors: float32 (n, dim) L2-normalised or None; ann: a faiss index or None.
+    vectors: float32 (n, dim) L2-normalised or None; ann: a faiss index or None;
+    encoder: {artefact name: file} of the encoder that made the vectors (hard-linked when possible).
     """
 
     docs: list[dict[str, str]]
@@ -84,6 +89,7 @@ class IndexContents:
     doc_lengths: np.ndarray
     vectors: np.ndarray | None = None
     ann: Any = None
+    encoder: dict[str, Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,8 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
         ("vocab.json", contents.vocab),
     ):
         _write_bytes(folder / name, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    for name, source in (contents.encoder or {}).items():
+        _link_or_copy(Path(source), folder / name)
     if contents.ann is not None:
         import faiss
 
@@ -284,6 +292,16 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
         for p in sorted(folder.iterdir())
         if p.name != MANIFEST_FILE
     }
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows (the 20 MB encoder is shared by versions and the
+    model cache; files are never modified in place), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        _fsync_file(target)
 
 
 def _encode_blob(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:

@@ -5,7 +5,7 @@ from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
 from sandbox.forkserver_client import ForkServerClient, execute_once
 from sandbox.modules import ALLOWED_MODULES, preload_modules
-from sandbox.policy import CompiledProgram, compile_program, compile_skill, needs_rerank
+from sandbox.policy import CompiledProgram, compile_program, compile_skill
 from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
 from sandbox.runner import RunResult, run_program
 from sandbox.tokens import TokenCounter
@@ -40,7 +40,6 @@ __all__ = [
     "compile_program",
     "compile_skill",
     "execute_once",
-    "needs_rerank",
     "preload_modules",
     "preload_sandbox",
     "run_program",

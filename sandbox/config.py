@@ -64,11 +64,9 @@ class SandboxConfig:
     state_max_bytes: int = DEFAULT_STATE_MAX_BYTES
     max_workers: int = 2
     queue_size: int = DEFAULT_QUEUE_SIZE
-    # Idle children kept locked down ahead of calls, per flavour: "bare" (lock-down only: a call that
-    # never reranks starts in milliseconds; two, so back-to-back calls never wait for a fork) and
-    # "rerank" (also holds the cross-encoder's session, ~70 MB and half a second to make).
-    spare_bare: int = 2
-    spare_rerank: int = 1
+    # Idle children kept locked down ahead of calls (two, so back-to-back calls never wait for a
+    # fork); every child shares the fork server's model sessions, so any spare serves any call.
+    spare_children: int = 2
     drop_uid: int = NOBODY_ID  # used only when running as root
     drop_gid: int = NOBODY_ID
     token_encoding: str = DEFAULT_TOKEN_ENCODING
@@ -83,14 +81,9 @@ class SandboxConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("spare_bare", "spare_rerank", "drop_uid", "drop_gid"):
+        for name in ("spare_children", "drop_uid", "drop_gid"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
         if not self.token_encoding:
             raise ValueError("token_encoding must be a non-empty tiktoken encoding name")
-
-    @property
-    def spare_children(self) -> int:
-        """Idle children kept ready in all (both flavours)."""
-        return self.spare_bare + self.spare_rerank

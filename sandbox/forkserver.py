@@ -8,12 +8,10 @@ Contract (its client, in the server process, is ``forkserver_client.ForkServerCl
   every math library held to one thread, checks it is still single-threaded, answers ``Ready``
   and then runs a poll loop over the server socket, a SIGCHLD wake-up pipe and its children.
 * Children are forked ahead of time, lock themselves down (``worker.py``) and report
-  ``ChildReady``; a request is sent to a ready child, so it pays only for its own work. Two
-  flavours are kept idle: ``spare_bare`` "bare" children (lock-down only, ready within
-  milliseconds of the previous call) and ``spare_rerank`` "rerank" children that also hold the
-  cross-encoder's session (half a second to warm). ``ExecRequest.needs_rerank`` picks the flavour;
-  without a cross-encoder every child is bare. The query embedder is warmed once here, before any
-  fork, on the one torch thread, so no child pays for it.
+  ``ChildReady``; a request is sent to a ready child, so it pays only for its own work.
+  ``spare_children`` are kept idle, all alike: the query encoder and the cross-encoder are
+  single-threaded onnxruntime sessions opened and warmed once here, before any fork, and shared
+  copy-on-write by every child (a child that reranks owns only its activations).
   At most ``max_workers`` children hold a request; ``queue_size`` more wait (queue time is not
   part of the timeout); beyond that the answer is ``busy``. Each running child has a wall-clock
   deadline: SIGKILL of its process group, then it is reaped like every child (no zombies).
@@ -121,7 +119,6 @@ class _Child:
     pid: int
     sock: socket.socket
     memory_mb: int
-    warm_rerank: bool  # the flavour: holds the cross-encoder session (else "bare")
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     is_ready: bool = False
     ready_error: str | None = None
@@ -149,7 +146,6 @@ class ForkServer:
         self._ctx = ctx
         self._config = config
         self._rss_bytes = rss_bytes
-        self._can_rerank = ctx.searcher is not None and ctx.searcher.has_models
         self._children: dict[int, _Child] = {}
         self._by_fd: dict[int, _Child] = {}
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -282,44 +278,37 @@ class ForkServer:
         return sum(1 for c in self._children.values() if c.pending is not None)
 
     # ------------------------------------------------------------------ children
-    def _spawn(self, memory_mb: int, warm_rerank: bool) -> _Child:
+    def _spawn(self, memory_mb: int) -> _Child:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:  # child: never returns
             from sandbox.worker import run_child
 
-            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb, warm_rerank=warm_rerank))
+            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb))
         child_sock.close()
-        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb, warm_rerank=warm_rerank)
+        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb)
         self._children[pid] = child
         self._by_fd[parent_sock.fileno()] = child
         return child
 
-    def _flavour(self, request: ExecRequest) -> bool:
-        """The ``warm_rerank`` flavour that serves ``request`` (always bare without a cross-encoder)."""
-        return request.needs_rerank and self._can_rerank
-
-    def _idle(self, memory_mb: int, warm_rerank: bool) -> list[_Child]:
+    def _idle(self, memory_mb: int) -> list[_Child]:
         return [
             c
             for c in self._children.values()
             if c.pending is None
             and c.memory_mb == memory_mb
-            and c.warm_rerank == warm_rerank
             and c.kill_reason is None
             and c.is_sock_open
         ]
 
     def _refill(self) -> None:
-        """Keep the spare children of each flavour (default budget) warming or ready."""
+        """Keep ``spare_children`` idle children (default budget) warming or ready."""
         if self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
             return  # retried when the next request arrives (see _dispatch)
         config = self._config
-        wanted = {False: config.spare_bare, True: config.spare_rerank} if self._can_rerank else {False: config.spare_children}
         limit = config.max_workers + config.spare_children
-        for warm_rerank, spares in wanted.items():  # bare first: it is ready soonest
-            while len(self._idle(config.memory_mb, warm_rerank)) < spares and len(self._children) < limit:
-                self._spawn(config.memory_mb, warm_rerank)
+        while len(self._idle(config.memory_mb)) < config.spare_children and len(self._children) < limit:
+            self._spawn(config.memory_mb)
 
     def _dispatch(self) -> None:
         if self._queue and self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
@@ -330,10 +319,9 @@ class ForkServer:
             return
         while self._queue and self._assigned() < self._config.max_workers:
             pending = self._queue.popleft()
-            warm_rerank = self._flavour(pending.request)
-            idle = self._idle(pending.request.memory_mb, warm_rerank)
+            idle = self._idle(pending.request.memory_mb)
             idle.sort(key=lambda c: not c.is_ready)  # ready ones first
-            child = idle[0] if idle else self._spawn(pending.request.memory_mb, warm_rerank)
+            child = idle[0] if idle else self._spawn(pending.request.memory_mb)
             child.pending = pending
             if child.is_ready:
                 self._start(child)
@@ -527,8 +515,6 @@ class ForkServer:
             threads=_count_threads(),
             open_fds=len(os.listdir("/proc/self/fd")),
             rss_kb=_read_status_kb("VmRSS"),
-            spares_rerank=sum(1 for c in self._children.values() if c.pending is None and c.warm_rerank),
-            rerank_pids=sorted(pid for pid, c in self._children.items() if c.warm_rerank),
         )
 
     def _shutdown(self) -> None:
@@ -660,8 +646,8 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         searcher = search.Searcher.open(init.index_dir, search_config)
     _hold_math_libraries_to_one_thread()
     if searcher is not None:
-        # Embed one query now, on the single torch thread: children inherit the finished lazy
-        # initialisation instead of each paying for it (about a second per child otherwise).
+        # Embed one query and score one pair now, single-threaded: children inherit the finished
+        # lazy initialisation of both sessions instead of each paying for it.
         searcher.warm_before_fork()
     _stop_tqdm_monitor(before_load=False)
     token_counter = _open_token_counter(sandbox_config)

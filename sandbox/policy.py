@@ -9,12 +9,10 @@ between our own trusted processes (server → fork server → child), never come
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import keyword
 import marshal
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -36,15 +34,10 @@ __all__ = [
     "KnowledgePolicy",
     "compile_program",
     "compile_skill",
-    "needs_rerank",
     "skill_filename",
 ]
 
 PROGRAM_FILENAME = "<agent>"
-# API names that can run the cross-encoder: search() reranks by default, rerank() always does.
-RERANK_NAMES = frozenset({"search", "rerank"})
-# search()'s positional parameters: (query, k, mode, rerank, ...): rerank is the fourth.
-_SEARCH_RERANK_POSITION = 3
 _WIRE_TAG = "knowledge-mcp/compiled-program/1"
 _RESTRICTED_HINT = "Rewrite the flagged construct; help() lists what programs may use."
 
@@ -156,64 +149,6 @@ def compile_skill(
     if problems:
         raise PolicyError(problems)
     return program
-
-
-def needs_rerank(program: CompiledProgram, skills: Mapping[str, CompiledProgram] | None = None) -> bool:
-    """True when running ``program`` may call the cross-encoder (a speed hint: which spare child to use).
-
-    Conservative: any reference to ``search`` or ``rerank`` (a name or an attribute) counts, except
-    a direct call ``search(..., rerank=False)`` with the literal ``False``. ``skills`` maps skill
-    names to their programs (they are globals of every program): a skill counts when the program
-    references it, directly or through other skills, and the skill itself may rerank.
-    """
-    skills = skills or {}
-    may_rerank, names = _rerank_references(program.source)
-    pending = [name for name in names if name in skills]
-    seen: set[str] = set()
-    while not may_rerank and pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        may_rerank, names = _rerank_references(skills[name].source)
-        pending += [other for other in names if other in skills and other not in seen]
-    return may_rerank
-
-
-@functools.lru_cache(maxsize=128)  # skills repeat on every call
-def _rerank_references(source: str) -> tuple[bool, frozenset[str]]:
-    """(may the source rerank, every name and attribute it references)."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return True, frozenset()  # cannot tell: assume it reranks
-    no_rerank_calls = {
-        id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call) and _is_search_without_rerank(node)
-    }
-    names: set[str] = set()
-    may_rerank = False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-            may_rerank |= node.id in RERANK_NAMES and id(node) not in no_rerank_calls
-        elif isinstance(node, ast.Attribute):
-            names.add(node.attr)
-            may_rerank |= node.attr in RERANK_NAMES
-    return may_rerank, frozenset(names)
-
-
-def _is_search_without_rerank(call: ast.Call) -> bool:
-    """``search(...)`` called with ``rerank=False`` (keyword or fourth positional), a literal."""
-    if not (isinstance(call.func, ast.Name) and call.func.id == "search"):
-        return False
-    for keyword_ in call.keywords:
-        if keyword_.arg == "rerank":
-            return isinstance(keyword_.value, ast.Constant) and keyword_.value.value is False
-    positional = call.args[: _SEARCH_RERANK_POSITION + 1]
-    if len(positional) <= _SEARCH_RERANK_POSITION or any(isinstance(arg, ast.Starred) for arg in positional):
-        return False
-    flag = positional[_SEARCH_RERANK_POSITION]
-    return isinstance(flag, ast.Constant) and flag.value is False
 
 
 def _check_size_and_syntax(source: str, policy: PolicyConfig, filename: str) -> tuple[Violation, ...]:

@@ -139,9 +139,6 @@ class ExecRequest(Message):
     timeout_s: wall-clock limit from the moment a child starts the call (queue time excluded).
     memory_mb: address space allowed above the child's inherited size.
     output_cap_bytes: stdout kept by the child; more sets ``truncated``.
-    needs_rerank: the program may call the cross-encoder, so it goes to a child that already holds
-    the inference session; False picks a bare child (which still reranks, creating the session on
-    first use). A hint for speed only: True is the safe default.
     """
 
     TYPE: ClassVar[str] = "exec"
@@ -152,7 +149,6 @@ class ExecRequest(Message):
     output_cap_bytes: int
     state: dict[str, Any] = field(default_factory=dict)
     skills: list[dict[str, Any]] = field(default_factory=list)
-    needs_rerank: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.request_id, str) or not self.request_id or len(self.request_id) > 200:
@@ -169,8 +165,6 @@ class ExecRequest(Message):
             raise ProtocolError("state must be a JSON object")
         if not isinstance(self.skills, list) or not all(_is_skill(s) for s in self.skills):
             raise ProtocolError("skills must be a list of {name: str, description: str, program: bytes}")
-        if not isinstance(self.needs_rerank, bool):
-            raise ProtocolError(f"needs_rerank must be a bool, got {self.needs_rerank!r}")
 
     def to_json(self) -> dict[str, Any]:
         payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("program", "skills")}
@@ -275,14 +269,12 @@ class Stats(Message):
     pid: int
     running: int
     queued: int
-    spares: int  # idle children of every flavour
+    spares: int  # idle children
     child_pids: list[int]
     running_pids: list[int]  # children holding a request
     threads: int
     open_fds: int
     rss_kb: int
-    spares_rerank: int = 0  # of ``spares``: idle children holding the cross-encoder session
-    rerank_pids: list[int] = field(default_factory=list)  # children of the rerank-warm flavour
 
 
 @dataclass(frozen=True, slots=True)

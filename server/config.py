@@ -261,10 +261,13 @@ def load_config(
     _check_range(queue >= 1, "queue length", queue, ">= 1", "KNOWLEDGE_MCP_QUEUE")
 
     excludes = tuple(flag("exclude") or ())
+    cache_dir = values["cache_dir"] or default_cache_dir(env)
     try:
         index_config = IndexConfig(
             excludes=excludes,
             embed_model=embed_model,
+            embed_precision=flag("embed_precision") or "int8",
+            model_cache_dir=cache_dir / "models",
             with_vectors=not bool(flag("no_vectors")),
             force=force and flag("command") == "index",  # `index build --force` rebuilds from scratch
             show_progress=show_progress,
@@ -275,7 +278,7 @@ def load_config(
         )
         return ServerConfig(
             state_dir=state_dir,
-            cache_dir=values["cache_dir"] or default_cache_dir(env),
+            cache_dir=cache_dir,
             index_dir=index_dir,
             root=root,
             index=index_config,

@@ -36,13 +36,16 @@ def test_resolve_incomplete_folder_names_the_missing_files(tmp_path: Path) -> No
 
 @pytest.mark.model
 def test_embedder_encodes_unit_float32_vectors_in_input_order(embedder: Embedder) -> None:
-    """It returns L2-normalised float32 rows in input order, independent of batching."""
+    """It returns L2-normalised float32 rows in input order, each independent of the others and of
+    the threads that embedded it (an incremental build must equal a fresh one)."""
     texts = ["short", "a much longer text about walking a source tree and reading files " * 5, "def walk(): pass"]
-    vectors = embedder.encode(texts, batch_size=2)
+    vectors = embedder.encode(texts)
+    assert embedder.threads == 2
     assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    singles = np.vstack([embedder.encode([t], batch_size=1) for t in texts])
-    assert np.max(np.abs(vectors - singles)) < 1e-5
+    singles = np.vstack([embedder.encode([t]) for t in texts])
+    assert np.max(np.abs(vectors - singles)) < 1e-6
+    assert np.max(np.abs(embedder.encode(texts[::-1])[::-1] - vectors)) < 1e-6
 
 
 @pytest.mark.model

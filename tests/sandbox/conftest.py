@@ -85,8 +85,7 @@ class SandboxHandle:
         self.ready = self.loop.run_until_complete(self.client.start())
         self._counter = 0
 
-    def request(self, source: str, *, timeout_s: float = 10.0, state: dict | None = None, mode: str | None = None,
-                needs_rerank: bool = True):
+    def request(self, source: str, *, timeout_s: float = 10.0, state: dict | None = None, mode: str | None = None):
         from sandbox import ExecRequest, PolicyConfig
         from sandbox.policy import compile_program
 
@@ -99,7 +98,6 @@ class SandboxHandle:
             memory_mb=self.config.memory_mb,
             output_cap_bytes=self.config.stdout_cap_bytes,
             state=state or {},
-            needs_rerank=needs_rerank,
         )
 
     def run(self, source: str, **kwargs):
@@ -137,7 +135,7 @@ def plain_config(**overrides):
     from sandbox import PolicyConfig, SandboxConfig
 
     values = {"policy": PolicyConfig(mode="plain"), "memory_mb": 256, "timeout_s": 10.0, "max_workers": 2,
-              "spare_bare": 1, "spare_rerank": 0, "stdout_cap_bytes": 100_000}
+              "spare_children": 1, "stdout_cap_bytes": 100_000}
     values.update(overrides)
     return SandboxConfig(**values)
 
@@ -184,7 +182,7 @@ def canary_env() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def plain_sandbox(canary_env, small_index) -> Iterator[SandboxHandle]:
     """A fork server with both Python layers off: only rlimits, uid drop, Landlock and seccomp remain."""
-    handle = SandboxHandle(plain_config(spare_rerank=1), index_dir=small_index)
+    handle = SandboxHandle(plain_config(spare_children=2), index_dir=small_index)
     yield handle
     handle.close()
 

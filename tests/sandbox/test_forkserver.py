@@ -248,39 +248,35 @@ def _needs_index(handle: SandboxHandle) -> None:
 
 
 def test_forkserver_with_an_index_stays_single_threaded_after_warming(plain_sandbox: SandboxHandle) -> None:
-    """It warms the embedder before forking yet runs no thread beyond onnxruntime's idle helper."""
+    """It opens and warms the query encoder and the cross-encoder before forking, yet runs no thread
+    beyond onnxruntime's idle helper."""
     _needs_index(plain_sandbox)
     assert plain_sandbox.ready.threads <= 2
     assert plain_sandbox.stats().threads <= 2
-    hits = plain_sandbox.run("result = [h.path for h in semantic('retry after a failure', k=2)]", needs_rerank=False)
-    assert hits.outcome == "ok" and hits.result, hits.error  # a child embeds on the inherited thread
+    hits = plain_sandbox.run("result = [h.path for h in semantic('retry after a failure', k=2)]")
+    assert hits.outcome == "ok" and hits.result, hits.error  # a child embeds with the shared session
+    assert plain_sandbox.stats().threads <= 2
 
 
-def test_forkserver_dispatches_each_call_to_the_flavour_it_needs(plain_sandbox: SandboxHandle) -> None:
-    """It runs needs_rerank=False in a bare child and True in one already holding the ONNX session."""
+def test_forkserver_child_reranks_with_the_shared_session_under_every_os_layer(
+    plain_sandbox: SandboxHandle, small_index: Path
+) -> None:
+    """Any spare child reranks (on two threads it starts itself, after uid drop, Landlock and
+    seccomp) with exactly the scores of a searcher opened in this process; seccomp still holds."""
+    from search import Searcher
+
     _needs_index(plain_sandbox)
-    stats = plain_sandbox.settle()
-    assert stats.spares == plain_sandbox.config.spare_children and stats.spares_rerank == 1
-    bare = plain_sandbox.run("result = 1", needs_rerank=False)
-    warm = plain_sandbox.run("result = 1", needs_rerank=True)
-    assert (bare.outcome, warm.outcome) == ("ok", "ok")
-    assert bare.timings_ms["warm_rerank"] == 0.0
-    assert warm.timings_ms["warm_rerank"] == 1.0
-    assert plain_sandbox.settle().spares_rerank == 1  # the used rerank spare was replaced in kind
-
-
-def test_forkserver_bare_child_reranks_under_every_os_layer(plain_sandbox: SandboxHandle) -> None:
-    """It creates the cross-encoder session lazily after uid drop, Landlock and seccomp, with the same scores."""
-    _needs_index(plain_sandbox)
-    bare = plain_sandbox.run(RERANK_PROGRAM, needs_rerank=False, timeout_s=60)
-    warm = plain_sandbox.run(RERANK_PROGRAM, needs_rerank=True, timeout_s=60)
-    assert bare.outcome == "ok", bare.error
-    assert warm.outcome == "ok", warm.error
-    assert bare.timings_ms["warm_rerank"] == 0.0 and warm.timings_ms["warm_rerank"] == 1.0
-    assert bare.result["ranked"] and bare.result["ranked"] == warm.result["ranked"]
-    assert bare.result["network"] == "PermissionError"  # seccomp still holds after the session's threads
+    first = plain_sandbox.run(RERANK_PROGRAM, timeout_s=60)
+    second = plain_sandbox.run(RERANK_PROGRAM, timeout_s=60)
+    assert first.outcome == "ok", first.error
+    assert second.outcome == "ok", second.error
+    searcher = Searcher.open(small_index)
+    expected = [[h.path, h.start_line, round(h.score, 3)]
+                for h in searcher.rerank("call fn again after a failure", searcher.bm25("retry backoff cache", k=3))]
+    assert first.result["ranked"] == second.result["ranked"] == expected
+    assert first.result["network"] == "PermissionError"  # seccomp still holds after the rerank threads
     if os.geteuid() == 0:
-        assert bare.result["uid"] == plain_sandbox.config.drop_uid
+        assert first.result["uid"] == plain_sandbox.config.drop_uid
 
 
 def _cpu_seconds(pid: int) -> float:

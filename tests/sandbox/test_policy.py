@@ -11,7 +11,6 @@ from sandbox import (
     SandboxConfig,
     compile_program,
     compile_skill,
-    needs_rerank,
     run_program,
 )
 from sandbox.api import RESERVED_NAMES
@@ -134,36 +133,3 @@ def test_compile_skill_refuses_bad_skills(name, source):
         compile_skill(name, source, SandboxConfig(), reserved_names=RESERVED_NAMES)
 
 
-@pytest.mark.parametrize(
-    ("source", "expected"),
-    [
-        ("result = 1", False),
-        ("result = [h.path for h in bm25('retry', k=3)] + files('*.py')", False),
-        ("hits = semantic('retry')\nprint(compact(hits))\nresult = read('a.py', 1, 2)", False),
-        ("hits = search('retry', k=5, rerank=False)", False),
-        ("hits = search('retry', 5, 'bm25', False)", False),
-        ("hits = search('retry')", True),
-        ("hits = search('retry', rerank=True)", True),
-        ("flag = False\nhits = search('retry', rerank=flag)", True),
-        ("hits = rerank('retry', bm25('retry'))", True),
-        ("f = search\nresult = f('retry', rerank=False)", True),
-        ("result = state.rerank", True),
-    ],
-)
-def test_needs_rerank_flags_programs_that_may_call_the_cross_encoder(source, expected):
-    """It is True for any use of search/rerank except search(..., rerank=False) with a literal False."""
-    assert needs_rerank(compile_program(source, SandboxConfig())) is expected
-
-
-def test_needs_rerank_follows_the_skills_a_program_uses():
-    """It counts a skill only when the program reaches it (directly or via another skill) and it reranks."""
-    config = SandboxConfig()
-    skills = {
-        "best": compile_skill("best", "def best(q):\n    return rerank(q, bm25(q))\n", config),
-        "plain": compile_skill("plain", "def plain(q):\n    return bm25(q)\n", config),
-        "via": compile_skill("via", "def via(q):\n    return best(q)\n", config),
-    }
-    assert needs_rerank(compile_program("result = plain('x')", config), skills) is False
-    assert needs_rerank(compile_program("result = 1", config), skills) is False
-    assert needs_rerank(compile_program("result = best('x')", config), skills) is True
-    assert needs_rerank(compile_program("result = via('x')", config), skills) is True

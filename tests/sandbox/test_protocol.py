@@ -124,11 +124,3 @@ def test_read_message_refuses_truncated_frame() -> None:
         os.close(read_fd)
 
 
-def test_exec_request_needs_rerank_round_trips_and_defaults_to_true() -> None:
-    """It keeps needs_rerank=False across the wire, defaults to True, and refuses a non-bool."""
-    bare = ExecRequest(request_id="r2", program=b"x", timeout_s=1, memory_mb=1, output_cap_bytes=1, needs_rerank=False)
-    (decoded,) = FrameDecoder().feed(encode_message(bare))
-    assert decoded.needs_rerank is False
-    assert REQUEST.needs_rerank is True
-    with pytest.raises(ProtocolError, match="needs_rerank"):
-        ExecRequest(request_id="r3", program=b"x", timeout_s=1, memory_mb=1, output_cap_bytes=1, needs_rerank=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import math
 from collections import Counter
 
@@ -225,10 +227,21 @@ def test_searcher_without_models_refuses_rerank(code_index):
     assert searcher.search("server", mode="bm25", rerank=False)
 
 
+def _thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 @pytest.mark.model
-def test_searcher_open_defers_the_onnx_session_until_warm(code_index):
-    """It creates no inference session on open (fork safety) and one on warm_after_fork()."""
-    searcher = Searcher.open(code_index, load_models=True)
-    assert searcher.has_models and not searcher.is_warm
-    searcher.warm_after_fork()
-    assert searcher.is_warm
+def test_searcher_open_and_warm_start_no_threads(code_index):
+    """It opens and warms both models without leaving a thread behind (the fork server forks right
+    after), and reranking on two threads gives exactly the logits of one."""
+    before = _thread_count()
+    searcher = Searcher.open(code_index, SearchConfig(threads=2, rerank_max_tokens=128), load_models=True)
+    searcher.warm_before_fork()
+    assert searcher.has_models and _thread_count() == before
+    two = searcher.search("read a file", k=5)
+    settled = _thread_count()  # this test process does not hold faiss to one thread as the fork server does
+    searcher.search("open a file", k=5)
+    assert _thread_count() == settled  # each call's rerank threads were joined
+    one = Searcher.open(code_index, SearchConfig(threads=1, rerank_max_tokens=128)).search("read a file", k=5)
+    assert [(h.id, h.score) for h in two] == [(h.id, h.score) for h in one]
