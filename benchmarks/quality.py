@@ -27,7 +27,7 @@ import numpy as np
 import common
 from metrics import documents_by_best_chunk, kfold_select, mean_metrics, per_query_metrics, read_qrels, read_queries
 
-from index import open_index  # noqa: E402  (common puts the repository on sys.path)
+from index import IndexStoreError, open_index  # noqa: E402  (common puts the repository on sys.path)
 from search import CrossEncoder, Hit, SearchConfig, Searcher, fuse_rrf, resolve_rerank_model, search_documents
 
 CANDIDATES = 100  # per-retriever depth (SearchConfig.candidates) and the evaluated list length
@@ -57,7 +57,9 @@ class Dataset:
 # ----------------------------------------------------------------------------- datasets
 def load_scifact() -> Dataset:
     index_dir = common.CACHE / "scifact-index"
-    if not (index_dir / "CURRENT").is_file():  # the corpus never changes: build once
+    try:  # the corpus never changes: build once per index format
+        open_index(index_dir)
+    except IndexStoreError:
         common.build_cached_index("scifact-index", [common.SCIFACT / "corpus.jsonl"])
     return Dataset(
         "scifact",
