@@ -10,8 +10,9 @@ unexpected ones become a ``RuntimeError`` without internals (the details go to t
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields, make_dataclass
 
 import search
 
@@ -22,6 +23,7 @@ from sandbox.validate import REFUSED_BUILTINS
 
 __all__ = [
     "API_NAMES",
+    "HIT_FIELDS",
     "MAX_K",
     "RESERVED_NAMES",
     "SandboxAPI",
@@ -46,25 +48,27 @@ _SNIPPET_CHARS = 160
 _CUT_MARK = "…"  # also used by modules.shrink_json
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class SandboxHit(JsonValue):
-    """One search result, read-only: ``h.path`` and ``h["path"]`` both work; JSON is the Hit dict."""
+# A hit's fields (names, types, order) are search.Hit's, the contract's source of truth: SandboxHit is
+# made from them below and the tools' output schema from SandboxHit, so a field added to search.Hit
+# reaches both without another edit.
+HIT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(search.Hit))
+_HIT_TYPES: dict[str, typing.Any] = typing.get_type_hints(search.Hit)
+_SCALAR_TYPES = (str, int, float, bool)  # engine values may be numpy scalars: made plain for JSON
 
-    id: str
-    doc_id: str
-    path: str
-    start_line: int
-    end_line: int
-    language: str
-    title: str
-    score: float
-    text: str
+
+def _plain(name: str, value: object) -> object:
+    kind = _HIT_TYPES[name]
+    return kind(value) if kind in _SCALAR_TYPES else value
+
+
+class _HitView(JsonValue):
+    """SandboxHit's behaviour: ``h.path`` and ``h["path"]`` both work; JSON is the Hit dict."""
+
+    __slots__ = ()
 
     @classmethod
     def from_hit(cls, hit: search.Hit) -> SandboxHit:
-        return cls(id=str(hit.id), doc_id=str(hit.doc_id), path=str(hit.path), start_line=int(hit.start_line),
-                   end_line=int(hit.end_line), language=str(hit.language), title=str(hit.title),
-                   score=float(hit.score), text=str(hit.text))
+        return cls(**{name: _plain(name, getattr(hit, name)) for name in HIT_FIELDS})
 
     def to_hit(self) -> search.Hit:
         return search.Hit(**self.to_dict())  # type: ignore[arg-type]
@@ -93,11 +97,19 @@ class SandboxHit(JsonValue):
         return len(HIT_FIELDS)
 
     def __repr__(self) -> str:
-        title = f" {self.title!r}" if self.title and self.title != self.path else ""
-        return f"Hit({self.path}:{self.start_line}-{self.end_line}{title} score={self.score:.4g})"
+        title = f" {self.title!r}" if self.title and self.title != self.path else ""  # type: ignore[attr-defined]
+        return f"Hit({self.path}:{self.start_line}-{self.end_line}{title} score={self.score:.4g})"  # type: ignore[attr-defined]
 
 
-HIT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SandboxHit))
+SandboxHit = make_dataclass(
+    "SandboxHit",
+    [(name, _HIT_TYPES[name]) for name in HIT_FIELDS],
+    bases=(_HitView,),
+    namespace={"__module__": __name__, "__doc__": "One search result, read-only (the fields of search.Hit)."},
+    frozen=True,
+    slots=True,
+    repr=False,
+)
 
 
 # --------------------------------------------------------------------------- argument checks

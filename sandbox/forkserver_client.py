@@ -4,6 +4,9 @@ Contract: ``ForkServerClient`` spawns ``python -m sandbox.forkserver_main FD`` w
 environment (``fork_server_environment``: nothing of the server's, so no secret reaches it), stdin
 from /dev/null and stdout = stderr (fd 1 of the server is the MCP wire), and talks to it over one
 socketpair (``protocol.py`` frames). Every ``execute`` gets exactly one ``ExecutionResult``.
+When the fork server dies, a replacement starts in the background at once (at most
+``RESTART_ATTEMPTS`` tries, with backoff); calls wait for it under the same lock as ``start()``, so
+there is never a second one. ``close()`` cancels a pending restart and kills what it was starting.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,11 @@ __all__ = ["ForkServerClient", "execute_once", "fork_server_environment"]
 
 log = logging.getLogger(__name__)
 
+RESTART_ATTEMPTS = 3  # background tries after a death; then the next call tries (and reports failure)
+RESTART_BACKOFF_S = 1.0  # before the second try, doubled before each later one
+# A fork server that dies this soon after Ready counts as a failed start: RESTART_ATTEMPTS such deaths
+# in a row stop background restarts (a crash loop must not burn the CPU while nobody calls).
+RESTART_STABLE_S = 60.0
 
 
 @dataclass(eq=False)
@@ -68,6 +77,7 @@ class _Connection:
     stats_waiters: collections.deque[asyncio.Future[Stats]] = field(default_factory=collections.deque)
     reader_task: asyncio.Task[None] | None = None
     is_alive: bool = True
+    ready_at: float = field(default_factory=time.monotonic)
 
     async def send(self, message: Message) -> None:
         self.writer.write(encode_message(message))
@@ -80,8 +90,9 @@ class ForkServerClient:
     ``start()`` spawns it and waits for ``Ready``; ``execute(request)`` sends one request and
     awaits its one result; ``cancel(request_id)`` kills that call; ``restart()`` / ``close()``;
     ``reload(index_dir)`` starts a fork server on the new index and retires the old one once its
-    calls finish. If the fork server dies, calls in flight get ``internal_error`` and the next
-    call starts a new one.
+    calls finish. If the fork server dies, calls in flight get ``internal_error`` and a new one
+    starts in the background at once; if that fails ``RESTART_ATTEMPTS`` times, the next call
+    starts one (and answers ``internal_error`` when it cannot).
     """
 
     def __init__(
@@ -103,6 +114,8 @@ class ForkServerClient:
         self._conn: _Connection | None = None
         self._lock: asyncio.Lock | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._restart_task: asyncio.Task[None] | None = None
+        self._quick_deaths = 0  # consecutive deaths within RESTART_STABLE_S of Ready
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -137,9 +150,11 @@ class ForkServerClient:
         return new.ready
 
     async def close(self) -> None:
-        """Stop the fork server (it kills its children) and wait for it."""
+        """Stop the fork server (it kills its children) and wait for it; cancel a pending restart."""
+        await self._cancel_restart()
         async with self._get_lock():
             conn, self._conn = self._conn, None
+        await self._cancel_restart()  # one scheduled by a death noticed while we waited for the lock
         if conn is not None:
             await self._stop(conn)
         for task in list(self._retiring):
@@ -161,7 +176,11 @@ class ForkServerClient:
         try:
             conn = await self._ensure_running()
         except ForkServerError as exc:
-            return ExecutionResult.failure(request.request_id, "internal_error", _incident("fork server start failed: %s", exc))
+            incident = _incident("fork server start failed: %s", exc)
+            return ExecutionResult.failure(
+                request.request_id, "internal_error", f"{incident}: the sandbox could not be started",
+                hint="retry in a moment; if it persists, the server log has the cause",
+            )
         if request.request_id in conn.pending:
             raise ValueError(f"request id {request.request_id!r} is already in flight")
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
@@ -225,7 +244,21 @@ class ForkServerClient:
             raise ForkServerError(f"cannot start the fork server ({self._python}): {exc}") from exc
         finally:
             child_sock.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+            return await self._handshake(process, reader, writer, index_dir)
+        except BaseException:  # failed, or cancelled (close() during a restart): never leave it running
+            if writer is not None:
+                writer.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()  # SIGKILL: prompt; waiting here keeps a cancelled task from leaking it
+            raise
+
+    async def _handshake(self, process: subprocess.Popen[bytes], reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter, index_dir: str | None) -> _Connection:
+        """Send Init and wait for Ready (up to the start timeout); ``_spawn`` cleans up on failure."""
         init = Init(
             index_dir=index_dir,
             sandbox=dataclasses.asdict(self._config),
@@ -237,12 +270,10 @@ class ForkServerClient:
             await writer.drain()
             ready = await asyncio.wait_for(_read_frame(reader), self._start_timeout_s)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError) as exc:
-            writer.close()
             process.kill()
             code = await asyncio.to_thread(process.wait)
             raise ForkServerError(f"the fork server did not start (exit status {code}; see its log above): {exc!r}") from exc
         if not isinstance(ready, Ready) or ready.error:
-            writer.close()
             code = await asyncio.to_thread(process.wait)
             detail = ready.error if isinstance(ready, Ready) else f"unexpected {type(ready).__name__}"
             error = ForkServerError(f"the fork server could not load: {detail}")
@@ -286,7 +317,7 @@ class ForkServerClient:
                         )
                     )
         else:
-            log.warning("the fork server (pid %d) stopped (status %s); the next call restarts it", conn.process.pid, code)
+            log.warning("the fork server (pid %d) stopped (status %s)", conn.process.pid, code)
         conn.pending.clear()
         for waiter in conn.stats_waiters:
             if not waiter.done():
@@ -294,6 +325,46 @@ class ForkServerClient:
         conn.stats_waiters.clear()
         conn.writer.close()
         asyncio.get_running_loop().run_in_executor(None, conn.process.wait)  # reap it
+        if conn is self._conn:  # not a retiring one: its successor is already current
+            self._schedule_restart(conn)
+
+    # ------------------------------------------------------------------ background restart
+    def _schedule_restart(self, dead: _Connection) -> None:
+        """Start a replacement for ``dead`` in the background, unless it keeps dying young."""
+        is_quick = time.monotonic() - dead.ready_at < RESTART_STABLE_S
+        self._quick_deaths = self._quick_deaths + 1 if is_quick else 0
+        if self._quick_deaths >= RESTART_ATTEMPTS:
+            log.error("the fork server died %d times within %.0f s of starting; the next call starts it",
+                      self._quick_deaths, RESTART_STABLE_S)
+            return
+        if self._restart_task is None or self._restart_task.done():
+            log.info("starting a new fork server in the background")
+            self._restart_task = asyncio.create_task(self._restart_in_background())
+
+    async def _restart_in_background(self) -> None:
+        delay_s = RESTART_BACKOFF_S
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            async with self._get_lock():
+                if self._conn is not None and self._conn.is_alive:
+                    return  # a call (or start()) got there first
+                try:
+                    self._conn = await self._spawn(self._index_dir)
+                except Exception as exc:  # noqa: BLE001 - a background task has nobody to raise to
+                    log.warning("restarting the fork server failed (attempt %d of %d): %s", attempt, RESTART_ATTEMPTS, exc)
+                else:
+                    log.info("the fork server restarted (pid %d)", self._conn.process.pid)
+                    return
+            if attempt < RESTART_ATTEMPTS:
+                await asyncio.sleep(delay_s)
+                delay_s *= 2
+        log.error("the fork server could not be restarted after %d attempts; the next call tries again", RESTART_ATTEMPTS)
+
+    async def _cancel_restart(self) -> None:
+        task, self._restart_task = self._restart_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _retire(self, conn: _Connection) -> None:
         while conn.is_alive and conn.pending:

@@ -31,7 +31,6 @@ from sandbox import (
     PolicyError,
     TokenCounter,
     compile_program,
-    needs_rerank,
 )
 
 from .config import ServerConfig
@@ -314,8 +313,6 @@ class Runtime:
                 output_cap_bytes=self.config.sandbox.stdout_cap_bytes,
                 state={} if state is None else state.snapshot(),
                 skills=skills,
-                # Picks the spare child: a bare one starts at once, a rerank one holds the cross-encoder.
-                needs_rerank=needs_rerank(program, {skill.name: skill.program for skill in loaded}),
             )
             run_started = time.perf_counter()
             try:

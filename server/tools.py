@@ -8,6 +8,7 @@ Every reply is a `CallToolResult` built by `results` with structuredContent and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +18,8 @@ from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from typing_extensions import TypedDict
+
+from sandbox import SandboxHit
 
 from .errors import SkillError
 from .results import simple_reply
@@ -62,16 +65,8 @@ class ExecuteCodeResult(TypedDict):
     timings_ms: Timings
 
 
-class HitInfo(TypedDict):
-    id: str
-    doc_id: str
-    path: str
-    start_line: int
-    end_line: int
-    language: str
-    title: str
-    score: float
-    text: str
+# A hit as search_code returns it: SandboxHit.to_dict(), whose fields are search.Hit's (one source of truth).
+HitInfo = TypedDict("HitInfo", {hit_field.name: hit_field.type for hit_field in dataclasses.fields(SandboxHit)})
 
 
 class SearchCodeResult(TypedDict):
@@ -110,7 +105,7 @@ summarises over many search_code calls. Globals:
   read(path, start_line=1, end_line=None) -> str;  files(pattern="**/*") -> [path]
   compact(obj, max_tokens=500) -> str;  count_tokens(text) -> int;  help(name=None) -> str
   state (dict kept across calls of this session);  list_skills();  saved skills by name
-Hit fields: id doc_id path start_line end_line language title score text (h.path, h.to_dict()).
+Hit fields: """ + " ".join(HitInfo.__annotations__) + """ (h.path, h.to_dict()).
 Example: hits = search("where are rlimits applied", k=20, path="sandbox/**")
          result = [f"{h.path}:{h.start_line}" for h in hits[:3]]
 Sandboxed: no files, network, imports outside an allow-list, or names starting with "_".
@@ -172,7 +167,16 @@ async def _client_roots(ctx: Context) -> list[Path]:
     return roots
 
 
-def _load_failure(runtime: Runtime, exc: BaseException, outcome_key: str) -> CallToolResult:
+async def _unready_reply(runtime: Runtime, ctx: Context) -> CallToolResult | None:
+    """Wait for warm-up; None once ready, else the reply saying why the server could not load."""
+    try:
+        await _ready(runtime, ctx)
+    except Exception as exc:  # noqa: BLE001 - a load failure is this call's answer, not a crash
+        return _load_failure(exc)
+    return None
+
+
+def _load_failure(exc: BaseException) -> CallToolResult:
     """The reply when the index or fork server could not load (the message says what to do)."""
     message = " ".join(str(exc).split()) or type(exc).__name__
     structured = {
@@ -193,10 +197,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, ExecuteCodeResult]:
-        try:
-            await _ready(runtime, ctx)
-        except Exception as exc:  # noqa: BLE001
-            return _load_failure(runtime, exc, "execute_code")
+        if (unready := await _unready_reply(runtime, ctx)) is not None:
+            return unready
         session, session_id = _session_key(ctx)
         state = runtime.states.for_session(session) if session is not None else None
         reply = await runtime.execute(
@@ -214,10 +216,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, SearchCodeResult]:
-        try:
-            await _ready(runtime, ctx)
-        except Exception as exc:  # noqa: BLE001
-            return _load_failure(runtime, exc, "search_code")
+        if (unready := await _unready_reply(runtime, ctx)) is not None:
+            return unready
         _, session_id = _session_key(ctx)
         reply = await runtime.search(
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
@@ -231,10 +231,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         description: Annotated[str, Field(min_length=1, max_length=1000, description="what it returns")],
         ctx: Context,
     ) -> Annotated[CallToolResult, SkillResult]:
-        try:
-            await _ready(runtime, ctx)
-        except Exception as exc:  # noqa: BLE001
-            return _load_failure(runtime, exc, "save_skill")
+        if (unready := await _unready_reply(runtime, ctx)) is not None:
+            return unready
         try:
             runtime.skills.save(name, source, description)
         except SkillError as exc:
@@ -246,10 +244,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         name: Annotated[str, Field(min_length=1, max_length=64, description="skill to delete")],
         ctx: Context,
     ) -> Annotated[CallToolResult, SkillResult]:
-        try:
-            await _ready(runtime, ctx)
-        except Exception as exc:  # noqa: BLE001
-            return _load_failure(runtime, exc, "delete_skill")
+        if (unready := await _unready_reply(runtime, ctx)) is not None:
+            return unready
         try:
             runtime.skills.delete(name)
         except SkillError as exc:

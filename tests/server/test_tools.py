@@ -1,0 +1,62 @@
+"""The tool handlers in process: the hit schema's single source of truth, and the load-failure reply."""
+
+import dataclasses
+import typing
+
+import pytest
+from mcp import Client
+
+import search
+from sandbox import SandboxHit
+from server.app import build_server
+from server.config import ServerConfig
+
+pytestmark = pytest.mark.anyio
+
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+TOOLS = {
+    "execute_code": {"code": "result = 1"},
+    "search_code": {"query": "retry"},
+    "save_skill": {"name": "top", "source": "def top():\n    return 1\n", "description": "one"},
+    "delete_skill": {"name": "top"},
+}
+
+
+def _server(tmp_path, **overrides):
+    config = ServerConfig(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", **overrides)
+    return build_server(config)
+
+
+async def test_tools_hit_schema_matches_search_hit_sandbox_hit_and_output_schema(tmp_path):
+    """It declares the same hit fields (names, types, order) in search.Hit, SandboxHit and search_code's output schema."""
+    hit_types = typing.get_type_hints(search.Hit)
+    expected = [(field.name, hit_types[field.name]) for field in dataclasses.fields(search.Hit)]
+    assert [(field.name, field.type) for field in dataclasses.fields(SandboxHit)] == expected
+
+    async with Client(_server(tmp_path)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    schema = tools["search_code"].output_schema
+    item = schema["properties"]["hits"]["items"]
+    hit_schema = schema["$defs"][item["$ref"].rsplit("/", 1)[1]]
+    assert hit_schema["required"] == [name for name, _ in expected]
+    assert {name: spec["type"] for name, spec in hit_schema["properties"].items()} == {
+        name: JSON_TYPES[kind] for name, kind in expected
+    }
+    assert " ".join(name for name, _ in expected) in tools["execute_code"].description
+
+    hit = search.Hit(id="a.py:1-2", doc_id="a.py", path="a.py", start_line=1, end_line=2, language="python",
+                     title="def f", score=0.5, text="def f():\n    pass")
+    assert SandboxHit.from_hit(hit).to_dict() == hit.to_dict()
+    assert SandboxHit.from_hit(hit).to_hit() == hit
+
+
+async def test_tools_every_tool_answers_a_load_failure_with_what_to_fix(tmp_path):
+    """It answers each of the four tools with an internal_error naming the load failure (a missing index)."""
+    async with Client(_server(tmp_path, index_dir=tmp_path / "no-such-index")) as client:
+        for name, arguments in TOOLS.items():
+            reply = await client.call_tool(name, arguments)
+            assert reply.is_error is True, (name, reply)
+            data = reply.structured_content
+            assert data["ok"] is False and data["outcome"] == "internal_error", (name, data)
+            assert data["error"]["exception"] == "IndexNotFoundError" and data["error"]["hint"], (name, data)
+            assert "could not load" in reply.content[0].text
