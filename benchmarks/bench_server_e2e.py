@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
+from anchors import files_under, read_jsonl, resolve_records
 from anyio.from_thread import start_blocking_portal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +193,7 @@ def test_bench_realistic_program(repo_index, tmp_path, benchmark):
 
 def _answer_words(question):
     """Spellings of the answer's symbol name and file name, which a phrasing may use only if the question does."""
-    name = question["symbol"].split()[-1].split("(")[0].strip("_")
+    name = question["symbol"].split()[-1].split(".")[-1].strip("_")
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").lower()
     return {name.lower(), spaced, spaced.replace(" ", ""), Path(question["path"]).stem.lower()}
 
@@ -209,15 +210,12 @@ def _check_phrasings(question):
 
 
 def _load_questions():
-    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
-    for question in questions:  # the answer is the line holding the symbol; code moves, so follow it
+    """The questions, each with ``line``: where its ``symbol`` is defined now (code moves; anchors.py)."""
+    questions = read_jsonl(QUESTIONS)
+    spans = resolve_records(questions, files_under(ROOT), QUESTIONS.name)  # AnchorError names every stale one
+    for question in questions:
         _check_phrasings(question)
-        lines = (ROOT / question["path"]).read_text().splitlines()
-        if question["line"] > len(lines) or question["symbol"] not in lines[question["line"] - 1]:
-            found = [n for n, text in enumerate(lines, start=1) if question["symbol"] in text]
-            assert len(found) == 1, f"{question['id']}: {question['symbol']!r} not found once in {question['path']}"
-            print(f"MOVED {question['id']}: {question['path']}:{question['line']} -> {found[0]} (update the file)")
-            question["line"] = found[0]
+        question["line"] = spans[question["id"]].def_line
     return questions
 
 

@@ -6,7 +6,8 @@
 Parameters are chosen by 5-fold cross-validation over the queries (best mean nDCG@10 on four folds,
 scored on the fifth); the reported numbers are the held-out ones. SciFact ranks documents by their
 best chunk (as batch search does); the code set ranks chunks, a chunk being relevant when it overlaps
-the answer's line range. Indexes and cross-encoder logits are cached under benchmarks/.cache/.
+the lines of the answer's definition (its symbol, resolved by anchors.py). Indexes and cross-encoder
+logits are cached under benchmarks/.cache/.
 Fusion is evaluated by re-fusing the component rankings with search.fuse_rrf (exactly what
 Searcher.hybrid does); the chosen configuration is then re-run end to end through the public API and
 both numbers are printed, so any drift between the two shows.
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import common
+from anchors import AnchorError, SymbolSpan, read_jsonl, resolve_records
 from metrics import documents_by_best_chunk, kfold_select, mean_metrics, per_query_metrics, read_qrels, read_queries
 
 from index import IndexStoreError, open_index  # noqa: E402  (common puts the repository on sys.path)
@@ -42,6 +44,7 @@ DENSE_WEIGHT_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # bm25 weight fixed at 1
 RERANK_DEPTHS = (10, 20, 30)
 RERANK_MAX_TOKENS = (128, 256)
 FOLDS = 5
+CODE_QUERIES = common.REPO / "benchmarks" / "code_queries.jsonl"
 
 
 @dataclass
@@ -71,49 +74,42 @@ def load_scifact() -> Dataset:
 
 
 def load_code() -> Dataset:
-    """The code query set over a fresh index of this repository (tests and benchmarks excluded)."""
+    """The code query set over a fresh index of this repository (tests and benchmarks excluded).
+
+    Each answer is a ``symbol`` (anchors.py) resolved in the indexed text of its file; its relevant
+    chunks are those overlapping the definition's lines. Any answer that does not resolve stops the
+    run with every failing question id (a stale anchor must never score a silent 0).
+    """
     index_dir = common.build_cached_index(
         "code-index", [common.REPO], excludes=("tests/**", "benchmarks/**", "*.lock")
     )
     data = open_index(index_dir)
-    queries, qrels, notes = {}, {}, []
-    lines = (common.REPO / "benchmarks" / "code_queries.jsonl").read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        query = json.loads(line)
-        relevant, problem = resolve_code_answer(data, query)
-        if problem:
-            notes.append(f"code_queries.jsonl:{number} ({query['id']}): {problem}")
-            continue
-        queries[query["id"]] = query["text"]
-        qrels[query["id"]] = {chunk: 1 for chunk in relevant}
-    return Dataset("code", index_dir, queries, qrels, by_document=False, notes=notes)
+    records = read_jsonl(CODE_QUERIES)
+
+    def indexed_text(path: str) -> str | None:
+        doc = data.doc_index.get(path)
+        return None if doc is None else data.doc_text(doc)
+
+    try:
+        spans = resolve_records(records, indexed_text, CODE_QUERIES.name)
+        qrels = {qid: {chunk: 1 for chunk in overlapping_chunks(data, qid, span)} for qid, span in spans.items()}
+    except AnchorError as exc:
+        raise SystemExit(f"[quality] {exc}") from exc
+    queries = {record["id"]: record["text"] for record in records}
+    return Dataset("code", index_dir, queries, qrels, by_document=False)
 
 
-def resolve_code_answer(data, query: dict) -> tuple[list[str], str | None]:
-    """Chunk ids overlapping the answer's lines, or why the answer no longer resolves.
-
-    ``anchor`` (a line of the answer) must still sit inside the range; if it moved, say where.
-    """
-    path, start, end = query["path"], query["start_line"], query["end_line"]
-    doc = data.doc_index.get(path)
-    if doc is None:
-        return [], f"path {path} is not in the index"
-    file_lines = data.doc_text(doc).splitlines()
-    if end > len(file_lines) or start < 1 or end < start:
-        return [], f"lines {start}-{end} are outside {path} ({len(file_lines)} lines)"
-    anchor = query.get("anchor")
-    if anchor and not any(anchor in line for line in file_lines[start - 1 : end]):
-        found = [number for number, line in enumerate(file_lines, 1) if anchor in line]
-        where = f"now at line(s) {found[:3]}" if found else "no longer in the file"
-        return [], f"anchor {anchor!r} is not within {path}:{start}-{end} ({where})"
+def overlapping_chunks(data, qid: str, span: SymbolSpan) -> list[str]:
+    """Ids of the chunks of span.path whose lines overlap the definition's (AnchorError if none)."""
+    doc = data.doc_index[span.path]
     relevant = [
         data.chunk_ids[chunk]
         for chunk in np.flatnonzero(np.asarray(data.chunk_doc) == doc)
-        if data.chunk_lines[chunk][0] <= end and data.chunk_lines[chunk][1] >= start
+        if data.chunk_lines[chunk][0] <= span.end_line and data.chunk_lines[chunk][1] >= span.start_line
     ]
-    return (relevant, None) if relevant else ([], f"no chunk overlaps {path}:{start}-{end}")
+    if not relevant:
+        raise AnchorError(f"{qid}: no chunk overlaps {span.path}:{span.start_line}-{span.end_line} ({span.symbol})")
+    return relevant
 
 
 # ----------------------------------------------------------------------------- rankings
