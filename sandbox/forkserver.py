@@ -200,11 +200,22 @@ class ForkServer:
         """When to fork the next spares: once the running calls have answered, or REFILL_DELAY_S after
         the oldest of them started. fork() of the loaded image blocks this loop for ~10 ms; done right
         after handing a quick call to a spare, it would delay that call's result by as much."""
+        if not self._wants_spares():
+            return 0.0  # nothing to fork: no wake-up either (a running call must not make this loop spin)
         started = [
             c.started_at for c in self._children.values()
             if c.started_at is not None and not c.is_answered and c.kill_reason is None
         ]
         return min(started) + REFILL_DELAY_S if started else 0.0
+
+    def _wants_spares(self) -> bool:
+        """True while fewer than spare_children idle children exist and the child limit allows more."""
+        config = self._config
+        return (
+            self._spawn_failures < SPAWN_FAILURES_BEFORE_GIVING_UP
+            and len(self._idle(config.memory_mb)) < config.spare_children
+            and len(self._children) < config.max_workers + config.spare_children
+        )
 
     # ------------------------------------------------------------------ the server side
     def _read_client(self) -> None:

@@ -33,6 +33,7 @@ DEFAULT_MEMORY_MB = 512
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_ROOT_BYTES = 200 * 1024 * 1024  # an auto-indexed root above this needs --force
 DEFAULT_REFRESH_DEBOUNCE_S = 2.0
+RERANK_THREADS = 2
 MAX_TIMEOUT_S = 120.0
 LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
@@ -272,7 +273,10 @@ def load_config(
             force=force and flag("command") == "index",  # `index build --force` rebuilds from scratch
             show_progress=show_progress,
         )
-        search_config = SearchConfig(embed_model=embed_model, rerank_model=rerank_model)
+        # A reranking call scores its pairs on up to two threads of its own child (p50 0.31 s for the
+        # top 10 instead of 0.55 s on one): worth more to the waiting agent than a free core.
+        rerank_threads = max(1, min(RERANK_THREADS, cpu_count or os.cpu_count() or 1))
+        search_config = SearchConfig(embed_model=embed_model, rerank_model=rerank_model, threads=rerank_threads)
         sandbox_config = _sandbox_config(
             workers=workers, queue=queue, timeout_s=timeout_s, memory_mb=memory_mb, encoding=encoding
         )

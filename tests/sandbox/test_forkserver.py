@@ -292,3 +292,15 @@ def test_forkserver_sleeps_while_idle(sandbox: SandboxHandle) -> None:
     time.sleep(1.0)
     used = _cpu_seconds(sandbox.client.pid) - before
     assert used < 0.2, f"the idle fork server used {used:.2f} s of CPU in 1 s: it is spinning"
+
+
+def test_forkserver_sleeps_while_a_long_call_runs(plain_sandbox: SandboxHandle) -> None:
+    """It blocks in poll while a call runs past the spare-refill delay: the second of a sleeping
+    call costs the fork server almost no CPU time (the child keeps both cores for its own work)."""
+    plain_sandbox.settle()
+    pid = plain_sandbox.client.pid
+    before = _cpu_seconds(pid)
+    result = plain_sandbox.run("import time\ntime.sleep(1.0)\nresult = 1", timeout_s=10)
+    used = _cpu_seconds(pid) - before
+    assert result.outcome == "ok", result.error
+    assert used < 0.3, f"the fork server used {used:.2f} s of CPU during a 1 s call: it is spinning"
