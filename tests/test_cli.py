@@ -264,3 +264,22 @@ def test_cli_serve_refuses_home_directory(home):
     done = run_cli("exec", "--root", home, "print(1)", tmp_home=home)
     assert done.returncode == 2
     assert "home directory" in one_line_error(done)
+
+
+@pytest.mark.model
+def test_cli_embed_precision_fp32_builds_a_searchable_index_and_caches_its_encoder(corpus, home, tmp_path):
+    """It builds with the fp32 encoder when asked (recorded in the manifest, exported once into the
+    cache dir), serves semantic search from it, and refuses an unknown precision with exit 2."""
+    out = tmp_path / "idx"
+    done = run_cli("index", "build", corpus, "--out", out, "--embed-precision", "fp32", tmp_home=home)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(run_cli("index", "info", out, "--json", tmp_home=home).stdout)
+    manifest = json.loads(next((out / "versions").iterdir()).joinpath("manifest.json").read_text())
+    assert manifest["models"]["embed"]["encoder"]["precision"] == "fp32", info
+    assert list((home / "cache" / "models" / "encoders").glob("*-fp32-*/model.onnx"))
+    searched = run_cli("search", "token budget", "--index", out, "--mode", "semantic", "--no-rerank", "--json",
+                       tmp_home=home)
+    assert searched.returncode == 0 and json.loads(searched.stdout), searched.stderr
+    bad = run_cli("index", "build", corpus, "--out", tmp_path / "bad", "--embed-precision", "int4", tmp_home=home)
+    assert bad.returncode == 2 and "int4" in bad.stderr
+    assert_no_index(tmp_path / "bad")
