@@ -169,9 +169,7 @@ def _cmd_index_info(args: argparse.Namespace, config: ServerConfig, out: TextIO)
 def format_manifest_summary(summary: Mapping[str, Any]) -> str:
     models = summary.get("models") or {}
     model_text = ", ".join(
-        f"{role}: {info.get('id', '?')} (dim {info.get('dim', '?')})" if isinstance(info, Mapping) else f"{role}: {info}"
-        for role, info in models.items()
-        if info
+        _model_text(role, info) for role, info in models.items() if info
     ) or "none (BM25 only)"
     sources = summary.get("sources") or []
     lines = [
@@ -184,6 +182,19 @@ def format_manifest_summary(summary: Mapping[str, Any]) -> str:
         f"models:         {model_text}",
     ]
     return "\n".join(lines)
+
+
+def _model_text(role: str, info: Any) -> str:
+    if not isinstance(info, Mapping):
+        return f"{role}: {info}"
+    encoder = info.get("encoder")
+    cosine = encoder.get("min_cosine_to_fp32") if isinstance(encoder, Mapping) else None
+    carried = (
+        f"; {encoder.get('precision', '?')} ONNX encoder"
+        + (f", cosine >= {cosine:.3f} to PyTorch" if isinstance(cosine, (int, float)) else "")
+        if isinstance(encoder, Mapping) else ""
+    )
+    return f"{role}: {info.get('id', '?')} (dim {info.get('dim', '?')}{carried})"
 
 
 def _cmd_search(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:

@@ -274,8 +274,8 @@ def test_cli_embed_precision_fp32_builds_a_searchable_index_and_caches_its_encod
     done = run_cli("index", "build", corpus, "--out", out, "--embed-precision", "fp32", tmp_home=home)
     assert done.returncode == 0, done.stderr
     info = json.loads(run_cli("index", "info", out, "--json", tmp_home=home).stdout)
-    manifest = json.loads(next((out / "versions").iterdir()).joinpath("manifest.json").read_text())
-    assert manifest["models"]["embed"]["encoder"]["precision"] == "fp32", info
+    assert info["models"]["embed"]["encoder"]["precision"] == "fp32", info
+    assert "fp32 ONNX encoder" in run_cli("index", "info", out, tmp_home=home).stdout
     assert list((home / "cache" / "models" / "encoders").glob("*-fp32-*/model.onnx"))
     searched = run_cli("search", "token budget", "--index", out, "--mode", "semantic", "--no-rerank", "--json",
                        tmp_home=home)
