@@ -16,6 +16,7 @@ both numbers are printed, so any drift between the two shows.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import sys
@@ -30,7 +31,9 @@ from anchors import AnchorError, SymbolSpan, read_jsonl, resolve_records
 from metrics import documents_by_best_chunk, kfold_select, mean_metrics, per_query_metrics, read_qrels, read_queries
 
 from index import IndexStoreError, open_index  # noqa: E402  (common puts the repository on sys.path)
-from search import CrossEncoder, Hit, SearchConfig, Searcher, fuse_rrf, resolve_rerank_model, search_documents
+from search import (  # noqa: E402
+    CrossEncoder, Hit, SearchConfig, Searcher, fuse_rrf, passage_text, resolve_rerank_model, search_documents,
+)
 
 CANDIDATES = 100  # per-retriever depth (SearchConfig.candidates) and the evaluated list length
 BM25_GRID = [
@@ -126,8 +129,9 @@ class Evaluator:
         self._hit_at: dict[int, Hit] = {}
         self._dense = {qid: self._positions(self.searcher.semantic(dataset.queries[qid], k=CANDIDATES)) for qid in self.qids}
         self._bm25: dict[tuple, dict[str, list[int]]] = {}
-        # Keyed by the chunk's content hash (chunk_keys), so logits survive rebuilds of unchanged chunks.
-        self._logit_path = common.CACHE / f"logits-{dataset.name}.json"
+        # Keyed by the text the cross-encoder reads (sha256 of passage_text): logits survive rebuilds of
+        # unchanged chunks and never outlive a change of what the model is shown.
+        self._logit_path = common.CACHE / f"logits-{dataset.name}-by-passage.json"
         self._logits = json.loads(self._logit_path.read_text()) if self._logit_path.exists() else {}
         self._encoders: dict[int, CrossEncoder] = {}
         self._unsaved = 0
@@ -185,21 +189,21 @@ class Evaluator:
                 resolve_rerank_model(None), threads=self.threads, max_tokens=max_tokens
             )
         query = self.dataset.queries[qid]
-        keys = [f"{max_tokens}\t{qid}\t{self._content_key(p)}" for p in positions]
+        keys = [f"{max_tokens}\t{qid}\t{self._passage_key(p)}" for p in positions]
         missing = [p for p, key in zip(positions, keys) if key not in self._logits]
         if missing:
             started = time.perf_counter()
             for position in missing:
                 logit = encoder.rerank(query, [self._hit_at[position]])[0].score
-                self._logits[f"{max_tokens}\t{qid}\t{self._content_key(position)}"] = logit
+                self._logits[f"{max_tokens}\t{qid}\t{self._passage_key(position)}"] = logit
             self._unsaved += 1
             if self._unsaved >= 25:  # an interrupted run keeps most of its (slow) logits
                 self.save_logits()
             self.rerank_seconds.setdefault(max_tokens, []).append((time.perf_counter() - started) / len(missing))
         return [self._logits[key] for key in keys]
 
-    def _content_key(self, position: int) -> str:
-        return bytes(self.data.chunk_keys[position]).hex()
+    def _passage_key(self, position: int) -> str:
+        return hashlib.sha256(passage_text(self._hit_at[position]).encode("utf-8")).hexdigest()[:32]
 
     def save_logits(self) -> None:
         self._unsaved = 0

@@ -110,3 +110,13 @@ def test_cross_encoder_reads_file_path_and_title_with_the_text(cross_encoder):
     record = Hit("123:1-1", "123", "123", 1, 1, "text", "A title", 0.0, "Body text.")
     assert passage_text(code) == "a/b.py\ndef f():\n    pass\n"
     assert passage_text(record) == "A title\nBody text."
+
+
+def test_passage_text_splits_identifiers_in_code_only():
+    """It spells snake_case and camelCase names as words in code, and leaves prose untouched."""
+    code = Hit("s/l.py:1-2", "s/l.py", "s/l.py", 1, 2, "python", "def build_read_only_ruleset", 0.0,
+               "def build_read_only_ruleset(readOnly):\n    return applyRules(read_only)\n")
+    prose = Hit("n.md:1-1", "n.md", "n.md", 1, 1, "markdown", "Notes", 0.0, "snake_case and camelCase stay")
+    assert passage_text(code) == ("s/l.py\ndef build read only ruleset(read Only):\n"
+                                  "    return apply Rules(read only)\n")
+    assert passage_text(prose) == "n.md Notes\nsnake_case and camelCase stay"
