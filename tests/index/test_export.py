@@ -16,7 +16,7 @@ from index import (
     open_index,
     open_index_embedder,
 )
-from index.export import PRECISIONS, prepare_encoder
+from index.export import PRECISIONS, RECIPE, prepare_encoder
 
 TEXTS = [
     "def read_lines(path):\n    with open(path) as handle:\n        return handle.read().splitlines()",
@@ -95,3 +95,28 @@ def test_index_carries_its_encoder_and_refuses_a_tampered_one(
     with pytest.raises(IndexCorruptError, match="embed.onnx"):
         open_index_embedder(open_index(out))
     assert prepare_encoder(model_location, "int8", cache_dir).sha256 == encoder["sha256"]  # the cache is intact
+
+
+@pytest.mark.model
+def test_two_builds_exporting_at_once_both_get_a_whole_encoder(tmp_path: Path) -> None:
+    """Two processes exporting into one empty cache at the same time both end with a loadable
+    encoder, and the cache holds one entry and no half-written staging directory."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from index import resolve_embed_model, load_embedder\n"
+        "from index.export import prepare_encoder\n"
+        "files = prepare_encoder(resolve_embed_model(None), 'int8', Path(sys.argv[1]))\n"
+        "load_embedder(files.model.read_bytes(), files.tokenizer, files.pooling, 384, 256).encode(['ok'])\n"
+        "print(files.model)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=root, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    entries = sorted(p.name for p in (tmp_path / "encoders").iterdir())
+    assert len(entries) == 1 and entries[0].endswith(RECIPE), entries  # no staging directory left
+    assert all(Path(out.strip()).is_file() for out, _ in outputs)
