@@ -33,6 +33,7 @@ from .errors import (
 )
 from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
 from .languages import language_for
+from .sessions import open_session, run_split
 from .tokenize import TOKENIZER_SETTINGS, tokenize
 from .walk import SKIP_REASONS, SourceDoc, SourceFile, find_secret, scan_sources, source_root, walk_sources
 
@@ -67,10 +68,12 @@ __all__ = [
     "load_embedder",
     "open_embedder",
     "open_index_embedder",
+    "open_session",
     "open_index",
     "open_token_counter",
     "read_manifest",
     "resolve_embed_model",
+    "run_split",
     "scan_sources",
     "source_root",
     "tokenize",

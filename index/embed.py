@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelMissingError
+from .sessions import open_session, run_split
 
 __all__ = [
     "DEFAULT_EMBED_PACKAGE",
@@ -147,15 +147,7 @@ class Embedder:
     """
 
     def __init__(self, model: bytes | str, tokenizer: object, pooling: str, dim: int, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._session = open_session(model)
         self._inputs = frozenset(node.name for node in self._session.get_inputs())
         self._tokenizer = tokenizer
         self.pooling = pooling
@@ -173,45 +165,22 @@ class Embedder:
             return vectors
         encodings = self._tokenizer.encode_batch(list(texts)) if count > 1 else [self._tokenizer.encode(texts[0])]
         order = np.argsort(-np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=count), kind="stable")
-        workers = max(1, min(self.threads, count))
         with _progress(count, show_progress) as bar:
-            if workers == 1:
-                self._embed_rows(order, encodings, vectors, bar, None)
-            else:
-                failures: list[BaseException] = []
-                threads = [
-                    threading.Thread(target=self._embed_rows, args=(order[i::workers], encodings, vectors, bar, failures))
-                    for i in range(workers)
-                ]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                if failures:
-                    raise failures[0]
+            run_split(lambda rows: self._embed_rows(rows, encodings, vectors, bar), order, self.threads)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
             raise ValueError("the embedding model returned a zero or non-finite vector")
         return vectors / norms
 
-    def _embed_rows(
-        self, rows: np.ndarray, encodings: list, vectors: np.ndarray, bar: object,
-        failures: list[BaseException] | None,
-    ) -> None:
-        """Write the pooled vector of each of `rows` into `vectors`; on a worker thread (failures is a
-        list) an exception is handed back instead of raised."""
-        try:
-            for row in rows.tolist():
-                ids = np.asarray([encodings[row].ids], dtype=np.int64)
-                mask = np.ones_like(ids)
-                feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-                (hidden,) = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})
-                vectors[row] = hidden[0, 0] if self.pooling == "cls" else hidden[0].mean(axis=0)
-                bar.update(1)
-        except BaseException as exc:
-            if failures is None:
-                raise
-            failures.append(exc)
+    def _embed_rows(self, rows: np.ndarray, encodings: list, vectors: np.ndarray, bar: Any) -> None:
+        """Write the pooled vector of each of `rows` into `vectors`."""
+        for row in rows.tolist():
+            ids = np.asarray([encodings[row].ids], dtype=np.int64)
+            mask = np.ones_like(ids)
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            (hidden,) = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})
+            vectors[row] = hidden[0, 0] if self.pooling == "cls" else hidden[0].mean(axis=0)
+            bar.update(1)
 
 
 class _NoProgress:

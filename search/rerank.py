@@ -17,12 +17,13 @@ import hashlib
 import importlib.util
 import logging
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from index import open_session, run_split
 
 from .errors import RerankModelMissingError
 from .hits import Hit
@@ -203,39 +204,16 @@ class CrossEncoder:
             return np.zeros(0, dtype=np.float32)
         batches = [(start, passages[start : start + self.batch_size]) for start in range(0, len(passages), self.batch_size)]
         logits = np.zeros(len(passages), dtype=np.float32)
-        workers = min(self._threads, len(batches))
-        if workers <= 1:
-            self._score(query, batches, logits, None)
-            return logits
-        failures: list[BaseException] = []
-        threads = [
-            threading.Thread(target=self._score, args=(query, batches[i::workers], logits, failures), name=f"rerank-{i}")
-            for i in range(workers)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise failures[0]
+        run_split(lambda part: self._score(query, part, logits), batches, self._threads)
         return logits
 
-    def _score(
-        self, query: str, batches: list[tuple[int, Sequence[str]]], logits: np.ndarray,
-        failures: list[BaseException] | None,
-    ) -> None:
-        """Write the logits of `batches` (start, passages) into their rows of `logits`; on a worker
-        thread (failures is a list) an exception is handed back instead of raised."""
-        try:
-            for start, batch in batches:
-                inputs = self.encode_pairs(query, batch)
-                feed = {name: array for name, array in inputs.items() if name in self._input_names}
-                (batch_logits,) = self._session.run(["logits"], feed)
-                logits[start : start + len(batch)] = np.asarray(batch_logits, dtype=np.float32).reshape(-1)
-        except BaseException as exc:
-            if failures is None:
-                raise
-            failures.append(exc)  # re-raised by predict() in the calling thread
+    def _score(self, query: str, batches: Sequence[tuple[int, Sequence[str]]], logits: np.ndarray) -> None:
+        """Write the logits of `batches` (start, passages) into their rows of `logits`."""
+        for start, batch in batches:
+            inputs = self.encode_pairs(query, batch)
+            feed = {name: array for name, array in inputs.items() if name in self._input_names}
+            (batch_logits,) = self._session.run(["logits"], feed)
+            logits[start : start + len(batch)] = np.asarray(batch_logits, dtype=np.float32).reshape(-1)
 
     def rerank(self, query: str, hits: Sequence[Hit], k: int | None = None) -> list[Hit]:
         """New hits scored by the cross-encoder logit, best first (ties → input order), cut to k."""
@@ -248,17 +226,9 @@ class CrossEncoder:
 
 
 def _open_session(location: RerankModelLocation, model_bytes: bytes) -> object:
-    """One onnxruntime session on the calling thread only (intra-op 1: no pool, safe to fork)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # warnings from onnxruntime would go to stderr on every load
+    """The fork-safe single-threaded session (index.open_session), failures named for this model."""
     try:
-        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        return open_session(model_bytes)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         raise RerankModelMissingError(
             str(location.model_file), RERANK_INSTALL_COMMAND, f"onnxruntime cannot load it: {exc}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+import threading
+import time
 
 import math
 from collections import Counter
@@ -227,21 +230,33 @@ def test_searcher_without_models_refuses_rerank(code_index):
     assert searcher.search("server", mode="bm25", rerank=False)
 
 
-def _thread_count() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _thread_ids() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+def _settles_to(expected: set[str], wait_s: float = 5.0) -> bool:
+    """True once no thread outside `expected` is left (a joined thread's task lingers for a moment
+    in /proc while the OS tears it down)."""
+    deadline = time.monotonic() + wait_s
+    while _thread_ids() - expected:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.mark.model
 def test_searcher_open_and_warm_start_no_threads(code_index):
     """It opens and warms both models without leaving a thread behind (the fork server forks right
     after), and reranking on two threads gives exactly the logits of one."""
-    before = _thread_count()
+    before = _thread_ids()
     searcher = Searcher.open(code_index, SearchConfig(threads=2, rerank_max_tokens=128), load_models=True)
     searcher.warm_before_fork()
-    assert searcher.has_models and _thread_count() == before
+    started = {t: Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in _thread_ids() - before}
+    assert searcher.has_models and not started, (started, threading.enumerate())  # none started (others may end)
     two = searcher.search("read a file", k=5)
-    settled = _thread_count()  # this test process does not hold faiss to one thread as the fork server does
+    settled = _thread_ids()  # this test process does not hold faiss to one thread as the fork server does
     searcher.search("open a file", k=5)
-    assert _thread_count() == settled  # each call's rerank threads were joined
+    assert _settles_to(settled), _thread_ids() - settled  # each call's rerank threads were joined
     one = Searcher.open(code_index, SearchConfig(threads=1, rerank_max_tokens=128)).search("read a file", k=5)
     assert [(h.id, h.score) for h in two] == [(h.id, h.score) for h in one]
