@@ -41,7 +41,8 @@ class SearchConfig:
     rerank_depth: first-stage hits the cross-encoder rescores (at least k is always used).
     rerank_max_tokens / rerank_query_max_tokens: wordpiece tokens kept of the passage / query.
     rerank_model, embed_model: a folder or a package name; None = the packaged default.
-    threads: intra-op threads of the ONNX session and the query embedder (in the serving child).
+    threads: pairs the cross-encoder scores at once, on Python threads of the call sharing one
+    single-threaded session (index.run_split); the query encoder always runs on the calling thread.
     """
 
     bm25_variant: str = DEFAULT_BM25_VARIANT
