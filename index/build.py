@@ -147,7 +147,7 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
             doc_lengths=doc_lengths,
             vectors=vectors,
             ann=ann,
-            encoder={ENCODER_FILE: encoder.model, ENCODER_TOKENIZER_FILE: encoder.tokenizer} if encoder else None,
+            encoder=_encoder_artefacts(encoder),
         )
         manifest = _manifest(sources, root, docs, chunks_per_doc, location, encoder, config, max_tokens, vectors,
                              ann_info, skipped, tf)
@@ -190,14 +190,12 @@ def write_index(
         ann, ann_info = _approximate_index(contents.vectors, config) if contents.ann is None else (contents.ann, None)
         contents = dataclasses.replace(
             contents, ann=ann,
-            encoder={ENCODER_FILE: encoder.model, ENCODER_TOKENIZER_FILE: encoder.tokenizer} if encoder else None,
+            encoder=_encoder_artefacts(encoder),
         )
         complete = {
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "root": "generated",
             "sources": [], "files": {}, "skipped": {}, "ann": ann_info,
-            "models": {"embed": {"id": location.model_id, "dim": location.dim, "sha256": location.sha256,
-                                 "max_tokens": location.max_tokens, "encoder": encoder.manifest_entry()}
-                       if encoder else None},
+            "models": {"embed": _embed_entry(location, encoder) if encoder else None},
             **(manifest or {}),
         }
         version = new_version_name()
@@ -405,6 +403,17 @@ def _approximate_index(vectors: np.ndarray | None, config: IndexConfig) -> tuple
     return index, info
 
 
+def _encoder_artefacts(encoder: EncoderFiles | None) -> dict[str, Path] | None:
+    """The encoder files a version carries, by artefact name (format.py links or copies them)."""
+    return {ENCODER_FILE: encoder.model, ENCODER_TOKENIZER_FILE: encoder.tokenizer} if encoder else None
+
+
+def _embed_entry(location: ModelLocation, encoder: EncoderFiles | None) -> dict[str, Any]:
+    """The manifest's models.embed: the source model and the encoder that made the vectors."""
+    return {"id": location.model_id, "dim": location.dim, "sha256": location.sha256, "max_tokens": location.max_tokens,
+            "encoder": encoder.manifest_entry() if encoder else None}
+
+
 def _manifest(
     sources: list[Path],
     root: Path,
@@ -419,8 +428,6 @@ def _manifest(
     skipped: Counter[str],
     tf: sparse.csr_matrix,
 ) -> dict[str, Any]:
-    model = {"id": location.model_id, "dim": location.dim, "sha256": location.sha256, "max_tokens": location.max_tokens,
-             "encoder": encoder.manifest_entry() if encoder else None}
     return {
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "root": str(root),
@@ -430,7 +437,7 @@ def _manifest(
             for d, n in zip(docs, chunks_per_doc)
         },
         "skipped": dict(sorted(skipped.items())),
-        "models": {"embed": model if vectors is not None else None},
+        "models": {"embed": _embed_entry(location, encoder) if vectors is not None else None},
         "chunking": {
             "max_tokens": max_tokens,
             "window_lines": config.window_lines,

@@ -313,13 +313,10 @@ class ForkServer:
         ]
 
     def _refill(self) -> None:
-        """Keep ``spare_children`` idle children (default budget) warming or ready."""
-        if self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
-            return  # retried when the next request arrives (see _dispatch)
-        config = self._config
-        limit = config.max_workers + config.spare_children
-        while len(self._idle(config.memory_mb)) < config.spare_children and len(self._children) < limit:
-            self._spawn(config.memory_mb)
+        """Keep ``spare_children`` idle children (default budget) warming or ready; after repeated
+        spawn failures none, until the next request retries (see _dispatch)."""
+        while self._wants_spares():
+            self._spawn(self._config.memory_mb)
 
     def _dispatch(self) -> None:
         if self._queue and self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:

@@ -122,9 +122,10 @@ class CrossEncoder:
         max_tokens: int,
         query_max_tokens: int,
         batch_size: int,
+        sha256: str | None = None,
     ) -> None:
         self.location = location
-        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
+        self.sha256 = sha256 or hashlib.sha256(model_bytes).hexdigest()
         self._tokenizer = tokenizer
         self._threads = threads
         self.max_tokens = max_tokens
@@ -168,7 +169,7 @@ class CrossEncoder:
             )
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        return cls(location, model_bytes, tokenizer, threads, max_tokens, query_max_tokens, batch_size)
+        return cls(location, model_bytes, tokenizer, threads, max_tokens, query_max_tokens, batch_size, digest)
 
     def warm(self) -> None:
         """Score one pair on this thread: onnxruntime's lazy set-up (kernels, the memory arena) is
