@@ -2,6 +2,7 @@
 
 Contract: Python is cut by `ast` (top-level functions and classes with their decorators, comments
 directly above and docstrings; methods of a class too big for one chunk become `Class.method`
+chunks; module-level constant tables of MIN_CONSTANT_LINES lines or more become `constant NAME`
 chunks; the module-level rest is grouped), Markdown by headings (title = heading path "A > B"),
 anything else (and Python that does not parse) by line windows with overlap. A unit too big for the
 window is split into line windows with overlap; a single line too long for the window (prose
@@ -26,6 +27,11 @@ __all__ = ["Chunk", "TokenCounting", "chunk_document"]
 
 TITLE_MAX_CHARS = 80
 MAX_GAP_COMMENT_LINES = 3
+# A module-level UPPER_CASE assignment this long (a pattern table, a set of names) is its own chunk: what
+# it lists is what a search matches, and the hit then names the constant instead of "module x".
+MIN_CONSTANT_LINES = 3
+_CONSTANT_NAME = re.compile(r"_?[A-Z][A-Z0-9_]*")
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 HEADER_TOKENS_ESTIMATE = 16  # path + title line above a chunk, for the "does this class fit" guess
 SENTENCE_ENDS = frozenset(".!?;")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -123,19 +129,27 @@ def _body_units(
     line_tokens: list[int],
     budget: int,
 ) -> list[_Unit]:
-    """Definitions in `body` become their own units; the lines between them group as `rest_title`."""
+    """Definitions in `body` (and, at module level, constant tables) become their own units; the lines
+    between them group as `rest_title`."""
     units: list[_Unit] = []
     cursor = start
     for node in body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        is_definition = isinstance(node, _DEFINITIONS)
+        constant = None if is_definition or prefix else _constant_name(node)
+        if not is_definition and constant is None:
             continue
-        first = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+        decorators = node.decorator_list if isinstance(node, _DEFINITIONS) else []
+        first = min([d.lineno for d in decorators] + [node.lineno]) - 1
         first = _attach_comments_above(lines, first, cursor)
         if _is_comment_gap(lines[cursor:first]):
             first = cursor  # a lone separator comment ("# --- helpers") joins the next definition
         last = node.end_lineno or node.lineno
         if first > cursor:
             units.append(_Unit(cursor, first, rest_title))
+        cursor = last
+        if not isinstance(node, _DEFINITIONS):
+            units.append(_Unit(first, last, f"constant {constant}"))
+            continue
         name = f"{prefix}{node.name}"
         title = name if prefix else ("class " if isinstance(node, ast.ClassDef) else "def ") + name
         # The header line (path + title) takes a few tokens too: a class near the limit is split.
@@ -145,10 +159,23 @@ def _body_units(
             units.extend(_body_units(node.body, lines, first, last, class_title, f"{name}.", line_tokens, budget))
         else:
             units.append(_Unit(first, last, title))
-        cursor = last
     if cursor < end:
         units.append(_Unit(cursor, end, rest_title))
     return units
+
+
+def _constant_name(node: ast.stmt) -> str | None:
+    """NAME when `node` assigns one UPPER_CASE name over MIN_CONSTANT_LINES lines or more, else None."""
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        target = node.target
+    else:
+        return None
+    long_enough = (node.end_lineno or node.lineno) - node.lineno + 1 >= MIN_CONSTANT_LINES
+    if long_enough and isinstance(target, ast.Name) and _CONSTANT_NAME.fullmatch(target.id):
+        return target.id
+    return None
 
 
 def _is_comment_gap(gap: list[str]) -> bool:

@@ -71,6 +71,43 @@ def test_chunk_python_units_include_decorators_comments_and_docstrings(token_cou
     assert decorated.chunk_id == "pkg/mod.py:7-12" and decorated.language == "python"
 
 
+CONSTANTS_SOURCE = '''"""Module docstring."""
+import re
+
+SHORT = ("one", "line")
+lower_case_table = (
+    "not", "a", "constant",
+)
+
+# Patterns of things that must not be indexed (a comment above belongs to the table).
+SECRET_RULES: tuple[str, ...] = (
+    "private key block",
+    "cloud access key",
+)
+RUN_TAG = "x"
+
+
+def uses_rules(text):
+    return [rule for rule in SECRET_RULES if rule in text]
+'''
+
+
+def test_chunk_python_constant_tables_get_their_own_named_chunks(token_counter: TokenCounter) -> None:
+    """A module-level UPPER_CASE assignment of MIN_CONSTANT_LINES lines or more becomes a `constant NAME`
+    chunk with the comment above it; one-liners, lower-case names and the rest stay in the module chunks."""
+    chunks = chunk_document(_doc("pkg/rules.py", CONSTANTS_SOURCE), token_counter, IndexConfig(), MAX_TOKENS)
+    got = [(c.title, c.start_line, c.end_line) for c in chunks]
+    assert got == [
+        ("module pkg.rules", 1, 7),  # blank lines at a chunk's end are not part of it
+        ("constant SECRET_RULES", 9, 13),
+        ("module pkg.rules", 14, 14),
+        ("def uses_rules", 17, 18),
+    ]
+    table = chunks[1]
+    assert table.text.startswith("# Patterns of things") and table.text.endswith(")")
+    assert "SHORT" not in table.text and "RUN_TAG" not in table.text
+
+
 def test_chunk_python_splits_a_big_class_into_methods(token_counter: TokenCounter) -> None:
     """It gives each method of a class too big for one chunk its own `Class.method` chunk."""
     methods = "\n".join(
