@@ -34,37 +34,74 @@ result = [f"{h.path}:{h.start_line}" for h in hits[:5]]
 
 # The code route, written as an agent would: the same three phrasings as the baseline (the question and
 # the agent's two paraphrases; never the answer's path, line or symbol), one program, the same text for
-# every question. It fuses keyword and embedding rankings itself (the MS MARCO cross-encoder is weak on
-# code: it lowered top-1 on both question sets when added as a vote or a tie-breaker), cites definitions
-# rather than module-level chunks, lets the file that most hits point at break close calls, and cites
-# where each definition starts. Printed: its top ANSWER_CITATIONS locations, best first.
+# every question. It fuses keyword and embedding rankings itself per definition; a constant table that
+# matches (a `constant NAME` hit) votes for the one or two definitions that use it, since the table is not
+# where the work happens; module-level chunks cannot be cited but say which file the answer lives in. The
+# cross-encoder (MS MARCO, weak on code as a ranker) only reorders the three closest candidates, and a
+# question that names the kind it wants ("which function", "which class") gets that kind first. Printed:
+# its top ANSWER_CITATIONS locations, best first, each at the line where its definition starts.
 ANSWER_PROGRAM = """
+import re
 question = {question!r}
 phrasings = [question] + [q for q in {queries!r} if q != question]
-DEPTH, RRF_K, CITE = 40, 30, 3
-# Keyword and embedding rankings for every phrasing, Python only, no cross-encoder (weak on code);
-# keywords weigh more: code is identifiers.
+DEPTH, RRF_K, CITE, CLOSE = 40, 30, 3, 3
+# Keyword and embedding rankings for every phrasing, Python only; keywords weigh more: code is identifiers.
 rankings = []
 for q in phrasings:
     rankings.append((1.5, bm25(q, k=DEPTH, language="python")))
     rankings.append((1.0, semantic(q, k=DEPTH, language="python")))
+
+users_of = {{}}
+def users(name):
+    # the definitions whose text uses the constant `name`
+    if name not in users_of:
+        found = {{}}
+        for u in bm25(name, k=20, language="python"):
+            if not u.title.startswith(("module ", "constant ")) and re.search(r"\\b" + name + r"\\b", u.text):
+                found[(u.path, u.title)] = u
+        users_of[name] = found
+    return users_of[name]
+
 # Reciprocal-rank fusion per definition (a long function spans several chunks: count its best one)
-# and per file (module-level chunks cannot be cited but say which file the answer lives in).
+# and per file.
 score, chunk, file_score = {{}}, {{}}, {{}}
+def credit(key, h, value):
+    score[key] = score.get(key, 0) + value
+    if key not in chunk or h.start_line < chunk[key].start_line:
+        chunk[key] = h
+
 for weight, hits in rankings:
     definitions, paths = [], []
     for h in hits:
         if h.path not in paths:
             paths.append(h.path)
             file_score[h.path] = file_score.get(h.path, 0) + weight / (RRF_K + len(paths))
-        key = (h.path, h.title)
-        if h.title.startswith("module ") or key in definitions:
+        if h.title.startswith("module "):
             continue
-        definitions.append(key)
-        score[key] = score.get(key, 0) + weight / (RRF_K + len(definitions))
-        if key not in chunk or h.start_line < chunk[key].start_line:
-            chunk[key] = h
-ranked = sorted(score, key=lambda key: (-(score[key] + file_score[key[0]]), key))
+        found = users(h.title.split()[1]) if h.title.startswith("constant ") else {{(h.path, h.title): h}}
+        if len(found) > 2:
+            continue  # a constant used all over says little about any one user
+        for key in found:
+            if key not in definitions:
+                definitions.append(key)
+                credit(key, found[key], weight / (RRF_K + len(definitions)) / len(found))
+
+def ranking():
+    return sorted(score, key=lambda key: (-(score[key] + file_score.get(key[0], 0)), key))
+
+# The cross-encoder judges only the closest candidates, once per phrasing, as one more vote.
+close = ranking()[:CLOSE]
+for q in phrasings:
+    for position, h in enumerate(rerank(q, [chunk[key] for key in close])):
+        score[(h.path, h.title)] += 1.0 / (RRF_K + position + 1)
+ranked = ranking()
+
+def kind(title):
+    return "class" if title.startswith("class ") else "def" if title.startswith("def ") or " " not in title else "other"
+asked = re.findall(r"\\b(function|method|class)\\b", question.lower())
+if asked:
+    wanted = "class" if asked[0] == "class" else "def"
+    ranked = [key for key in ranked if kind(key[1]) == wanted] + [key for key in ranked if kind(key[1]) != wanted]
 
 def definition_line(h):
     # a chunk may start inside a long definition: walk back to its def/class line
