@@ -91,11 +91,16 @@ def fork_server_of(server_pid: int) -> ProcInfo:
     return matches[0]
 
 
-def new_server_pid(before: set[int]) -> int:
-    """The `knowledge-mcp serve` process started by this test process since `before` was taken."""
-    matches = [
-        p.pid for p in children_of(os.getpid()) if p.pid not in before and " serve" in f" {p.cmdline}"
-    ]
+def new_server_pid(before: set[int], timeout_s: float = 30.0) -> int:
+    """The `knowledge-mcp serve` process started by this test process since `before` was taken.
+
+    Waits for it: just after the fork, and until its exec (slow on a loaded machine), the new child still
+    shows this test process's command line."""
+
+    def servers() -> list[int]:
+        return [p.pid for p in children_of(os.getpid()) if p.pid not in before and " serve" in f" {p.cmdline}"]
+
+    matches = wait_for(servers, bool, timeout_s)
     assert len(matches) == 1, f"expected one new server process, found {matches}"
     return matches[0]
 
