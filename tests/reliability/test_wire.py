@@ -9,7 +9,6 @@ and every sandbox child with it. The first tests check `server.wire` alone, with
 
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from server.wire import MAX_LINE_BYTES, check_line, oversized_verdict
 from tests.reliability import procs
-from tests.server.conftest import ROOT, server_env
+from tests.server.conftest import ROOT, PipeLines, server_env
 
 
 def real_server_marks(test):
@@ -41,7 +40,8 @@ class RawServer:
             env=server_env(home, KNOWLEDGE_MCP_LOG_LEVEL="WARNING"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(home / "stderr.log", "wb"),
         )
-        self.lines = []
+        self.reader = PipeLines(self.proc.stdout)
+        self.lines = self.reader.seen
 
     def send(self, data: bytes) -> None:
         self.proc.stdin.write(data)
@@ -50,24 +50,8 @@ class RawServer:
     def send_json(self, message: dict) -> None:
         self.send((json.dumps(message) + "\n").encode())
 
-    def read_line(self, timeout_s: float) -> bytes | None:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        if line:
-            self.lines.append(line)
-        return line
-
     def reply_to(self, request_id, timeout_s: float = 300) -> dict:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            line = self.read_line(1.0)
-            if line == b"":
-                raise AssertionError("the server closed stdout")
-            if line and json.loads(line).get("id") == request_id:
-                return json.loads(line)
-        raise AssertionError(f"no reply to request {request_id}")
+        return self.reader.until_id(request_id, timeout_s)
 
     def initialize(self) -> None:
         from mcp_types import LATEST_PROTOCOL_VERSION

