@@ -221,7 +221,9 @@ _DOCS: dict[str, str] = {
              "  succeeds (JSON values, 64 KB in total).",
     "list_skills": "list_skills() -> list[dict]\n  Saved skills (name, description); each is a function you can call.",
     "Hit": "Hit: read-only result with fields " + ", ".join(HIT_FIELDS) + ".\n"
-           "  Use h.path or h['path']; dict(h) copies it; results and json.dumps serialise it as that dict.",
+           "  Use h.path or h['path']; dict(h) copies it; results and json.dumps serialise it as that dict.\n"
+           "  title says what the chunk is: 'def f', 'class C', 'C.method' (a method of a big class),\n"
+           "  'constant NAME' (a module-level table), 'module a.b' (other module-level code), 'A > B' (Markdown).",
 }
 
 
@@ -234,7 +236,10 @@ def _overview() -> str:
         "Not available: files, network, processes, names starting with '_', open/exec/eval/getattr/type/...\n"
         "Example:\n"
         "  hits = search('where are retries configured', k=20)\n"
-        "  result = [dict(path=h.path, line=h.start_line) for h in hits if 'retry' in h.text][:5]"
+        "  result = [dict(path=h.path, line=h.start_line) for h in hits if 'retry' in h.text][:5]\n"
+        "Code questions: the cross-encoder is trained on web prose, so rerank=False often ranks code better;\n"
+        "fusing bm25() and semantic() rankings of two phrasings finds more; a 'constant NAME' hit is a table,\n"
+        "and the functions using it (bm25('NAME')) are usually where the work happens."
     )
 
 
