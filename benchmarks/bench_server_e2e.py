@@ -35,9 +35,9 @@ result = [f"{h.path}:{h.start_line}" for h in hits[:5]]
 # The code route, written as an agent would: the same three phrasings as the baseline (the question and
 # the agent's two paraphrases; never the answer's path, line or symbol), one program, the same text for
 # every question. It fuses keyword and embedding rankings itself per definition; a constant table that
-# matches (a `constant NAME` hit) votes for the one or two definitions that use it, since the table is not
-# where the work happens; module-level chunks cannot be cited but say which file the answer lives in. The
-# cross-encoder (MS MARCO, weak on code as a ranker) only breaks near-ties among the three closest, and a
+# matches (a `constant NAME` hit) votes for the one or two definitions that use it, directly or through a
+# table built from it, since the table is not where the work happens; module-level chunks cannot be cited
+# but say which file the answer lives in. The cross-encoder (MS MARCO, weak on code as a ranker) only breaks near-ties among the three closest, and a
 # question that names the kind it wants ("which function", "which class") gets that kind first. Printed:
 # its top ANSWER_CITATIONS locations, best first, each at the line where its definition starts.
 ANSWER_PROGRAM = """
@@ -52,15 +52,19 @@ for q in phrasings:
     rankings.append((1.0, semantic(q, k=DEPTH, language="python")))
 
 users_of = {{}}
-def users(name):
-    # the definitions whose text uses the constant `name`
-    if name not in users_of:
+def users(name, depth=1):
+    # the definitions whose text uses the constant `name`, or a constant table built from it
+    if (name, depth) not in users_of:
         found = {{}}
         for u in bm25(name, k=20, language="python"):
-            if not u.title.startswith(("module ", "constant ")) and re.search(r"\\b" + name + r"\\b", u.text):
+            if u.title.startswith("module ") or not re.search(r"\\b" + name + r"\\b", u.text):
+                continue
+            if not u.title.startswith("constant "):
                 found[(u.path, u.title)] = u
-        users_of[name] = found
-    return users_of[name]
+            elif depth and u.title.split()[1] != name:
+                found.update(users(u.title.split()[1], depth - 1))
+        users_of[(name, depth)] = found
+    return users_of[(name, depth)]
 
 # Reciprocal-rank fusion per definition (a long function spans several chunks: count its best one)
 # and per file.
