@@ -37,9 +37,10 @@ result = [f"{h.path}:{h.start_line}" for h in hits[:5]]
 # every question. It fuses keyword and embedding rankings itself per definition; a constant table that
 # matches (a `constant NAME` hit) votes for the one or two definitions that use it, directly or through a
 # table built from it, since the table is not where the work happens; module-level chunks cannot be cited
-# but say which file the answer lives in. The cross-encoder (MS MARCO, weak on code as a ranker) only breaks near-ties among the three closest, and a
-# question that names the kind it wants ("which function", "which class") gets that kind first. Printed:
-# its top ANSWER_CITATIONS locations, best first, each at the line where its definition starts.
+# but say which file the answer lives in. The cross-encoder (MS MARCO, weak on code as a ranker) only
+# breaks near-ties among the three closest, and a question that names the kind it wants ("which function",
+# "which class") gets that kind first. Printed: its top ANSWER_CITATIONS locations, best first, each at the
+# line where its definition starts.
 ANSWER_PROGRAM = """
 import re
 question = {question!r}
