@@ -134,9 +134,8 @@ def _body_units(
     units: list[_Unit] = []
     cursor = start
     for node in body:
-        is_definition = isinstance(node, _DEFINITIONS)
-        constant = None if is_definition or prefix else _constant_name(node)
-        if not is_definition and constant is None:
+        constant = None if prefix else _constant_name(node)
+        if constant is None and not isinstance(node, _DEFINITIONS):
             continue
         decorators = node.decorator_list if isinstance(node, _DEFINITIONS) else []
         first = min([d.lineno for d in decorators] + [node.lineno]) - 1
@@ -147,7 +146,7 @@ def _body_units(
         if first > cursor:
             units.append(_Unit(cursor, first, rest_title))
         cursor = last
-        if not isinstance(node, _DEFINITIONS):
+        if not isinstance(node, _DEFINITIONS):  # a constant table
             units.append(_Unit(first, last, f"constant {constant}"))
             continue
         name = f"{prefix}{node.name}"

@@ -56,8 +56,9 @@ class PipeLines:
             line = self.next_line(min(1.0, max(0.0, end - time.monotonic())))
             if line == b"":
                 raise AssertionError("the server closed stdout")
-            if line and json.loads(line).get("id") == wanted_id:
-                return json.loads(line)
+            message = json.loads(line) if line else {}
+            if message.get("id") == wanted_id:
+                return message
         raise AssertionError(f"no response with id {wanted_id}")
 
 
