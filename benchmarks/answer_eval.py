@@ -26,18 +26,18 @@ from bench_server_e2e import (
     ANSWER_PROGRAM,
     PHRASING_FIELDS,
     QUESTIONS,
+    REPO_SOURCES,
     _citations,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_QUERIES = ROOT / "benchmarks" / "code_queries.jsonl"
 DEFAULT_INDEX = ROOT / "benchmarks" / ".cache" / "answer-index"
-SOURCES = ("server", "sandbox", "search", "index", "docs")  # what the token bench indexes
 
 
 def build_index(out: Path) -> None:
     """This repository's code indexed as the token bench does (incremental when `out` exists)."""
-    command = [sys.executable, "-m", "server", "index", "build", *(str(ROOT / s) for s in SOURCES), "--out", str(out)]
+    command = [sys.executable, "-m", "server", "index", "build", *(str(ROOT / s) for s in REPO_SOURCES), "--out", str(out)]
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 

@@ -22,6 +22,7 @@ from anyio.from_thread import start_blocking_portal
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ROOT / "benchmarks" / "token_questions.jsonl"
+REPO_SOURCES = ("server", "sandbox", "search", "index", "docs")  # what the token questions are asked over
 TRIVIAL_RUNS = 100
 REALISTIC_RUNS = 20
 TIME_CAP_S = 300
@@ -188,7 +189,7 @@ def repo_index(tmp_path_factory):
     """This repository's code indexed once (the corpus of the token questions)."""
     out = tmp_path_factory.mktemp("bench-index") / "repo"
     home = tmp_path_factory.mktemp("bench-home")
-    sources = [ROOT / name for name in ("server", "sandbox", "search", "index", "docs")]
+    sources = [ROOT / name for name in REPO_SOURCES]
     done = subprocess.run([sys.executable, "-m", "server", "index", "build", *map(str, sources), "--out", str(out)],
                           cwd=ROOT, env=_env(home), capture_output=True, text=True, timeout=3600, check=False)
     assert done.returncode == 0, done.stderr

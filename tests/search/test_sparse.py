@@ -99,6 +99,16 @@ def test_bm25_weights_rejects_unknown_variant():
         bm25_weights(matrix, lengths, variant="bm42")
 
 
+def _assert_okapi_equals_rank_bm25(token_lists: list[list[str]], queries: list[str]) -> None:
+    """Our okapi scores equal rank_bm25.BM25Okapi's for every query, given the same tokens."""
+    matrix, lengths, term_ids = term_matrix(token_lists)
+    scorer = SparseScorer(bm25_weights(matrix, lengths, variant="okapi", k1=1.5, b=0.75, epsilon=0.25), term_ids)
+    reference = BM25Okapi(token_lists, k1=1.5, b=0.75, epsilon=0.25)
+    for query in queries:
+        tokens = tokenize(query)
+        assert np.allclose(scorer.scores(tokens), reference.get_scores(tokens), rtol=1e-5, atol=1e-6), query
+
+
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="shared/datasets/scifact is not beside the repository")
 def test_sparse_okapi_equals_rank_bm25_on_scifact():
     """It scores the first 500 SciFact docs exactly like rank_bm25.BM25Okapi given the same tokens."""
@@ -107,12 +117,7 @@ def test_sparse_okapi_equals_rank_bm25_on_scifact():
     with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as lines:
         queries = [json.loads(line)["text"] for line in lines][:100]
     token_lists = [tokenize(f"{doc['title']} {doc['text']}") for doc in docs]
-    matrix, lengths, term_ids = term_matrix(token_lists)
-    scorer = SparseScorer(bm25_weights(matrix, lengths, variant="okapi", k1=1.5, b=0.75, epsilon=0.25), term_ids)
-    reference = BM25Okapi(token_lists, k1=1.5, b=0.75, epsilon=0.25)
-    for query in queries:
-        tokens = tokenize(query)
-        assert np.allclose(scorer.scores(tokens), reference.get_scores(tokens), rtol=1e-5, atol=1e-6), query
+    _assert_okapi_equals_rank_bm25(token_lists, queries)
 
 
 def test_sparse_okapi_equals_rank_bm25_on_this_repository():
@@ -126,9 +131,4 @@ def test_sparse_okapi_equals_rank_bm25_on_this_repository():
     queries = [json.loads(line)["text"] for line in (root / "benchmarks" / "code_queries.jsonl").read_text().splitlines()
                if line.strip()]
     assert len(queries) >= 30
-    matrix, lengths, term_ids = term_matrix(token_lists)
-    scorer = SparseScorer(bm25_weights(matrix, lengths, variant="okapi", k1=1.5, b=0.75, epsilon=0.25), term_ids)
-    reference = BM25Okapi(token_lists, k1=1.5, b=0.75, epsilon=0.25)
-    for query in queries:
-        tokens = tokenize(query)
-        assert np.allclose(scorer.scores(tokens), reference.get_scores(tokens), rtol=1e-5, atol=1e-6), query
+    _assert_okapi_equals_rank_bm25(token_lists, queries)
