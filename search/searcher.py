@@ -31,6 +31,7 @@ from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import Hit, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
+from .symbols import SymbolLookup, check_symbol_name, outline_rows, symbol_filter
 
 __all__ = ["Searcher"]
 
@@ -75,6 +76,7 @@ class Searcher:
         self._cross_encoder = cross_encoder
         self._masks = _LruCache(_CACHE_ENTRIES)
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
+        self._symbol_lookup: SymbolLookup | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -109,6 +111,7 @@ class Searcher:
     def warm_before_fork(self) -> None:
         """In the fork server, single-threaded: embed one query and score one pair, so every child
         inherits sessions whose lazy initialisation is done instead of each paying for it."""
+        self._symbols()
         if self._embedder is not None:
             self._embedder.encode(["warm up"])
         if self._cross_encoder is not None:
@@ -220,6 +223,33 @@ class Searcher:
                 raise PathNotFoundError(path)
         blob, offsets = self.data.doc_bytes()
         return grep_docs(regex, blob, offsets, paths, rows, k, deadline)
+
+    def definitions(self, name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
+                    k: int = 20) -> list[Hit]:
+        """The chunks of the definitions named ``name``: exact, then case-insensitive, then glob matches
+        on names and qualified names (tiers in search/symbols.py); scores 4 - tier, one hit per chunk."""
+        name, k = check_symbol_name(name), _check_k(k)
+        allowed = symbol_filter(self.data, self.data.kinds, kind, path, language)
+        table = self.data.symbols
+        chunk_ids: list[int] = []
+        scores: list[float] = []
+        for row, tier in self._symbols().find(name, allowed, len(table)):
+            chunk = int(table.chunk[row])
+            if chunk not in chunk_ids:
+                chunk_ids.append(chunk)
+                scores.append(float(4 - tier))
+                if len(chunk_ids) == k:
+                    break
+        return self._hits(np.asarray(chunk_ids, dtype=np.int64), np.asarray(scores, dtype=np.float64))
+
+    def outline(self, path: str) -> list[dict[str, object]]:
+        """``{symbol, kind, start_line, end_line}`` of the symbols of one indexed file, in file order."""
+        return outline_rows(self.data, path)
+
+    def _symbols(self) -> SymbolLookup:
+        if self._symbol_lookup is None:
+            self._symbol_lookup = SymbolLookup.from_index(self.data)
+        return self._symbol_lookup
 
     # ----------------------------------------------------------------- ranked chunk ids
     def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ TOOLS = {
     "search_code": {"query": "retry"},
     "save_skill": {"name": "top", "source": "def top():\n    return 1\n", "description": "one"},
     "delete_skill": {"name": "top"},
+    "lookup_code": {"grep": "retry"},
 }
 
 
@@ -51,7 +52,7 @@ async def test_tools_hit_schema_matches_search_hit_sandbox_hit_and_output_schema
 
 
 async def test_tools_every_tool_answers_a_load_failure_with_what_to_fix(tmp_path):
-    """It answers each of the four tools with an internal_error naming the load failure (a missing index)."""
+    """It answers each tool with an internal_error naming the load failure (a missing index)."""
     async with Client(_server(tmp_path, index_dir=tmp_path / "no-such-index")) as client:
         for name, arguments in TOOLS.items():
             reply = await client.call_tool(name, arguments)
