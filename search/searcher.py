@@ -29,7 +29,7 @@ from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import Hit, top_k
-from .rerank import CrossEncoder, resolve_rerank_model
+from .rerank import PROSE_LANGUAGES, CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 from .symbols import SymbolLookup, check_symbol_name, outline_rows, symbol_filter
 
@@ -152,8 +152,8 @@ class Searcher:
         path: str | None = None,
         language: str | None = None,
     ) -> list[Hit]:
-        """First-stage search in ``mode``, then (if rerank) the cross-encoder over the top
-        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits."""
+        """First-stage search in ``mode``, then (if rerank) the cross-encoder over the prose among the top
+        max(k, rerank_depth) candidates, cut to k (see ``rerank_prose``)."""
         query, k = _check_query(query), _check_k(k)
         if mode not in SEARCH_MODES:
             raise QueryError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -167,7 +167,27 @@ class Searcher:
         hits = self._hits(*rank(query, depth, mask))
         if not rerank:
             return hits
-        return self._cross_encoder.rerank(query, hits, k)
+        return self.rerank_prose(query, hits, k)
+
+    def rerank_prose(self, query: str, hits: Iterable[Hit], k: int | None = None) -> list[Hit]:
+        """The cross-encoder reorders the prose hits (PROSE_LANGUAGES) among the places prose holds;
+        code hits keep their first-stage places. The MS MARCO model, trained on web prose, lowers
+        code rankings at every depth tried (benchmarks/RESULTS.md, "Ranking for code"), so a code
+        answer is exactly where rerank=False puts it, while an all-prose list (SciFact) is reranked
+        as before. Scores: logits when every hit is prose; in a mixed list each hit takes the
+        first-stage score of its place, so the list stays score-descending."""
+        hits = [_as_hit(hit) for hit in hits]
+        self._require_cross_encoder()
+        prose = [place for place, hit in enumerate(hits) if hit.language in PROSE_LANGUAGES]
+        if len(prose) == len(hits):
+            return self._cross_encoder.rerank(query, hits, k)
+        if not prose:
+            return hits[:k]
+        reranked = self._cross_encoder.rerank(query, [hits[place] for place in prose])
+        placed = list(hits)
+        for place, hit in zip(prose, reranked):
+            placed[place] = hit.with_score(hits[place].score)
+        return placed[:k]
 
     def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
         """New hits scored by the cross-encoder logit, best first, cut to k (None = all)."""
