@@ -3,7 +3,7 @@
 from sandbox.api import API_NAMES, RESERVED_NAMES, SandboxAPI, SandboxHit, build_api, preload_sandbox
 from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
-from sandbox.forkserver_client import ForkServerClient, execute_once
+from sandbox.forkserver_client import ForkServerClient
 from sandbox.modules import ALLOWED_MODULES, preload_modules
 from sandbox.policy import CompiledProgram, compile_program, compile_skill
 from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
@@ -39,7 +39,6 @@ __all__ = [
     "build_api",
     "compile_program",
     "compile_skill",
-    "execute_once",
     "preload_modules",
     "preload_sandbox",
     "run_program",
