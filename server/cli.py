@@ -84,6 +84,7 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--root", metavar="DIR", help="index this source tree (cached) and serve it")
     parser.add_argument("--state-dir", metavar="D", help="skills, config.toml, audit log")
     parser.add_argument("--force", action="store_true", help="allow /, the home directory or a huge tree as root")
+    parser.add_argument("--no-gitignore", action="store_true", help="with --root: index files that .gitignore lists too")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("sources", nargs="+", metavar="SOURCE", help="directory, file or .jsonl corpus")
     build.add_argument("--out", required=True, metavar="DIR", help="index directory to create or update")
     build.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip paths matching GLOB (repeatable)")
+    build.add_argument("--no-gitignore", action="store_true",
+                       help="index files that .gitignore lists too (a source named explicitly is indexed anyway)")
     build.add_argument("--embed-model", metavar="P", help="embedding model folder or package")
     build.add_argument("--embed-precision", choices=EMBED_PRECISIONS, default="int8",
                        help="weights of the ONNX encoder: int8 (default, ~2.3x faster) or fp32")

@@ -159,7 +159,26 @@ def test_cli_index_build_empty_corpus_exits_2(home, tmp_path):
     out = tmp_path / "idx"
     done = run_cli("index", "build", empty, "--out", out, "--no-vectors", tmp_home=home)
     assert done.returncode == 2, done.stderr
-    assert_no_index(out)
+    assert "holds no files" in one_line_error(done)
+    assert not out.exists(), f"a failed first build left {sorted(os.listdir(out))}"
+
+
+def test_cli_index_build_all_gitignored_names_the_cause_and_no_gitignore_indexes_it(home, tmp_path):
+    """It says the files are gitignored and how to index them; --no-gitignore then indexes them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / ".gitignore").write_text("*\n")
+    (src / "notes.md").write_text("# zebracorn notes\n")
+    out = tmp_path / "idx"
+    done = run_cli("index", "build", src, "--out", out, "--no-vectors", tmp_home=home)
+    assert done.returncode == 2, done.stderr
+    assert "--no-gitignore" in one_line_error(done)
+    assert not out.exists()
+    done = run_cli("index", "build", src, "--out", out, "--no-vectors", "--no-gitignore", tmp_home=home)
+    assert done.returncode == 0, done.stderr
+    found = run_cli("search", "zebracorn", "--index", out, "--mode", "bm25", "--json", tmp_home=home)
+    assert found.returncode == 0, found.stderr
+    assert [h["path"] for h in json.loads(found.stdout)] == ["notes.md"]
 
 
 def test_cli_index_build_malformed_jsonl_exits_2(home, tmp_path):
