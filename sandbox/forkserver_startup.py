@@ -67,6 +67,9 @@ def serve(conn_fd: int) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=message.log_level, format="%(asctime)s %(levelname)s fork-server %(name)s: %(message)s"
     )
+    # faiss's loader reports at INFO which CPU builds it tried ("Could not load library with AVX512
+    # support"): noise to a user, so only shown at DEBUG.
+    logging.getLogger("faiss").setLevel(logging.DEBUG if message.log_level == "DEBUG" else logging.WARNING)
     try:
         ctx, config = _load(message)
     except Exception as exc:  # reported to the server, which raises ForkServerError with the exit code
