@@ -18,7 +18,8 @@ from dataclasses import fields, make_dataclass
 import search
 
 from sandbox.guards import SAFE_BUILTIN_NAMES
-from sandbox.modules import ALLOWED_MODULES, JsonValue, preload_modules, shrink_json
+from sandbox.jsonfit import CUT_MARK, shrink_json
+from sandbox.modules import ALLOWED_MODULES, JsonValue, json_default, preload_modules
 from sandbox.tokens import TokenCounter
 from sandbox.validate import REFUSED_BUILTINS
 
@@ -51,7 +52,6 @@ _DEADLINE_MARGIN_S = 0.25
 DEFAULT_INDEX_NAMES = (None, "default")  # one served index for now; named indexes come with INTERFACES.md 7
 SEARCH_MODES = ("hybrid", "bm25", "semantic")
 _SNIPPET_CHARS = 160
-_CUT_MARK = "…"  # also used by modules.shrink_json
 
 
 # A hit's fields (names, types, order) are search.Hit's, the contract's source of truth: SandboxHit is
@@ -176,7 +176,7 @@ def _hit_header(hit: SandboxHit | search.Hit) -> str:
 
 def _hit_snippet(hit: SandboxHit | search.Hit, max_lines: int) -> list[str]:
     lines = [line.strip() for line in hit.text.splitlines() if line.strip()][:max_lines]
-    return ["    " + (line if len(line) <= _SNIPPET_CHARS else line[:_SNIPPET_CHARS] + _CUT_MARK) for line in lines]
+    return ["    " + (line if len(line) <= _SNIPPET_CHARS else line[:_SNIPPET_CHARS] + CUT_MARK) for line in lines]
 
 
 def _render_hits(hits: Sequence[SandboxHit | search.Hit], tokens: TokenCounter, max_tokens: int) -> str:
@@ -188,7 +188,7 @@ def _render_hits(hits: Sequence[SandboxHit | search.Hit], tokens: TokenCounter, 
     kept: list[str] = []
     used = 0
     for position, header in enumerate(headers):
-        more = f"{_CUT_MARK} {len(headers) - position} more hits"
+        more = f"{CUT_MARK} {len(headers) - position} more hits"
         cost = tokens.count(header + "\n")
         if used + cost + tokens.count(more) > max_tokens:
             kept.append(more)
@@ -205,9 +205,9 @@ def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
     if _is_hit_list(obj):
         return _render_hits(obj, tokens, max_tokens)  # type: ignore[arg-type]
     if isinstance(obj, str):
-        return tokens.truncate(obj, max_tokens, marker=f" {_CUT_MARK}[cut]")
-    text, _ = shrink_json(obj, lambda candidate: tokens.count(candidate) <= max_tokens)
-    return text if tokens.count(text) <= max_tokens else tokens.truncate(text, max_tokens, marker=_CUT_MARK)
+        return tokens.truncate(obj, max_tokens, marker=f" {CUT_MARK}[cut]")
+    text, _ = shrink_json(obj, lambda candidate: tokens.count(candidate) <= max_tokens, default=json_default)
+    return text if tokens.count(text) <= max_tokens else tokens.truncate(text, max_tokens, marker=CUT_MARK)
 
 
 # --------------------------------------------------------------------------- help()

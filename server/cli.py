@@ -286,6 +286,12 @@ def format_hits(hits: Sequence[Any]) -> str:
 def _cmd_serve(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
     from .app import run_stdio_server
 
+    if config.index_dir is not None:
+        # A missing or broken index fails here, with exit 3 and the message saying what to do, before
+        # the MCP handshake: a client then shows the server as failed instead of "connected".
+        from index import open_index
+
+        open_index(Path(config.index_dir))
     run_stdio_server(config)
     return EXIT_OK
 
@@ -310,12 +316,33 @@ def _cmd_exec(args: argparse.Namespace, config: ServerConfig, out: TextIO, stdin
     if args.json:
         out.write(json.dumps(reply.structured, ensure_ascii=False) + "\n")
     else:
-        out.write(reply.text + "\n")
+        out.write(_in_cli_words(reply.text) + "\n")
     outcome = reply.structured.get("outcome")
     return EXIT_OK if outcome == "ok" else (EXIT_INTERNAL if outcome == "internal_error" else 2)
 
 
+# The reply's text speaks to MCP clients (argument names, structuredContent); on the command line the
+# same advice names the flag that does it.
+_CLI_WORDS = (
+    ("structuredContent.result", "the --json output's result"),
+    ("structuredContent", "the --json output"),
+    ("max_output_tokens", "--max-output-tokens"),
+    ("timeout_s", "--timeout-s"),
+)
+
+
+def _in_cli_words(text: str) -> str:
+    for mcp_words, cli_words in _CLI_WORDS:
+        text = text.replace(mcp_words, cli_words)
+    return text
+
+
 # ---------------------------------------------------------------- entry point
+
+
+# Third-party loggers that talk at INFO about their own internals (faiss: "Could not load library with
+# AVX512 support"); users see them only at DEBUG.
+NOISY_LOGGERS = ("faiss", "faiss.loader")
 
 
 def _configure_logging(level: str) -> None:
@@ -325,6 +352,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
