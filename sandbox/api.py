@@ -213,8 +213,8 @@ def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
 # --------------------------------------------------------------------------- help()
 _DOCS: dict[str, str] = {
     "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None) -> list[Hit]\n"
-              "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True re-scores the candidates with the\n"
-              "  cross-encoder. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
+              "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True reorders the prose candidates\n"
+              "  (markdown, text, ...) with the cross-encoder, code keeps its first-stage place. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
               "  language: e.g. 'python', 'markdown'.",
     "bm25": "bm25(query, k=10, path=None, language=None) -> list[Hit]\n  Keyword search only (no rerank).",
     "semantic": "semantic(query, k=10, path=None, language=None) -> list[Hit]\n  Embedding search only (no rerank).",
@@ -262,9 +262,11 @@ def _overview() -> str:
         "Example:\n"
         "  hits = search('where are retries configured', k=20)\n"
         "  result = [dict(path=h.path, line=h.start_line) for h in hits if 'retry' in h.text][:5]\n"
-        "Code questions: the cross-encoder is trained on web prose, so rerank=False often ranks code better;\n"
-        "fusing bm25() and semantic() rankings of two phrasings finds more; a 'constant NAME' hit is a table,\n"
-        "and the functions using it (bm25('NAME')) are usually where the work happens."
+        "Code questions: search() reranks only prose (the cross-encoder is trained on web prose; code keeps its\n"
+        "first-stage place); definitions('Name') finds where a symbol is defined, outline(path) lists a file's\n"
+        "symbols, grep(regex) finds exact lines (much faster than read()-ing files); fusing bm25() and\n"
+        "semantic() rankings of two phrasings finds more; a 'constant NAME' hit is a table, and the functions\n"
+        "using it (bm25('NAME')) are usually where the work happens."
     )
 
 
