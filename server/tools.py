@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -21,7 +22,7 @@ from typing_extensions import TypedDict
 
 from sandbox import SandboxHit
 
-from .errors import SkillError
+from .errors import Channel, SkillError, channel_for
 from .results import simple_reply
 from .runtime import Runtime
 
@@ -178,14 +179,13 @@ async def _unready_reply(runtime: Runtime, ctx: Context) -> CallToolResult | Non
 
 def _load_failure(exc: BaseException) -> CallToolResult:
     """The reply when the index or fork server could not load (the message says what to do)."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    structured = {
-        "ok": False,
-        "outcome": "internal_error",
-        "error": {"exception": type(exc).__name__, "message": message, "line": None,
-                  "hint": "fix the server's configuration and restart it", "traceback": None},
-    }
-    return simple_reply(structured, f"internal_error: the server could not load: {message}", is_error=True).to_call_tool_result()
+    request_id = uuid.uuid4().hex[:16]
+    translated = channel_for(exc, request_id=request_id)
+    if translated.channel is Channel.INTERNAL:
+        logger.error("internal error %s: the server could not load: %s", request_id, exc)
+    structured = {"ok": False, "outcome": translated.outcome, "error": translated.error}
+    text = f"{translated.outcome}: the server could not load: {translated.error['message']}"
+    return simple_reply(structured, text, is_error=True).to_call_tool_result()
 
 
 def register_tools(server: Any, runtime: Runtime) -> None:
