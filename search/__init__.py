@@ -6,6 +6,7 @@ from .config import BM25_VARIANTS, SEARCH_MODES, SearchConfig
 from .errors import PathNotFoundError, QueryError, RerankModelMissingError, SearchError
 from .filters import compile_glob
 from .fusion import fuse_rrf
+from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
 from .hits import Hit, format_hits_text, top_k
 from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, passage_text, resolve_rerank_model
 from .searcher import Searcher
@@ -16,6 +17,10 @@ __all__ = [
     "BM25_OKAPI",
     "BM25_VARIANTS",
     "CrossEncoder",
+    "GREP_LINE_CHARS",
+    "GREP_MAX_K",
+    "GrepMatch",
+    "GrepTimeoutError",
     "Hit",
     "PathNotFoundError",
     "QueryError",

@@ -25,8 +25,9 @@ from index import IndexFormatError, open_index, open_index_embedder, resolve_emb
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
 from .errors import PathNotFoundError, QueryError
-from .filters import chunk_mask, compile_glob
+from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
+from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import Hit, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
@@ -200,6 +201,25 @@ class Searcher:
         """Sorted indexed paths matching a glob (rule in search/filters.py)."""
         matcher = compile_glob(pattern)
         return sorted(doc["path"] for doc in self.data.docs if matcher.match(doc["path"]))
+
+    def grep(self, pattern: str, path: str | None = None, ignore_case: bool = False, k: int = 100,
+             deadline: float | None = None) -> list[GrepMatch]:
+        """Lines matching an RE2 ``pattern`` in files matching the ``path`` glob, in path then line order
+        (rules in search/grep.py). QueryError for a refused pattern or k outside [1, 1000];
+        PathNotFoundError when ``path`` matches no indexed file; GrepTimeoutError at ``deadline``."""
+        regex = compile_grep_pattern(pattern, ignore_case)
+        k = _check_k(k)
+        if k > GREP_MAX_K:
+            raise QueryError(f"k must be at most {GREP_MAX_K} for grep, got {k}")
+        paths = [doc["path"] for doc in self.data.docs]
+        if path is None:
+            rows = np.arange(len(paths), dtype=np.int64)
+        else:
+            rows = np.flatnonzero(doc_mask(paths, (), path, None))
+            if len(rows) == 0:
+                raise PathNotFoundError(path)
+        blob, offsets = self.data.doc_bytes()
+        return grep_docs(regex, blob, offsets, paths, rows, k, deadline)
 
     # ----------------------------------------------------------------- ranked chunk ids
     def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from .audit import AuditLog
 from .config import ServerConfig
 from .execute import Executor
 from .freshness import Refresher, Target, build_root_index, check_index, choose_target, index_version, tree_fingerprint
-from .results import Reply
+from .results import Reply, TokenCounting
 from .skills import SkillStore
 from .state import SessionState, SessionStates
 
@@ -46,6 +46,7 @@ class Runtime:
         self.states = SessionStates(config.sandbox.state_max_bytes)
         self.skills = SkillStore(config.skills_dir, config.sandbox)
         self.audit = AuditLog(config.audit_log)
+        self.counter: TokenCounting | None = None  # set first while loading (load-failure replies use it)
         self.target: Target | None = None
         self.status = "not started"
         self.ready = asyncio.Event()
@@ -76,7 +77,7 @@ class Runtime:
         started = time.perf_counter()
         try:
             self.status = "loading the token counter"
-            counter = await asyncio.to_thread(TokenCounter.open, self.config.token_encoding)
+            counter = self.counter = await asyncio.to_thread(TokenCounter.open, self.config.token_encoding)
             self.status = "loading skills"
             await asyncio.to_thread(self.skills.load)
             self.status = "choosing the index"
