@@ -111,7 +111,8 @@ class Searcher:
     def warm_before_fork(self) -> None:
         """In the fork server, single-threaded: embed one query and score one pair, so every child
         inherits sessions whose lazy initialisation is done instead of each paying for it."""
-        self._symbols()
+        if getattr(self.data, "symbols", None) is not None:
+            self._symbols()
         if self._embedder is not None:
             self._embedder.encode(["warm up"])
         if self._cross_encoder is not None:
@@ -256,6 +257,7 @@ class Searcher:
         """The chunks of the definitions named ``name``: exact, then case-insensitive, then glob matches
         on names and qualified names (tiers in search/symbols.py); scores 4 - tier, one hit per chunk."""
         name, k = check_symbol_name(name), _check_k(k)
+        self._symbols()
         allowed = symbol_filter(self.data, self.data.kinds, kind, path, language)
         table = self.data.symbols
         chunk_ids: list[int] = []
@@ -271,9 +273,15 @@ class Searcher:
 
     def outline(self, path: str) -> list[dict[str, object]]:
         """``{symbol, kind, start_line, end_line}`` of the symbols of one indexed file, in file order."""
+        if not isinstance(path, str) or path.strip().removeprefix("./") not in self.data.doc_index:
+            return outline_rows(self.data, path)  # its error: not a string, or not an indexed path
+        self._symbols()
         return outline_rows(self.data, path)
 
     def _symbols(self) -> SymbolLookup:
+        if getattr(self.data, "symbols", None) is None:
+            raise QueryError("this index has no symbol table (built before index format 3); rebuild it with "
+                             "`knowledge-mcp index build` to use definitions() and outline()")
         if self._symbol_lookup is None:
             self._symbol_lookup = SymbolLookup.from_index(self.data)
         return self._symbol_lookup

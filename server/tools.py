@@ -23,8 +23,8 @@ from typing_extensions import TypedDict
 from sandbox import SandboxHit
 
 from .errors import Channel, SkillError, channel_for
-from .results import execution_reply, search_reply, simple_reply
 from .execute import lookup_program
+from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
 __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]

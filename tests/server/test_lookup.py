@@ -21,8 +21,8 @@ async def _call(session, arguments):
     return reply, reply.structured_content
 
 
-async def test_lookup_grep_definitions_and_outline(built_index, tmp_path):
-    """Each lookup answers with its list in `result`: grep lines, definition hits, one file's symbols."""
+async def test_lookup_grep_lines(built_index, tmp_path):
+    """grep answers with its matching lines in `result`, narrowed by path_glob, ignore_case and k."""
     async with connect("--index", str(built_index), home=tmp_path) as session:
         reply, data = await _call(session, {"grep": r"def \w+_password", "path_glob": "src/**"})
         assert reply.is_error is False, data
@@ -33,34 +33,16 @@ async def test_lookup_grep_definitions_and_outline(built_index, tmp_path):
         reply, data = await _call(session, {"grep": "TTLCACHE", "ignore_case": True, "k": 1})
         assert [(m["path"], m["line"]) for m in data["result"]] == [("src/cache.py", 6)]
 
-        reply, data = await _call(session, {"definitions": "TTLCache.get"})
-        assert reply.is_error is False, data
-        first = data["result"][0]
-        assert (first["path"], first["symbol"], first["kind"]) == ("src/cache.py", "TTLCache.get", "method")
-        assert first["start_line"] <= 14 <= first["end_line"]
-        _, data = await _call(session, {"definitions": "ttlcache"})
-        assert data["result"][0]["symbol"] == "TTLCache"
-        _, data = await _call(session, {"definitions": "*_password", "kind": "function"})
-        assert sorted(h["symbol"] for h in data["result"]) == ["hash_password", "verify_password"]
-
-        reply, data = await _call(session, {"outline": "src/ratelimit.py"})
-        assert reply.is_error is False, data
-        assert [(s["symbol"], s["kind"]) for s in data["result"]] == [
-            ("TokenBucket", "class"), ("TokenBucket.__init__", "method"), ("TokenBucket.allow", "method"),
-        ]
-        assert data["result"][0]["start_line"] == 6 and data["result"][-1]["end_line"] == 26
-
 
 @pytest.mark.parametrize(
     ("arguments", "exception", "fragment"),
     [
-        ({"definitions": ""}, "ValueError", "name is empty"),
-        ({"definitions": "   "}, "ValueError", "name is empty"),
+        ({"definitions": ""}, "ValueError", "name must not be empty"),
+        ({"definitions": "   "}, "ValueError", "name must not be empty"),
         ({"grep": "(a)\\1"}, "ValueError", "backreferences"),
         ({"grep": "f(o"}, "ValueError", "not valid RE2 syntax"),
         ({"grep": ""}, "ValueError", "pattern is empty"),
         ({"outline": "src/nope.py"}, "LookupError", "not in the index"),
-        ({"definitions": "x", "kind": "gadget"}, "ValueError", "unknown kind"),
         ({}, "ValueError", "exactly one of definitions, outline or grep"),
         ({"grep": "x", "outline": "src/auth.py"}, "ValueError", "exactly one of"),
     ],
@@ -78,7 +60,7 @@ async def test_execute_code_grep_of_a_catastrophic_pattern_does_not_time_out(tmp
     """grep('(a+)+$') over a file of 'aaa…ab' lines finishes well inside a 10 s limit (Python's re would not)."""
     source = tmp_path / "src"
     source.mkdir()
-    (source / "evil.py").write_text(("a" * 5000 + "b\n") * 200, encoding="utf-8")
+    (source / "evil.py").write_text(("a" * 3000 + "b\n") * 50, encoding="utf-8")  # under the size cap
     (source / "ok.py").write_text("x = 1\n", encoding="utf-8")
     out = tmp_path / "index"
     built = subprocess.run(
