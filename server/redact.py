@@ -1,105 +1,199 @@
-"""Redact what looks like a secret from anything the server returns.
+"""Redact what looks like a secret from anything the server returns, in time linear in the text.
 
 Contract: `redact_text` replaces only the secret part of a match with `[REDACTED:<kind>]`, keeping
 the surrounding text (an assignment keeps its name and operator), and never touches plain hex
 digests, git SHAs or UUIDs: no rule matches on entropy alone, each needs a known shape or a
-secret-sounding name. `redact_value` applies it to every string (and dict key) of a JSON value.
+secret-sounding name. Every pattern runs on RE2 (no backtracking: linear in the text whatever it
+holds); each rule scans the text once and the secret spans it finds are merged, so the cost is
+(number of rules) x (length). `redact_window` redacts a slice of a longer text and moves the slice's
+ends so that a secret crossing a cut is dropped whole, never half-shown. `redact_value` applies
+`redact_text` to every string (and dict key) of a small JSON value.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["redact_text", "redact_value"]
+import re2
 
-# Known token shapes: (kind, pattern). Each pattern matches only the secret itself.
-_TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("private-key", re.compile(
-        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-        re.DOTALL,
-    )),
-    # AWS access key ids (long-term AKIA, temporary ASIA, and the other documented prefixes).
-    ("aws-access-key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b")),
-    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")),
-    ("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,250}")),
-    ("slack-webhook", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{20,}")),
-    ("stripe-key", re.compile(r"\b[rs]k_live_[0-9A-Za-z]{16,}\b")),
-    ("google-api-key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
-)
+from sandbox import safe_text
 
-# "Authorization: Bearer <token>" and "Bearer <token>": keep the scheme, drop the credential.
-_BEARER = re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9\-._~+/]{16,}=*)")
-_BASIC_AUTH_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+:)([^\s@/]{3,})(@)")
+__all__ = ["REDACT_MARGIN_CHARS", "redact_text", "redact_value", "redact_window"]
 
-# Names that announce a secret; the value assigned to them is redacted.
+# Context read past each cut, so a secret crossing it is seen whole: longer than any bounded token
+# shape and than a 4096-bit RSA key block (~3.3 KB); longer secrets match as a prefix (see below).
+REDACT_MARGIN_CHARS = 8192
+SNAP_CHARS = 512  # at a blind cut (the text ends there), a partial word this long or shorter is dropped
+
+_PRIVATE_KEY_END = r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
 _SECRET_NAME = (
     r"[A-Za-z0-9_.-]*(?:password|passwd|passphrase|secret|api[_-]?key|apikey|private[_-]?key"
     r"|(?:access|auth|api|refresh|bearer|session|client)[_-]?token|credentials?)[A-Za-z0-9_.-]*"
-)
-_QUOTED_ASSIGNMENT = re.compile(
-    rf"""(?ix)
-    (["']?\b{_SECRET_NAME}["']?\s*(?::=|=>|[:=])\s*)   # name and operator (JSON, YAML, code, env)
-    (["'])([^"'\n]{{4,}})\2                               # a quoted literal value
-    """
-)
-_BARE_ASSIGNMENT = re.compile(
-    rf"""(?ix)
-    (\b{_SECRET_NAME}\s*(?:=|:)[ \t]*)                    # env/ini/yaml style
-    ([^\s"'#,;]{{4,}})                                    # an unquoted value
-    """
 )
 # Unquoted values that are code or placeholders, not secrets (type annotations, references).
 _NOT_SECRET_WORDS = frozenset({
     "str", "int", "bytes", "bool", "none", "null", "true", "false", "optional", "any", "string",
     "required", "self", "secret", "password", "redacted", "typing",
 })
+# Python re on purpose: one search over a short value, no nested repetition (linear).
 _CODE_LIKE = re.compile(r"[()\[\]{}<>$]|^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_]")
-
 _MARK = "[REDACTED:{}]"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def redact_text(text: str) -> str:
-    """`text` with every secret-looking span replaced by `[REDACTED:<kind>]`."""
-    if not text:
-        return text
-    for kind, pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(_MARK.format(kind), text)
-    text = _BEARER.sub(lambda m: m.group(1) + _MARK.format("token"), text)
-    text = _BASIC_AUTH_URL.sub(lambda m: m.group(1) + _MARK.format("password") + m.group(3), text)
-    text = _QUOTED_ASSIGNMENT.sub(_redact_quoted, text)
-    text = _BARE_ASSIGNMENT.sub(_redact_bare, text)
+def _quoted_value_is_plain(value: str) -> bool:
+    return value.strip().lower() in _NOT_SECRET_WORDS
+
+
+def _bare_value_is_plain(value: str) -> bool:
+    return (
+        value.lower().rstrip(":") in _NOT_SECRET_WORDS
+        or value.isdigit()
+        or _CODE_LIKE.search(value) is not None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One shape of secret: the groups holding the secret (first that took part wins), and an
+    optional test that says a matched value is not a secret after all."""
+
+    kind: str
+    pattern: Any  # re2._Regexp
+    groups: tuple[int, ...] = (0,)
+    is_plain: Callable[[str], bool] | None = None
+
+
+# In priority order: when spans overlap, the first rule's kind names the merged span. Each pattern
+# ends a bounded-length secret with \b or a fixed length, and an unbounded one matches any prefix
+# of itself, so a secret cut by the end of a window is still found.
+_RULES: tuple[_Rule, ...] = (
+    # A key block up to its END line, or to the end of the text when the END line is cut off.
+    _Rule("private-key", re2.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?s:.*?)(?:" + _PRIVATE_KEY_END + r"|$)"
+    )),
+    # AWS access key ids (long-term AKIA, temporary ASIA, and the other documented prefixes).
+    _Rule("aws-access-key", re2.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b")),
+    _Rule("github-token", re2.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")),
+    _Rule("slack-token", re2.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,250}")),
+    _Rule("slack-webhook", re2.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]{20,}")),
+    _Rule("stripe-key", re2.compile(r"\b[rs]k_live_[0-9A-Za-z]{16,}\b")),
+    _Rule("google-api-key", re2.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
+    _Rule("jwt", re2.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    # "Authorization: Bearer <token>" and "Bearer <token>": keep the scheme, drop the credential.
+    _Rule("token", re2.compile(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{16,}=*)"), groups=(1,)),
+    _Rule("password", re2.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:([^\s@/]{3,})@"), groups=(1,)),
+    # name = "value" (JSON, YAML, code, env); an unclosed quote at the end of the text counts.
+    _Rule("secret", re2.compile(
+        r"""(?i)["']?\b""" + _SECRET_NAME + r"""["']?\s*(?::=|=>|[:=])\s*(?:"([^"\n]{4,})(?:"|$)|'([^'\n]{4,})(?:'|$))"""
+    ), groups=(1, 2), is_plain=_quoted_value_is_plain),
+    # name = value, unquoted (env/ini/yaml style).
+    _Rule("secret", re2.compile(
+        r"(?i)\b" + _SECRET_NAME + r"""\s*(?:=|:)[ \t]*([^\s"'#,;]{4,})"""
+    ), groups=(1,), is_plain=_bare_value_is_plain),
+)
+_KEY_BEGIN = re2.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
+_KEY_END = re2.compile(_PRIVATE_KEY_END)
+
+Span = tuple[int, int, str]
+
+
+def secret_spans(text: str, *, starts_mid_text: bool = False) -> list[Span]:
+    """Sorted, non-overlapping (start, end, kind) of every secret in `text`.
+
+    `starts_mid_text`: `text` is a slice that may begin inside a key block, so an END line with no
+    BEGIN before it makes everything up to it a private key.
+    """
+    found: list[tuple[int, int, int, str]] = []
+    for priority, rule in enumerate(_RULES):
+        for match in rule.pattern.finditer(text):
+            start, end = next(
+                (span for span in (match.span(group) for group in rule.groups) if span[0] >= 0), match.span()
+            )
+            if rule.is_plain is not None and rule.is_plain(text[start:end]):
+                continue
+            found.append((start, end, priority, rule.kind))
+    if starts_mid_text and (end_line := _KEY_END.search(text)) is not None:
+        begin = _KEY_BEGIN.search(text)
+        if begin is None or begin.start() > end_line.start():
+            found.append((0, end_line.end(), 0, "private-key"))
+    found.sort()
+    merged: list[Span] = []
+    for start, end, _, kind in found:
+        if merged and start < merged[-1][1]:
+            last_start, last_end, last_kind = merged[-1]
+            merged[-1] = (last_start, max(last_end, end), last_kind)
+        else:
+            merged.append((start, end, kind))
+    return merged
+
+
+def _matchable(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD (same length: RE2 takes valid UTF-8 only)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
     return text
 
 
-def _redact_quoted(match: re.Match[str]) -> str:
-    value = match.group(3)
-    if value.startswith("[REDACTED:") or value.strip().lower() in _NOT_SECRET_WORDS:
-        return match.group(0)
-    quote = match.group(2)
-    return f"{match.group(1)}{quote}{_MARK.format('secret')}{quote}"
+def _apply(text: str, spans: list[Span], start: int, end: int) -> str:
+    pieces: list[str] = []
+    position = start
+    for span_start, span_end, kind in spans:
+        if span_start < start or span_end > end:
+            continue
+        pieces.append(text[position:span_start])
+        pieces.append(_MARK.format(kind))
+        position = span_end
+    pieces.append(text[position:end])
+    return safe_text("".join(pieces))
 
 
-def _redact_bare(match: re.Match[str]) -> str:
-    value = match.group(2)
-    if (
-        value.startswith("[REDACTED")
-        or value.lower().rstrip(":") in _NOT_SECRET_WORDS
-        or _CODE_LIKE.search(value)
-        or value.isdigit()
-    ):
-        return match.group(0)
-    return match.group(1) + _MARK.format("secret")
+def redact_text(text: str) -> str:
+    """`text` with every secret-looking span replaced by `[REDACTED:<kind>]` (lone surrogates escaped)."""
+    if not text:
+        return text
+    return _apply(text, secret_spans(_matchable(text)), 0, len(text))
+
+
+def redact_window(text: str, start: int = 0, end: int | None = None, *, end_is_cut: bool = False) -> tuple[str, int, int]:
+    """(redacted text[start2:end2], start2, end2), with start <= start2 <= end2 <= end.
+
+    Only REDACT_MARGIN_CHARS around the slice are read, so the cost is linear in the slice. A secret
+    crossing `start` or `end` moves that end past it (the secret is dropped whole). `end_is_cut`
+    says the text itself was cut at its end (by the sandbox's stdout cap): a partial word there is
+    dropped, since nothing after it shows whether it was a secret. Lone surrogates come back escaped.
+    """
+    end = len(text) if end is None else min(end, len(text))
+    start = max(0, min(start, end))
+    low, high = max(0, start - REDACT_MARGIN_CHARS), min(len(text), end + REDACT_MARGIN_CHARS)
+    window = text[low:high]
+    spans = secret_spans(_matchable(window), starts_mid_text=low > 0)
+    first, last = start - low, end - low
+    if end_is_cut and high == len(text) and last == len(window) and last > first and not window[last - 1].isspace():
+        blank = max(window.rfind(" ", max(first, last - SNAP_CHARS), last), window.rfind("\n", max(first, last - SNAP_CHARS), last))
+        if blank >= 0:
+            last = blank + 1
+        elif last - first <= SNAP_CHARS:
+            last = first
+    for span_start, span_end, _ in spans:
+        if span_start < first < span_end:
+            first = span_end
+        if span_start < last < span_end:
+            last = span_start
+    last = max(first, last)
+    return _apply(window, spans, first, last), low + first, low + last
 
 
 def redact_value(value: Any) -> Any:
     """A copy of a JSON value with `redact_text` applied to every string and dict key."""
     if isinstance(value, str):
         return redact_text(value)
-    if isinstance(value, list):
-        return [redact_value(item) for item in value]
-    if isinstance(value, tuple):
+    if isinstance(value, (list, tuple)):
         return [redact_value(item) for item in value]
     if isinstance(value, dict):
         return {redact_text(str(key)): redact_value(item) for key, item in value.items()}

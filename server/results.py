@@ -1,30 +1,38 @@
-"""Pure result processing: redact, fit a reply to its token budget, render the text block.
+"""Pure result processing: bound, redact, fit a reply to its token budget, render the text block.
 
 Contract: a `Reply` has one text block and a structuredContent dict. The budget bounds
 `count(text) + count(reply_json(structured))`, where `reply_json` is compact JSON
 (`separators=(",", ":")`, `ensure_ascii=False`); `structured["output_tokens"]` equals that sum
-exactly. Fitting never cuts through JSON: it cuts stdout to its head and tail with a marker, cuts
-long strings (hit snippets first; short fields such as paths stay whole), then drops list items
-from the end with a marker item, and sets `truncated`. Secrets are redacted before counting.
+exactly, for every outcome (errors and the last-resort minimal reply included).
+Processing is linear in the input and bounded: every text (stdout, each string of `result`, each
+error field, each hit field) is first capped at `cap_chars(budget)` (4x the budget at 4 characters a
+token; stdout keeps its head and tail), redacted on the way (a secret crossing a cap is dropped
+whole), its lone surrogates escaped, and `result` is cut to MAX_JSON_DEPTH levels; then fitting cuts
+stdout to its head and tail with a marker, cuts long strings (hit snippets first; short fields such
+as paths stay whole), then drops list items from the end with a marker item, and sets `truncated`.
+Cuts use sandbox.cut_json, so every marker starts with CUT_MARK. The work costs milliseconds per
+100 KB, so callers on an event loop run it in a worker thread (see runtime).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mcp_types import CallToolResult, TextContent
 
-from sandbox import OUTCOMES, TIMING_KEYS
+from sandbox import CUT_MARK, OUTCOMES, TIMING_KEYS, cut_json, json_extent, safe_text
 
-from .redact import redact_text, redact_value
+from .redact import redact_window
 
 __all__ = [
     "Reply",
     "TokenCounting",
+    "cap_chars",
     "execution_reply",
     "reply_json",
     "reply_tokens",
@@ -34,11 +42,23 @@ __all__ = [
 ]
 
 STR_FLOOR_CHARS = 48  # strings this short (paths, names, ids) survive the snippet-cutting phase
+LAST_STR_FLOOR_CHARS = 16  # ... and these survive the last phase
 TEXT_SNIPPET_LINES = 2  # snippet lines per hit in the human rendering of search results
 RESULT_PREVIEW_CHARS = 300  # a longer result shows as a preview in the text block
 RESULT_PREVIEW_HITS = 10
 MAX_TIMING_MS = 999999.9  # widest timing value (16 min); wider ones are clamped
 SEARCH_STEPS = 14  # binary-search steps per phase (2**-14 precision of the kept share)
+CAP_BUDGETS = 4  # every text is capped at this many reply budgets before any other work
+CAP_CHARS_PER_TOKEN = 4  # ... counted at this many characters a token (measuring tokens costs more)
+MINIMAL_NAME_TOKENS = (16, 8, 4, 2, 0)  # exception-name lengths the last-resort reply tries
+ERROR_TEXT_FIELDS = ("exception", "message", "hint", "traceback")
+# A string the sandbox already cut (sandbox.cut_json's marker): the text before it ends blind.
+_CHILD_CUT = re.compile(re.escape(CUT_MARK) + r"\[\+\d+ chars\]\Z")
+
+
+def cap_chars(budget_tokens: int) -> int:
+    """Characters any one text may keep before fitting, for a reply budget of `budget_tokens`."""
+    return CAP_BUDGETS * budget_tokens * CAP_CHARS_PER_TOKEN
 
 
 class TokenCounting(Protocol):
@@ -77,101 +97,106 @@ def reply_tokens(text: str, structured: Mapping[str, Any], counter: TokenCountin
     return counter.count(text) + counter.count(reply_json(structured))
 
 
+# ---------------------------------------------------------------- bounding (before any counting)
+
+
+def _redacted(text: str, keep: int | None) -> tuple[str, int]:
+    """cut_json's text hook: `text` (or its first `keep` characters) redacted and surrogate-safe;
+    returns the shown text and how many characters of `text` it stands for."""
+    end = len(text) if keep is None else min(keep, len(text))
+    blind = False
+    if end == len(text) and (child_cut := _CHILD_CUT.search(text, max(0, end - 40))) is not None:
+        end, blind = child_cut.start(), True  # cut in the child: keep its marker, drop a partial word
+    shown, _, kept_to = redact_window(text, 0, end, end_is_cut=blind or keep is not None)
+    if blind:
+        shown += text[end:]
+        kept_to = len(text)
+    return shown, kept_to
+
+
+def _bound_value(value: Any, cap: int) -> tuple[Any, bool]:
+    """`value` capped at `cap` characters in all and MAX_JSON_DEPTH levels, redacted."""
+    return cut_json(value, budget_chars=cap, text=_redacted)
+
+
+def _bound_error(error: Mapping[str, Any], cap: int) -> tuple[dict[str, Any], bool]:
+    """The five error fields, each text capped at `cap` characters and redacted; odd types coerced."""
+    fields: dict[str, Any] = {}
+    for key in ERROR_TEXT_FIELDS:
+        value = error.get(key)
+        fields[key] = None if value is None else value if isinstance(value, str) else str(value)[: cap + 1]
+    line = error.get("line")
+    fields["line"] = line if isinstance(line, int) and not isinstance(line, bool) else None
+    bounded, was_cut = cut_json(fields, str_chars=cap, text=_redacted)
+    return {key: bounded[key] for key in ("exception", "message", "line", "hint", "traceback")}, was_cut
+
+
+def _bound_hits(hits: Sequence[Mapping[str, Any]], cap: int) -> list[dict[str, Any]]:
+    out = []
+    for hit in hits:
+        bounded, _ = cut_json(dict(hit), str_chars=cap, text=_redacted)
+        out.append(bounded)
+    return out
+
+
 # ---------------------------------------------------------------- cutting primitives
 
 
 @dataclass(frozen=True, slots=True)
 class _Cut:
-    """How much to keep: stdout tokens, characters per long string, items per list (None = all)."""
+    """How much to keep: stdout tokens, characters per long string, items per list (None = all).
+
+    str_chars < 0 means the last phase: every string longer than LAST_STR_FLOOR_CHARS goes."""
 
     stdout_tokens: int | None = None
     str_chars: int | None = None
     list_items: int | None = None
 
 
-def _cut_string(text: str, max_chars: int | None) -> tuple[str, bool]:
-    """Cut a long string to `max_chars` (never below STR_FLOOR_CHARS; a negative value = to nothing)."""
-    if max_chars is None:
-        return text, False
-    keep = max(max_chars, STR_FLOOR_CHARS) if max_chars >= 0 else 0
-    if len(text) <= max(keep, 16 if max_chars < 0 else keep):
-        return text, False
-    return f"{text[:keep]}…[+{len(text) - keep} chars]", True
-
-
-def _cut_snippet(text: str, max_chars: int | None) -> tuple[str, bool]:
-    """Cut a hit's text to `max_chars` (no floor: snippets go before hits do)."""
-    if max_chars is None or len(text) <= max(max_chars, 0):
-        return text, False
-    keep = max(max_chars, 0)
-    return f"{text[:keep]}…[+{len(text) - keep} chars]", True
-
-
-def _cut_json(value: Any, cut: _Cut) -> tuple[Any, bool]:
-    """A copy of `value` with long strings and lists cut per `cut`; always valid JSON."""
-    if isinstance(value, str):
-        return _cut_string(value, cut.str_chars)
-    if isinstance(value, list):
-        items = value
-        was_cut = False
-        if cut.list_items is not None and len(items) > cut.list_items:
-            items = items[: cut.list_items]
-            was_cut = True
-        out = []
-        for item in items:
-            new, item_cut = _cut_json(item, cut)
-            out.append(new)
-            was_cut |= item_cut
-        if len(value) > len(items):
-            out.append(f"…[{len(value) - len(items)} more items cut]")
-        return out, was_cut
-    if isinstance(value, dict):
-        out_dict = {}
-        was_cut = False
-        for key, item in value.items():
-            new, item_cut = _cut_json(item, cut)
-            out_dict[key] = new
-            was_cut |= item_cut
-        return out_dict, was_cut
-    return value, False
-
-
-def _json_extent(value: Any) -> tuple[int, int]:
-    """(longest string, longest list) inside a JSON value."""
-    if isinstance(value, str):
-        return len(value), 0
-    if isinstance(value, list):
-        longest_str, longest_list = 0, len(value)
-        for item in value:
-            s, n = _json_extent(item)
-            longest_str, longest_list = max(longest_str, s), max(longest_list, n)
-        return longest_str, longest_list
-    if isinstance(value, dict):
-        longest_str, longest_list = 0, 0
-        for item in value.values():
-            s, n = _json_extent(item)
-            longest_str, longest_list = max(longest_str, s), max(longest_list, n)
-        return longest_str, longest_list
-    return 0, 0
+def _cut_value(value: Any, cut: _Cut, *, floor: int = STR_FLOOR_CHARS) -> tuple[Any, bool]:
+    """`value` with long strings and lists cut per `cut` (sandbox.cut_json); always valid JSON."""
+    if cut.str_chars is None:
+        return cut_json(value, list_items=cut.list_items)
+    if cut.str_chars < 0:
+        return cut_json(value, str_chars=0, str_floor=LAST_STR_FLOOR_CHARS, list_items=cut.list_items)
+    return cut_json(value, str_chars=max(cut.str_chars, floor), str_floor=floor, list_items=cut.list_items)
 
 
 class _Stdout:
-    """Stdout encoded once, so head/tail cuts of any size are cheap."""
+    """Stdout capped, redacted and encoded once, so head/tail cuts of any size are cheap.
 
-    def __init__(self, text: str, counter: TokenCounting) -> None:
-        self.text = text
+    Only the first 2/3 and the last 1/3 of `cap` characters are ever read past a line count."""
+
+    def __init__(self, text: str, cap: int, counter: TokenCounting, *, cut_by_sandbox: bool = False) -> None:
         self.counter = counter
-        self.tokens = counter.encode(text) if text else []
+        self.total_chars = len(text)
         self.lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+        if len(text) <= cap:
+            self.head, _, _ = redact_window(text, end_is_cut=cut_by_sandbox)
+            self.tail, self.precut = "", False
+        else:
+            head_end = (cap * 2) // 3
+            self.head, _, kept_to = redact_window(text, 0, head_end)
+            self.tail, kept_from, _ = redact_window(text, len(text) - (cap - head_end), end_is_cut=cut_by_sandbox)
+            self.precut = True
+        self.head_tokens = counter.encode(self.head) if self.head else []
+        self.tail_tokens = counter.encode(self.tail) if self.tail else []
+
+    @property
+    def token_count(self) -> int:
+        return len(self.head_tokens) + len(self.tail_tokens)
 
     def cut(self, max_tokens: int | None) -> tuple[str, bool]:
-        total = len(self.tokens)
-        if max_tokens is None or total <= max_tokens:
-            return self.text, False
-        head_n = (max_tokens * 2) // 3
-        tail_n = max_tokens - head_n
-        head = self.counter.decode(self.tokens[:head_n]) if head_n else ""
-        tail = self.counter.decode(self.tokens[total - tail_n :]) if tail_n else ""
+        if not self.precut and (max_tokens is None or len(self.head_tokens) <= max_tokens):
+            return self.head, False
+        head_src, tail_src = (self.head_tokens, self.tail_tokens) if self.precut else (self.head_tokens,) * 2
+        total = self.token_count if self.precut else len(self.head_tokens)
+        budget = total if max_tokens is None else min(max_tokens, total)
+        head_n = min((budget * 2) // 3, len(head_src))
+        tail_n = min(budget - head_n, len(tail_src))
+        head_n = min(budget - tail_n, len(head_src))
+        head = self.counter.decode(head_src[:head_n]) if head_n else ""
+        tail = self.counter.decode(tail_src[len(tail_src) - tail_n :]) if tail_n else ""
         # Prefer whole lines when that keeps most of the allowance.
         if "\n" in head and head.rfind("\n") >= len(head) // 2:
             head = head[: head.rfind("\n") + 1]
@@ -179,8 +204,8 @@ class _Stdout:
             tail = tail[tail.find("\n") + 1 :]
         head, tail = head.replace("\ufffd", ""), tail.replace("\ufffd", "")
         cut_lines = max(self.lines - head.count("\n") - tail.count("\n"), 0)
-        cut_chars = max(len(self.text) - len(head) - len(tail), 0)
-        marker = f"…[stdout cut: {cut_lines} lines, {cut_chars} chars omitted of {self.lines} lines]…"
+        cut_chars = max(self.total_chars - len(head) - len(tail), 0)
+        marker = f"{CUT_MARK}[stdout cut: {cut_lines} lines, {cut_chars} chars omitted of {self.lines} lines]{CUT_MARK}"
         sep_head = "" if not head or head.endswith("\n") else "\n"
         sep_tail = "\n" if tail else ""
         return f"{head}{sep_head}{marker}{sep_tail}{tail}", True
@@ -236,8 +261,8 @@ def _fit(build: Build, stdout_tokens: int, longest_str: int, longest_list: int, 
     if found is not None:
         return found
     # Phase 3: even short strings go.
-    found = _search(lambda share: _Cut(stdout_tokens=0, str_chars=-1, list_items=0), build, counter, budget)
-    return found
+    ok, built = _fits(build, _Cut(stdout_tokens=0, str_chars=-1, list_items=0), counter, budget)
+    return built if ok else None
 
 
 def _finalize(text: str, structured: dict[str, Any], counter: TokenCounting) -> tuple[str, dict[str, Any]]:
@@ -270,24 +295,23 @@ def execution_reply(
     max_output_tokens: int,
 ) -> Reply:
     """The execute_code reply `{ok, outcome, stdout, result, error, truncated, output_tokens, timings_ms}`
-    fitted to `max_output_tokens`; `isError` for every outcome but `ok`."""
+    fitted to `max_output_tokens`; `isError` for every outcome but `ok`. `truncated` says the
+    sandbox already cut stdout or the result."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
-    stdout = redact_text(stdout or "")
-    result = redact_value(result)
-    error_dict = redact_value(_error_fields(error)) if error is not None else None
-    timings = _timings(timings_ms)
-    whole_stdout = _Stdout(stdout, counter)
-    str_extent, list_extent = _json_extent([result, error_dict])
     budget = max_output_tokens
+    cap = cap_chars(budget)
+    whole_stdout = _Stdout(stdout or "", cap, counter, cut_by_sandbox=truncated)
+    result, result_capped = _bound_value(result, cap)
+    error_dict, error_capped = _bound_error(error, cap) if error is not None else (None, False)
+    truncated = truncated or whole_stdout.precut or result_capped or error_capped
+    timings = _timings(timings_ms)
+    str_extent, list_extent = json_extent([result, error_dict])
 
     def build(cut: _Cut) -> tuple[str, dict[str, Any], bool]:
         out, out_cut = whole_stdout.cut(cut.stdout_tokens)
-        res, res_cut = _cut_json(result, cut)
-        err, err_cut = _cut_json(error_dict, _Cut(str_chars=cut.str_chars)) if error_dict is not None else (None, False)
-        if cut.str_chars is not None and cut.str_chars < 0 and err is not None:
-            err = {key: (value[:40] if isinstance(value, str) else value) for key, value in err.items()}
-            err_cut = True
+        res, res_cut = _cut_value(result, cut)
+        err, err_cut = _cut_value(error_dict, _Cut(str_chars=cut.str_chars)) if error_dict is not None else (None, False)
         was_cut = out_cut or res_cut or err_cut
         structured = {
             "ok": outcome == "ok",
@@ -301,40 +325,50 @@ def execution_reply(
         }
         return _render_execution(structured), structured, was_cut
 
-    built = _fit(build, len(whole_stdout.tokens), str_extent, list_extent, counter, budget)
+    built = _fit(build, whole_stdout.token_count, str_extent, list_extent, counter, budget)
     if built is None:
-        built = _minimal_execution(outcome, timings, error_dict)
+        built = _minimal_execution(outcome, timings, error_dict, counter, budget)
     text, structured, _ = built
     text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=outcome != "ok")
 
 
-def _minimal_execution(outcome: str, timings: dict[str, float], error: dict[str, Any] | None):
-    err = None
-    if error is not None:
-        err = {key: None for key in error}
-        err["exception"] = (error.get("exception") or "")[:40] or None
-    structured = {
-        "ok": outcome == "ok",
-        "outcome": outcome,
-        "stdout": "",
-        "result": None,
-        "error": err,
-        "truncated": True,
-        "output_tokens": 0,
-        "timings_ms": timings,
-    }
-    return f"{outcome} (reply cut to fit the budget)", structured, True
+def _short_name(name: Any, tokens: int, counter: TokenCounting) -> str | None:
+    """`name` cut to at most `tokens` tokens (whole characters only), or None."""
+    if not isinstance(name, str) or not name or tokens <= 0:
+        return None
+    encoded = counter.encode(name[: tokens * 8])
+    if len(encoded) <= tokens and len(name) <= tokens * 8:
+        return name
+    return counter.decode(encoded[:tokens]).replace("\ufffd", "") or None
 
 
-def _error_fields(error: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "exception": error.get("exception"),
-        "message": error.get("message"),
-        "line": error.get("line"),
-        "hint": error.get("hint"),
-        "traceback": error.get("traceback"),
-    }
+def _minimal_error(error: Mapping[str, Any] | None, tokens: int, counter: TokenCounting) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {"exception": _short_name(error.get("exception"), tokens, counter), "message": None, "line": None,
+            "hint": None, "traceback": None}
+
+
+def _minimal_execution(
+    outcome: str, timings: dict[str, float], error: Mapping[str, Any] | None, counter: TokenCounting, budget: int
+) -> tuple[str, dict[str, Any], bool]:
+    """The last-resort reply: no data, the exception name cut by tokens until the whole fits."""
+    for name_tokens in MINIMAL_NAME_TOKENS:
+        structured = {
+            "ok": outcome == "ok",
+            "outcome": outcome,
+            "stdout": "",
+            "result": None,
+            "error": _minimal_error(error, name_tokens, counter),
+            "truncated": True,
+            "output_tokens": budget,
+            "timings_ms": timings,
+        }
+        text = _render_execution(structured)
+        if reply_tokens(text, structured, counter) <= budget:
+            break
+    return text, structured, True
 
 
 def _timings(timings_ms: Mapping[str, float] | None) -> dict[str, float]:
@@ -346,10 +380,16 @@ def _timings(timings_ms: Mapping[str, float] | None) -> dict[str, float]:
 
 
 def retime(reply: Reply, timings_ms: Mapping[str, float], counter: TokenCounting) -> Reply:
-    """`reply` with its real timings and the matching `output_tokens` (fit first with timings None)."""
+    """`reply` with its real timings and the matching `output_tokens` (fit first with timings None).
+
+    Only the timings change: the text keeps every cut it was fitted with (its status line is
+    re-rendered, never the rest), and real timings are never wider than the placeholders."""
     structured = dict(reply.structured)
+    text = reply.text
+    old_head = _head(structured) if "stdout" in structured else None
     structured["timings_ms"] = _timings(timings_ms)
-    text = _render_execution(structured) if "stdout" in structured else reply.text
+    if old_head is not None and text.startswith(old_head):
+        text = _head(structured) + text[len(old_head):]
     text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=reply.is_error)
 
@@ -379,13 +419,15 @@ def _preview_result(result: Any) -> str:
     return f"{whole[:RESULT_PREVIEW_CHARS]}… ({len(whole)} chars; the whole value is in structuredContent.result)"
 
 
+def _head(structured: Mapping[str, Any]) -> str:
+    """The status line of an execute_code text block (the only part that shows timings)."""
+    head = f"{structured['outcome']} · {structured['timings_ms']['total']:.1f} ms"
+    return head + " · truncated" if structured["truncated"] else head
+
+
 def _render_execution(structured: Mapping[str, Any]) -> str:
     """Human rendering: one status line, stdout, `result = ...`, the error; no second copy of the JSON."""
-    timings = structured["timings_ms"]
-    head = f"{structured['outcome']} · {timings['total']:.1f} ms"
-    if structured["truncated"]:
-        head += " · truncated"
-    parts = [head]
+    parts = [_head(structured)]
     if structured["stdout"]:
         parts.append(structured["stdout"].rstrip("\n"))
     if structured["result"] is not None:
@@ -418,12 +460,13 @@ def search_reply(
     timings_ms}`: hits keep every field; snippets are cut first, then hits dropped from the end."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
-    clean_hits = [redact_value(dict(hit)) for hit in hits]
-    error_dict = redact_value(_error_fields(error)) if error is not None else None
+    cap = cap_chars(max_output_tokens)
+    clean_hits = _bound_hits(hits, cap)
+    error_dict, _ = _bound_error(error, cap) if error is not None else (None, False)
     timings = _timings(timings_ms)
     longest_text = max((len(hit.get("text") or "") for hit in clean_hits), default=0)
 
-    def build(cut: _Cut) -> tuple[str, dict[str, Any], bool]:
+    def build(cut: _Cut, query: str = query) -> tuple[str, dict[str, Any], bool]:
         kept = clean_hits if cut.list_items is None else clean_hits[: cut.list_items]
         was_cut = len(kept) < len(clean_hits)
         out_hits = []
@@ -431,6 +474,8 @@ def search_reply(
             text, text_cut = _cut_snippet(hit.get("text") or "", cut.str_chars)
             out_hits.append({**hit, "text": text})
             was_cut |= text_cut
+        err, err_cut = _cut_value(error_dict, _Cut(str_chars=cut.str_chars)) if error_dict is not None else (None, False)
+        was_cut |= err_cut
         structured = {
             "ok": outcome == "ok",
             "outcome": outcome,
@@ -439,7 +484,7 @@ def search_reply(
             "rerank": rerank,
             "hits": out_hits,
             "total_hits": len(clean_hits),
-            "error": error_dict,
+            "error": err,
             "truncated": was_cut,
             "output_tokens": max_output_tokens,
             "timings_ms": timings,
@@ -447,12 +492,25 @@ def search_reply(
         return _render_search(structured), structured, was_cut
 
     built = _fit(build, 0, longest_text, len(clean_hits), counter, max_output_tokens)
-    if built is None:  # not even an empty hit list fits: drop the echoed query too
-        query = query[:40]
-        built = build(_Cut(str_chars=0, list_items=0))
+    if built is None:  # not even an empty hit list fits: cut the echoed query and the error by tokens
+        for name_tokens in MINIMAL_NAME_TOKENS:
+            text, structured, _ = build(_Cut(str_chars=-1, list_items=0), _short_name(query, name_tokens, counter) or "")
+            structured["error"] = _minimal_error(error_dict, name_tokens, counter)
+            structured["truncated"] = True
+            text = _render_search(structured)
+            if reply_tokens(text, structured, counter) <= max_output_tokens:
+                break
+        built = text, structured, True
     text, structured, _ = built
     text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=outcome != "ok")
+
+
+def _cut_snippet(text: str, max_chars: int | None) -> tuple[str, bool]:
+    """Cut a hit's text to `max_chars` (no floor: snippets go before hits do)."""
+    if max_chars is None:
+        return text, False
+    return cut_json(text, str_chars=max(max_chars, 0))
 
 
 def _render_search(structured: Mapping[str, Any]) -> str:
@@ -477,9 +535,10 @@ def _render_search(structured: Mapping[str, Any]) -> str:
 
 
 def simple_reply(structured: dict[str, Any], text: str, *, is_error: bool, counter: TokenCounting | None = None) -> Reply:
-    """A small reply (skill tools); redacted, and with `output_tokens` when a counter is given."""
-    structured = redact_value(structured)
-    text = redact_text(text)
+    """A small reply (skill tools, load failures); redacted, surrogate-safe, and with `output_tokens`
+    when a counter is given."""
+    structured, _ = cut_json(structured, text=_redacted)
+    text, _ = _redacted(text, None)
     if counter is not None:
         text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=is_error)
