@@ -286,6 +286,12 @@ def format_hits(hits: Sequence[Any]) -> str:
 def _cmd_serve(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
     from .app import run_stdio_server
 
+    if config.index_dir is not None:
+        # A missing or broken index fails here, with exit 3 and the message saying what to do, before
+        # the MCP handshake: a client then shows the server as failed instead of "connected".
+        from index import open_index
+
+        open_index(Path(config.index_dir))
     run_stdio_server(config)
     return EXIT_OK
 
@@ -318,6 +324,11 @@ def _cmd_exec(args: argparse.Namespace, config: ServerConfig, out: TextIO, stdin
 # ---------------------------------------------------------------- entry point
 
 
+# Third-party loggers that talk at INFO about their own internals (faiss: "Could not load library with
+# AVX512 support"); users see them only at DEBUG.
+NOISY_LOGGERS = ("faiss", "faiss.loader")
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         stream=sys.stderr,
@@ -325,6 +336,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

@@ -222,6 +222,20 @@ def test_cli_checksum_mismatch_exits_3(bm25_index, home, tmp_path):
     assert run_cli("index", "info", bm25_index, "--verify", tmp_home=home).returncode == 0
 
 
+def test_cli_serve_missing_or_broken_index_exits_3_before_the_handshake(bm25_index, home, tmp_path):
+    """It exits 3 at once, with the index message on stderr and nothing on the MCP wire, for a missing
+    index and for one whose manifest is damaged (a client then shows the server as failed)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(bm25_index, broken)
+    current = (broken / "CURRENT").read_text().strip()
+    (broken / "versions" / current / "manifest.json").write_text("{not json")
+    for index_dir in (tmp_path / "none", broken):
+        done = run_cli("serve", "--index", index_dir, stdin="", tmp_home=home, timeout=60)
+        assert done.returncode == 3, done.stderr
+        assert done.stdout == ""
+        assert str(index_dir.name) in one_line_error(done)
+
+
 def test_cli_missing_index_exits_3(home, tmp_path):
     """It exits 3 for an index directory that does not exist."""
     done = run_cli("search", "token", "--index", tmp_path / "none", "--mode", "bm25", "--no-rerank", tmp_home=home)
