@@ -4,7 +4,7 @@ from sandbox.api import API_NAMES, RESERVED_NAMES, SandboxAPI, SandboxHit, build
 from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
 from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent, safe_text
-from sandbox.forkserver_client import ForkServerClient, execute_once
+from sandbox.forkserver_client import ForkServerClient
 from sandbox.modules import ALLOWED_MODULES, preload_modules
 from sandbox.policy import CompiledProgram, compile_program, compile_skill
 from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
@@ -44,7 +44,6 @@ __all__ = [
     "compile_program",
     "compile_skill",
     "cut_json",
-    "execute_once",
     "json_extent",
     "preload_modules",
     "preload_sandbox",

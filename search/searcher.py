@@ -28,7 +28,7 @@ from .errors import PathNotFoundError, QueryError
 from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
-from .hits import Hit, top_k
+from .hits import Hit, merge_overlapping, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 
@@ -150,7 +150,9 @@ class Searcher:
         language: str | None = None,
     ) -> list[Hit]:
         """First-stage search in ``mode``, then (if rerank) the cross-encoder over the top
-        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits."""
+        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits. Hits whose lines
+        overlap a better hit of the same file are folded into it (`merge_overlapping`), so k hits
+        are k distinct regions."""
         query, k = _check_query(query), _check_k(k)
         if mode not in SEARCH_MODES:
             raise QueryError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -161,9 +163,11 @@ class Searcher:
         depth = max(k, self.config.rerank_depth) if rerank else k
         mask = self._mask(path, language)
         rank = {"bm25": self._rank_bm25, "semantic": self._rank_dense, "hybrid": self._rank_hybrid}[mode]
-        hits = self._hits(*rank(query, depth, mask))
+        # Merge before the cross-encoder (it then scores each region once); four times the depth
+        # leaves room for what merging folds away (first-stage depth is cheap).
+        hits = merge_overlapping(self._hits(*rank(query, 4 * depth, mask)), self._read_lines)[:depth]
         if not rerank:
-            return hits
+            return hits[:k]
         return self._cross_encoder.rerank(query, hits, k)
 
     def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
@@ -196,6 +200,9 @@ class Searcher:
         if start_line > max(len(lines), 1):
             raise QueryError(f"start_line {start_line} is past the end of {path} ({len(lines)} lines)")
         return "".join(lines[start_line - 1 : end_line])
+
+    def _read_lines(self, path: str, start_line: int, end_line: int) -> str:
+        return self.read(path, start_line, end_line).rstrip("\n")
 
     def files(self, pattern: str = "**/*") -> list[str]:
         """Sorted indexed paths matching a glob (rule in search/filters.py)."""

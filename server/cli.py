@@ -316,9 +316,25 @@ def _cmd_exec(args: argparse.Namespace, config: ServerConfig, out: TextIO, stdin
     if args.json:
         out.write(json.dumps(reply.structured, ensure_ascii=False) + "\n")
     else:
-        out.write(reply.text + "\n")
+        out.write(_in_cli_words(reply.text) + "\n")
     outcome = reply.structured.get("outcome")
     return EXIT_OK if outcome == "ok" else (EXIT_INTERNAL if outcome == "internal_error" else 2)
+
+
+# The reply's text speaks to MCP clients (argument names, structuredContent); on the command line the
+# same advice names the flag that does it.
+_CLI_WORDS = (
+    ("structuredContent.result", "the --json output's result"),
+    ("structuredContent", "the --json output"),
+    ("max_output_tokens", "--max-output-tokens"),
+    ("timeout_s", "--timeout-s"),
+)
+
+
+def _in_cli_words(text: str) -> str:
+    for mcp_words, cli_words in _CLI_WORDS:
+        text = text.replace(mcp_words, cli_words)
+    return text
 
 
 # ---------------------------------------------------------------- entry point

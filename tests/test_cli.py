@@ -275,6 +275,26 @@ def test_cli_exec_runs_a_program(bm25_index, home):
 
 
 @pytest.mark.linux_only
+def test_cli_exec_text_names_cli_flags_not_mcp_arguments(bm25_index, home):
+    """It tells a CLI user about --timeout-s and --json, never timeout_s or structuredContent."""
+    timed_out = run_cli("exec", "--index", bm25_index, "--timeout-s", "1", "while True:\n    pass", tmp_home=home)
+    assert timed_out.returncode == 2, timed_out.stderr
+    assert "--timeout-s" in timed_out.stdout and "timeout_s" not in timed_out.stdout
+    long_value = run_cli("exec", "--index", bm25_index, "result = 'x' * 2000", tmp_home=home)
+    assert long_value.returncode == 0, long_value.stderr
+    assert "--json" in long_value.stdout and "structuredContent" not in long_value.stdout
+
+
+@pytest.mark.linux_only
+def test_cli_exec_logs_no_third_party_noise_at_the_default_level(bm25_index, home):
+    """It keeps faiss's loader messages (which CPU build it tried) out of the INFO log."""
+    done = run_cli("exec", "--index", bm25_index, "print(1)", env_extra={"KNOWLEDGE_MCP_LOG_LEVEL": "INFO"},
+                   tmp_home=home)
+    assert done.returncode == 0, done.stderr
+    assert "faiss" not in done.stderr.lower() and "AVX" not in done.stderr, done.stderr
+
+
+@pytest.mark.linux_only
 def test_cli_exec_refused_program_exits_2(bm25_index, home):
     """It exits 2 for a program the policy refuses, printing the validation error."""
     done = run_cli("exec", "--index", bm25_index, "import os\nos.system('true')", tmp_home=home)
