@@ -19,13 +19,13 @@ from typing import Any
 
 import re2
 
-from sandbox import safe_text
-
 __all__ = ["REDACT_MARGIN_CHARS", "redact_text", "redact_value", "redact_window"]
 
 # Context read past each cut, so a secret crossing it is seen whole: longer than any bounded token
-# shape and than a 4096-bit RSA key block (~3.3 KB); longer secrets match as a prefix (see below).
-REDACT_MARGIN_CHARS = 8192
+# shape (unbounded ones match as a prefix, a key block to the end of the window), and stretched to
+# the cut line's own start and end (assignments are line-scoped) when those are within LINE_CHARS.
+REDACT_MARGIN_CHARS = 1024
+LINE_CHARS = 8192
 SNAP_CHARS = 512  # at a blind cut (the text ends there), a partial word this long or shorter is dropped
 
 _PRIVATE_KEY_END = r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
@@ -41,7 +41,6 @@ _NOT_SECRET_WORDS = frozenset({
 # Python re on purpose: one search over a short value, no nested repetition (linear).
 _CODE_LIKE = re.compile(r"[()\[\]{}<>$]|^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_]")
 _MARK = "[REDACTED:{}]"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _quoted_value_is_plain(value: str) -> bool:
@@ -101,23 +100,24 @@ _KEY_END = re2.compile(_PRIVATE_KEY_END)
 Span = tuple[int, int, str]
 
 
-def secret_spans(text: str, *, starts_mid_text: bool = False) -> list[Span]:
-    """Sorted, non-overlapping (start, end, kind) of every secret in `text`.
+def secret_spans(data: bytes, *, starts_mid_text: bool = False) -> list[Span]:
+    """Sorted, non-overlapping (start, end, kind) byte spans of every secret in UTF-8 `data`.
 
-    `starts_mid_text`: `text` is a slice that may begin inside a key block, so an END line with no
+    Works on bytes: RE2 matches UTF-8 natively, so no per-match character-offset bookkeeping.
+    `starts_mid_text`: `data` is a slice that may begin inside a key block, so an END line with no
     BEGIN before it makes everything up to it a private key.
     """
     found: list[tuple[int, int, int, str]] = []
     for priority, rule in enumerate(_RULES):
-        for match in rule.pattern.finditer(text):
+        for match in rule.pattern.finditer(data):
             start, end = next(
                 (span for span in (match.span(group) for group in rule.groups) if span[0] >= 0), match.span()
             )
-            if rule.is_plain is not None and rule.is_plain(text[start:end]):
+            if rule.is_plain is not None and rule.is_plain(data[start:end].decode("utf-8", "replace")):
                 continue
             found.append((start, end, priority, rule.kind))
-    if starts_mid_text and (end_line := _KEY_END.search(text)) is not None:
-        begin = _KEY_BEGIN.search(text)
+    if starts_mid_text and (end_line := _KEY_END.search(data)) is not None:
+        begin = _KEY_BEGIN.search(data)
         if begin is None or begin.start() > end_line.start():
             found.append((0, end_line.end(), 0, "private-key"))
     found.sort()
@@ -131,62 +131,71 @@ def secret_spans(text: str, *, starts_mid_text: bool = False) -> list[Span]:
     return merged
 
 
-def _matchable(text: str) -> str:
-    """`text` with each lone surrogate as U+FFFD (same length: RE2 takes valid UTF-8 only)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
-    return text
+def _utf8(text: str) -> bytes:
+    """`text` as UTF-8, lone surrogates as `\\udcxx` escapes (what the reply will show)."""
+    return text.encode("utf-8", "backslashreplace")
 
 
-def _apply(text: str, spans: list[Span], start: int, end: int) -> str:
-    pieces: list[str] = []
+def _apply(data: bytes, spans: list[Span], start: int, end: int) -> str:
+    pieces: list[bytes] = []
     position = start
     for span_start, span_end, kind in spans:
         if span_start < start or span_end > end:
             continue
-        pieces.append(text[position:span_start])
-        pieces.append(_MARK.format(kind))
+        pieces.append(data[position:span_start])
+        pieces.append(_MARK.format(kind).encode())
         position = span_end
-    pieces.append(text[position:end])
-    return safe_text("".join(pieces))
+    pieces.append(data[position:end])
+    return b"".join(pieces).decode("utf-8")
 
 
 def redact_text(text: str) -> str:
     """`text` with every secret-looking span replaced by `[REDACTED:<kind>]` (lone surrogates escaped)."""
     if not text:
         return text
-    return _apply(text, secret_spans(_matchable(text)), 0, len(text))
+    data = _utf8(text)
+    return _apply(data, secret_spans(data), 0, len(data))
 
 
 def redact_window(text: str, start: int = 0, end: int | None = None, *, end_is_cut: bool = False) -> tuple[str, int, int]:
     """(redacted text[start2:end2], start2, end2), with start <= start2 <= end2 <= end.
 
-    Only REDACT_MARGIN_CHARS around the slice are read, so the cost is linear in the slice. A secret
+    Only a margin around the slice is read (REDACT_MARGIN_CHARS, out to the line's ends within
+    LINE_CHARS), so the cost is linear in the slice. A secret
     crossing `start` or `end` moves that end past it (the secret is dropped whole). `end_is_cut`
-    says the text itself was cut at its end (by the sandbox's stdout cap): a partial word there is
-    dropped, since nothing after it shows whether it was a secret. Lone surrogates come back escaped.
+    says the text itself was cut at its end (by the sandbox): a partial word there is dropped, since
+    nothing after it shows whether it was a secret. Lone surrogates come back escaped (and then
+    count as their escapes' length in start2 and end2).
     """
     end = len(text) if end is None else min(end, len(text))
     start = max(0, min(start, end))
     low, high = max(0, start - REDACT_MARGIN_CHARS), min(len(text), end + REDACT_MARGIN_CHARS)
+    if low > 0 and (line_start := text.rfind("\n", max(0, low - LINE_CHARS), low)) >= 0:
+        low = line_start + 1
+    if high < len(text) and (line_end := text.find("\n", high, high + LINE_CHARS)) >= 0:
+        high = line_end
     window = text[low:high]
-    spans = secret_spans(_matchable(window), starts_mid_text=low > 0)
     first, last = start - low, end - low
     if end_is_cut and high == len(text) and last == len(window) and last > first and not window[last - 1].isspace():
-        blank = max(window.rfind(" ", max(first, last - SNAP_CHARS), last), window.rfind("\n", max(first, last - SNAP_CHARS), last))
+        floor = max(first, last - SNAP_CHARS)
+        blank = max(window.rfind(" ", floor, last), window.rfind("\n", floor, last))
         if blank >= 0:
             last = blank + 1
         elif last - first <= SNAP_CHARS:
             last = first
+    before, inside = _utf8(window[:first]), _utf8(window[first:last])
+    data = before + inside + _utf8(window[last:])
+    byte_first, byte_last = len(before), len(before) + len(inside)
+    spans = secret_spans(data, starts_mid_text=low > 0)
     for span_start, span_end, _ in spans:
-        if span_start < first < span_end:
-            first = span_end
-        if span_start < last < span_end:
-            last = span_start
-    last = max(first, last)
-    return _apply(window, spans, first, last), low + first, low + last
+        if span_start < byte_first < span_end:
+            byte_first = span_end
+        if span_start < byte_last < span_end:
+            byte_last = span_start
+    byte_last = max(byte_first, byte_last)
+    shown = _apply(data, spans, byte_first, byte_last)
+    start2 = low + first + len(data[len(before):byte_first].decode("utf-8"))
+    return shown, start2, start2 + len(data[byte_first:byte_last].decode("utf-8"))
 
 
 def redact_value(value: Any) -> Any:

@@ -16,7 +16,10 @@ Cuts use sandbox.cut_json, so every marker starts with CUT_MARK. The work costs 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +34,7 @@ from .redact import redact_window
 
 __all__ = [
     "Reply",
+    "reply_off_loop",
     "TokenCounting",
     "cap_chars",
     "execution_reply",
@@ -41,17 +45,22 @@ __all__ = [
     "simple_reply",
 ]
 
+logger = logging.getLogger(__name__)
+
 STR_FLOOR_CHARS = 48  # strings this short (paths, names, ids) survive the snippet-cutting phase
 LAST_STR_FLOOR_CHARS = 16  # ... and these survive the last phase
 TEXT_SNIPPET_LINES = 2  # snippet lines per hit in the human rendering of search results
 RESULT_PREVIEW_CHARS = 300  # a longer result shows as a preview in the text block
 RESULT_PREVIEW_HITS = 10
 MAX_TIMING_MS = 999999.9  # widest timing value (16 min); wider ones are clamped
-SEARCH_STEPS = 14  # binary-search steps per phase (2**-14 precision of the kept share)
+SEARCH_STEPS = 14  # most counts per fitting phase (and 2**-14, the finest share it tells apart)
+SEARCH_PRECISION = 0.01  # a fit this close under the budget is good enough
 CAP_BUDGETS = 4  # every text is capped at this many reply budgets before any other work
 CAP_CHARS_PER_TOKEN = 4  # ... counted at this many characters a token (measuring tokens costs more)
-MINIMAL_NAME_TOKENS = (16, 8, 4, 2, 0)  # exception-name lengths the last-resort reply tries
+# Exception-name lengths (tokens) the last-resort reply tries; None: no error object at all.
+MINIMAL_NAME_TOKENS: tuple[int | None, ...] = (16, 8, 4, 2, 0, None)
 ERROR_TEXT_FIELDS = ("exception", "message", "hint", "traceback")
+REPLY_MIN_DEADLINE_S = 2.0  # fitting gets at least this long, whatever is left of the call's deadline
 # A string the sandbox already cut (sandbox.cut_json's marker): the text before it ends blind.
 _CHILD_CUT = re.compile(re.escape(CUT_MARK) + r"\[\+\d+ chars\]\Z")
 
@@ -97,6 +106,32 @@ def reply_tokens(text: str, structured: Mapping[str, Any], counter: TokenCountin
     return counter.count(text) + counter.count(reply_json(structured))
 
 
+async def reply_off_loop(build: Callable[..., Reply], deadline_s: float, **kwargs: Any) -> Reply:
+    """`build(**kwargs)` (execution_reply or search_reply) in a worker thread, so the event loop keeps
+    serving other calls while a big output is redacted and fitted (tens of ms per MB of output).
+    Past `deadline_s` (at least REPLY_MIN_DEADLINE_S) the reply is built again without the
+    program's data (stdout, result, hits), which takes no time."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(functools.partial(build, **kwargs)), max(deadline_s, REPLY_MIN_DEADLINE_S)
+        )
+    except TimeoutError:
+        logger.warning("fitting a reply overran the call's deadline; replying without the program's output")
+    lean = dict(kwargs)
+    for key, empty in (("stdout", ""), ("result", None), ("hits", [])):
+        if key in lean:
+            lean[key] = empty
+    if "truncated" in lean:
+        lean["truncated"] = True
+    error = kwargs.get("error")
+    if error is not None:
+        name = error.get("exception")
+        lean["error"] = {"exception": name if isinstance(name, str) and len(name) <= 100 else None,
+                         "message": "the reply took too long to prepare; its data was dropped",
+                         "line": None, "hint": None, "traceback": None}
+    return build(**lean)
+
+
 # ---------------------------------------------------------------- bounding (before any counting)
 
 
@@ -104,13 +139,11 @@ def _redacted(text: str, keep: int | None) -> tuple[str, int]:
     """cut_json's text hook: `text` (or its first `keep` characters) redacted and surrogate-safe;
     returns the shown text and how many characters of `text` it stands for."""
     end = len(text) if keep is None else min(keep, len(text))
-    blind = False
     if end == len(text) and (child_cut := _CHILD_CUT.search(text, max(0, end - 40))) is not None:
-        end, blind = child_cut.start(), True  # cut in the child: keep its marker, drop a partial word
-    shown, _, kept_to = redact_window(text, 0, end, end_is_cut=blind or keep is not None)
-    if blind:
-        shown += text[end:]
-        kept_to = len(text)
+        # Cut in the child: nothing after the cut is known, so a partial word before it is dropped.
+        shown, _, _ = redact_window(text[: child_cut.start()], end_is_cut=True)
+        return shown + text[child_cut.start():], len(text)
+    shown, _, kept_to = redact_window(text, 0, end)
     return shown, kept_to
 
 
@@ -217,37 +250,48 @@ class _Stdout:
 Build = Callable[[_Cut], tuple[str, dict[str, Any], bool]]
 
 
-def _fits(build: Build, cut: _Cut, counter: TokenCounting, budget: int) -> tuple[bool, tuple[str, dict[str, Any], bool]]:
+def _measure(build: Build, cut: _Cut, counter: TokenCounting) -> tuple[int, tuple[str, dict[str, Any], bool]]:
     text, structured, was_cut = build(cut)
-    return reply_tokens(text, structured, counter) <= budget, (text, structured, was_cut)
+    return reply_tokens(text, structured, counter), (text, structured, was_cut)
 
 
-def _search(make_cut: Callable[[float], _Cut], build: Build, counter: TokenCounting, budget: int):
-    """Largest share in [0, 1] whose cut fits; None when even share 0 does not fit."""
-    ok, built = _fits(build, make_cut(0.0), counter, budget)
-    if not ok:
+def _search(
+    make_cut: Callable[[float], _Cut], build: Build, counter: TokenCounting, budget: int, whole_tokens: int | None
+):
+    """A share in [0, 1] whose cut fits, within SEARCH_PRECISION of the budget or of the largest such
+    share; None when even share 0 does not fit. Guesses by interpolating the token count between the
+    shares known to fit and not to fit (it is close to linear), so a few counts suffice."""
+    low_tokens, best = _measure(build, make_cut(0.0), counter)
+    if low_tokens > budget:
         return None
-    low, best = 0.0, built
-    high = 1.0
+    low, high, high_tokens = 0.0, 1.0, whole_tokens
     for _ in range(SEARCH_STEPS):
-        mid = (low + high) / 2
-        ok, candidate = _fits(build, make_cut(mid), counter, budget)
-        if ok:
-            low, best = mid, candidate
+        if high - low < 2.0 ** -SEARCH_STEPS or budget - low_tokens <= max(2, budget * SEARCH_PRECISION):
+            break
+        if high_tokens is None or high_tokens <= low_tokens:
+            guess = (low + high) / 2
+        else:  # aim just under the budget; never closer than 5% of the bracket to either end
+            guess = low + (high - low) * (budget - low_tokens) / (high_tokens - low_tokens) * 0.99
+            guess = min(max(guess, low + (high - low) * 0.05), high - (high - low) * 0.05)
+        tokens, candidate = _measure(build, make_cut(guess), counter)
+        if tokens <= budget:
+            low, low_tokens, best = guess, tokens, candidate
         else:
-            high = mid
+            high, high_tokens = guess, tokens
     return best
 
 
 def _fit(build: Build, stdout_tokens: int, longest_str: int, longest_list: int, counter: TokenCounting, budget: int):
     """Try everything whole, then cut strings/stdout, then lists, then all strings to nothing."""
-    ok, built = _fits(build, _Cut(), counter, budget)
-    if ok:
-        return built
+    whole_tokens = None
+    if stdout_tokens <= 2 * budget:  # else it cannot fit (stdout shows in the text and the JSON): skip the count
+        whole_tokens, built = _measure(build, _Cut(), counter)
+        if whole_tokens <= budget:
+            return built
     # Phase 1: snippets and stdout shrink together; lists stay whole.
     found = _search(
         lambda share: _Cut(stdout_tokens=math.floor(share * stdout_tokens), str_chars=math.floor(share * longest_str)),
-        build, counter, budget,
+        build, counter, budget, whole_tokens,
     )
     if found is not None:
         return found
@@ -256,13 +300,13 @@ def _fit(build: Build, stdout_tokens: int, longest_str: int, longest_list: int, 
         lambda share: _Cut(
             stdout_tokens=math.floor(share * stdout_tokens), str_chars=0, list_items=math.floor(share * longest_list)
         ),
-        build, counter, budget,
+        build, counter, budget, None,
     )
     if found is not None:
         return found
     # Phase 3: even short strings go.
-    ok, built = _fits(build, _Cut(stdout_tokens=0, str_chars=-1, list_items=0), counter, budget)
-    return built if ok else None
+    tokens, built = _measure(build, _Cut(stdout_tokens=0, str_chars=-1, list_items=0), counter)
+    return built if tokens <= budget else None
 
 
 def _finalize(text: str, structured: dict[str, Any], counter: TokenCounting) -> tuple[str, dict[str, Any]]:
@@ -333,9 +377,9 @@ def execution_reply(
     return Reply(text=text, structured=structured, is_error=outcome != "ok")
 
 
-def _short_name(name: Any, tokens: int, counter: TokenCounting) -> str | None:
+def _short_name(name: Any, tokens: int | None, counter: TokenCounting) -> str | None:
     """`name` cut to at most `tokens` tokens (whole characters only), or None."""
-    if not isinstance(name, str) or not name or tokens <= 0:
+    if not isinstance(name, str) or not name or not tokens or tokens <= 0:
         return None
     encoded = counter.encode(name[: tokens * 8])
     if len(encoded) <= tokens and len(name) <= tokens * 8:
@@ -343,8 +387,8 @@ def _short_name(name: Any, tokens: int, counter: TokenCounting) -> str | None:
     return counter.decode(encoded[:tokens]).replace("\ufffd", "") or None
 
 
-def _minimal_error(error: Mapping[str, Any] | None, tokens: int, counter: TokenCounting) -> dict[str, Any] | None:
-    if error is None:
+def _minimal_error(error: Mapping[str, Any] | None, tokens: int | None, counter: TokenCounting) -> dict[str, Any] | None:
+    if error is None or tokens is None:
         return None
     return {"exception": _short_name(error.get("exception"), tokens, counter), "message": None, "line": None,
             "hint": None, "traceback": None}
