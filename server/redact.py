@@ -55,14 +55,46 @@ def _bare_value_is_plain(value: str) -> bool:
     )
 
 
+def _operator_end(matched: bytes) -> int:
+    """Just past the `=` or `:` of an assignment match (a secret name holds neither)."""
+    ends = [index for index in (matched.find(b"="), matched.find(b":")) if index >= 0]
+    return min(ends) + 1
+
+
+def _skip(matched: bytes, index: int, chars: bytes) -> int:
+    while index < len(matched) and matched[index] in chars:
+        index += 1
+    return index
+
+
+def _quoted_value(matched: bytes) -> tuple[int, int]:
+    index = _skip(matched, _operator_end(matched), b"=>")  # ":=" and "=>"
+    quote = _skip(matched, index, b" \t\n\r\f")
+    end = len(matched) - 1 if len(matched) - 1 > quote and matched[-1] == matched[quote] else len(matched)
+    return quote + 1, end
+
+
+def _bare_value(matched: bytes) -> tuple[int, int]:
+    return _skip(matched, _operator_end(matched), b" \t"), len(matched)
+
+
+def _bearer_value(matched: bytes) -> tuple[int, int]:
+    return _skip(matched, len(b"bearer"), b" \t\n\r\f"), len(matched)
+
+
+def _url_password(matched: bytes) -> tuple[int, int]:
+    return matched.find(b":", matched.find(b"://") + 3) + 1, len(matched) - 1
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    """One shape of secret: the groups holding the secret (first that took part wins), and an
-    optional test that says a matched value is not a secret after all."""
+    """One shape of secret: where the secret lies inside a match (None: all of it; found in Python
+    because RE2 capture groups cost twice the match), and an optional test that says a matched
+    value is not a secret after all."""
 
     kind: str
     pattern: Any  # re2._Regexp
-    groups: tuple[int, ...] = (0,)
+    locate: Callable[[bytes], tuple[int, int]] | None = None
     is_plain: Callable[[str], bool] | None = None
 
 
@@ -83,16 +115,16 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("google-api-key", re2.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
     _Rule("jwt", re2.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
     # "Authorization: Bearer <token>" and "Bearer <token>": keep the scheme, drop the credential.
-    _Rule("token", re2.compile(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{16,}=*)"), groups=(1,)),
-    _Rule("password", re2.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:([^\s@/]{3,})@"), groups=(1,)),
+    _Rule("token", re2.compile(r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*"), locate=_bearer_value),
+    _Rule("password", re2.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s@/]{3,}@"), locate=_url_password),
     # name = "value" (JSON, YAML, code, env); an unclosed quote at the end of the text counts.
     _Rule("secret", re2.compile(
-        r"""(?i)["']?\b""" + _SECRET_NAME + r"""["']?\s*(?::=|=>|[:=])\s*(?:"([^"\n]{4,})(?:"|$)|'([^'\n]{4,})(?:'|$))"""
-    ), groups=(1, 2), is_plain=_quoted_value_is_plain),
+        r"""(?i)["']?\b""" + _SECRET_NAME + r"""["']?\s*(?::=|=>|[:=])\s*(?:"[^"\n]{4,}(?:"|$)|'[^'\n]{4,}(?:'|$))"""
+    ), locate=_quoted_value, is_plain=_quoted_value_is_plain),
     # name = value, unquoted (env/ini/yaml style).
     _Rule("secret", re2.compile(
-        r"(?i)\b" + _SECRET_NAME + r"""\s*(?:=|:)[ \t]*([^\s"'#,;]{4,})"""
-    ), groups=(1,), is_plain=_bare_value_is_plain),
+        r"(?i)\b" + _SECRET_NAME + r"""\s*(?:=|:)[ \t]*[^\s"'#,;]{4,}"""
+    ), locate=_bare_value, is_plain=_bare_value_is_plain),
 )
 _KEY_BEGIN = re2.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _KEY_END = re2.compile(_PRIVATE_KEY_END)
@@ -110,9 +142,10 @@ def secret_spans(data: bytes, *, starts_mid_text: bool = False) -> list[Span]:
     found: list[tuple[int, int, int, str]] = []
     for priority, rule in enumerate(_RULES):
         for match in rule.pattern.finditer(data):
-            start, end = next(
-                (span for span in (match.span(group) for group in rule.groups) if span[0] >= 0), match.span()
-            )
+            start, end = match.span()
+            if rule.locate is not None:
+                inner_start, inner_end = rule.locate(data[start:end])
+                start, end = start + inner_start, start + inner_end
             if rule.is_plain is not None and rule.is_plain(data[start:end].decode("utf-8", "replace")):
                 continue
             found.append((start, end, priority, rule.kind))

@@ -60,6 +60,7 @@ CAP_CHARS_PER_TOKEN = 4  # ... counted at this many characters a token (measurin
 # Exception-name lengths (tokens) the last-resort reply tries; None: no error object at all.
 MINIMAL_NAME_TOKENS: tuple[int | None, ...] = (16, 8, 4, 2, 0, None)
 ERROR_TEXT_FIELDS = ("exception", "message", "hint", "traceback")
+ENCODE_PIECE_CHARS = 8192  # ~1.5 ms of tokenizing (which holds the GIL) at a time
 REPLY_MIN_DEADLINE_S = 2.0  # fitting gets at least this long, whatever is left of the call's deadline
 # A string the sandbox already cut (sandbox.cut_json's marker): the text before it ends blind.
 _CHILD_CUT = re.compile(re.escape(CUT_MARK) + r"\[\+\d+ chars\]\Z")
@@ -195,6 +196,16 @@ def _cut_value(value: Any, cut: _Cut, *, floor: int = STR_FLOOR_CHARS) -> tuple[
     return cut_json(value, str_chars=max(cut.str_chars, floor), str_floor=floor, list_items=cut.list_items)
 
 
+def _encode_in_pieces(text: str, counter: TokenCounting) -> list[int]:
+    """Tokens of `text`, encoded ENCODE_PIECE_CHARS at a time: the tokenizer holds the GIL for a whole
+    call, and the event loop must get it back every few milliseconds. Tokens next to a seam may
+    differ from one whole encoding; these only choose where stdout is cut (the reply is counted whole)."""
+    tokens: list[int] = []
+    for start in range(0, len(text), ENCODE_PIECE_CHARS):
+        tokens.extend(counter.encode(text[start : start + ENCODE_PIECE_CHARS]))
+    return tokens
+
+
 class _Stdout:
     """Stdout capped, redacted and encoded once, so head/tail cuts of any size are cheap.
 
@@ -212,8 +223,8 @@ class _Stdout:
             self.head, _, kept_to = redact_window(text, 0, head_end)
             self.tail, kept_from, _ = redact_window(text, len(text) - (cap - head_end), end_is_cut=cut_by_sandbox)
             self.precut = True
-        self.head_tokens = counter.encode(self.head) if self.head else []
-        self.tail_tokens = counter.encode(self.tail) if self.tail else []
+        self.head_tokens = _encode_in_pieces(self.head, counter)
+        self.tail_tokens = _encode_in_pieces(self.tail, counter)
 
     @property
     def token_count(self) -> int:
