@@ -36,7 +36,7 @@ from sandbox import (
 from .config import ServerConfig
 from .freshness import Target, build_root_index, check_index, choose_target, index_version, tree_fingerprint
 from .results import Reply, TokenCounting, execution_reply, retime, search_reply
-from .skills import SkillStore
+from .skills import SkillStore, called_skills_hint
 from .state import SessionState, SessionStates, StateTooLargeError
 
 __all__ = ["AuditLog", "ForkServerPool", "Runtime", "search_program"]
@@ -300,11 +300,7 @@ class Runtime:
                 program = compile_program(code, self.config.sandbox)
             finally:
                 timings["validate"] = _ms(validate_started)
-            loaded = self.skills.skills() if with_skills else []
-            skills = [
-                {"name": skill.name, "description": skill.description, "program": skill.program.to_bytes()}
-                for skill in loaded
-            ]
+            skills, called = self.skills.for_program(program) if with_skills else ([], [])
             request = ExecRequest(
                 request_id=run_.request_id,
                 program=program.to_bytes(),
@@ -329,6 +325,8 @@ class Runtime:
             run_.process_started = time.perf_counter()
             run_.outcome, run_.stdout, run_.result = result.outcome, result.stdout, result.result
             run_.error, run_.truncated = result.error, result.truncated
+            if called and run_.outcome in ("timeout", "memory_limit", "crashed") and run_.error:
+                run_.error = {**run_.error, "hint": called_skills_hint(run_.error.get("hint"), called)}
             if result.outcome == "ok" and state is not None and (result.state_set or result.state_deleted):
                 try:
                     state.merge(result.state_set, result.state_deleted)
