@@ -49,7 +49,6 @@ MAX_GREP_K = search.GREP_MAX_K
 # grep stops this long before the call's deadline, so its error (not a kill) reaches the program.
 _DEADLINE_MARGIN_S = 0.25
 DEFAULT_INDEX_NAMES = (None, "default")  # one served index for now; named indexes come with INTERFACES.md 7
-SEARCH_MODES = ("hybrid", "bm25", "semantic")
 _SNIPPET_CHARS = 160
 
 
@@ -282,8 +281,8 @@ class SandboxAPI:
                     path: str | None = None, language: str | None = None) -> list[SandboxHit]:
             query = _check_str("query", query)
             k = _check_int("k", k, 1, MAX_K)
-            if mode not in SEARCH_MODES:
-                raise ValueError(f"mode must be one of {', '.join(repr(m) for m in SEARCH_MODES)}, got {mode!r}")
+            if mode not in search.SEARCH_MODES:
+                raise ValueError(f"mode must be one of {', '.join(repr(m) for m in search.SEARCH_MODES)}, got {mode!r}")
             rerank = _check_bool("rerank", rerank)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
             return _wrap(lambda: searcher.search(query, k=k, mode=mode, rerank=rerank, path=path, language=language),

@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any
 
-from sandbox import ExecRequest, ForkServerClient, compile_program
+from sandbox import TIMING_KEYS, ExecRequest, ForkServerClient, compile_program
 
 from .audit import AuditLog
 from .config import ServerConfig
@@ -70,7 +70,7 @@ class _Run:
     error: dict[str, Any] | None = None
     truncated: bool = False
     timings: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"queue": 0.0, "validate": 0.0, "execute": 0.0, "process": 0.0, "total": 0.0}
+        default_factory=lambda: dict.fromkeys(TIMING_KEYS, 0.0)
     )
 
 
@@ -179,7 +179,7 @@ class Executor:
         """search_code: the fixed search program in a child, then a fitted list of hits."""
         code = search_program(query, k, mode, rerank, path_glob, language)
         run_ = await self._run(
-            code, timeout_s=self._config.timeout_s, state=None, session_id=session_id, tool="search_code",
+            code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="search_code",
             with_skills=False,
         )
         hits = run_.result if run_.outcome == "ok" and isinstance(run_.result, list) else []
@@ -193,7 +193,7 @@ class Executor:
         """The sandbox's help() for the whole API (computed once, in a child)."""
         if self._api_reference is None:
             run_ = await self._run(
-                API_REFERENCE_PROGRAM, timeout_s=self._config.timeout_s, state=None, session_id="resource",
+                API_REFERENCE_PROGRAM, timeout_s=self._config.sandbox.timeout_s, state=None, session_id="resource",
                 tool="knowledge://api", with_skills=False,
             )
             if run_.outcome != "ok" or not isinstance(run_.result, str):

@@ -77,7 +77,7 @@ class Runtime:
         started = time.perf_counter()
         try:
             self.status = "loading the token counter"
-            counter = self.counter = await asyncio.to_thread(TokenCounter.open, self.config.token_encoding)
+            counter = self.counter = await asyncio.to_thread(TokenCounter.open, self.config.sandbox.token_encoding)
             self.status = "loading skills"
             await asyncio.to_thread(self.skills.load)
             self.status = "choosing the index"

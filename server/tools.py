@@ -20,7 +20,8 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from sandbox import SandboxHit
+from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit
+from search import SEARCH_MODES
 
 from .errors import Channel, SkillError, channel_for
 from .results import execution_reply, search_reply, simple_reply
@@ -31,21 +32,12 @@ __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
-TIMING_KEYS = ("queue", "validate", "execute", "process", "total")
 MAX_QUERY_CHARS = 2_000
 
-Outcome = Literal[
-    "ok", "validation_error", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed", "busy",
-    "internal_error",
-]
-
-
-class Timings(TypedDict):
-    queue: float
-    validate: float
-    execute: float
-    process: float
-    total: float
+# Schema types built from the facts' owners (a Literal of a tuple lists its items).
+Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+SearchMode = Literal[SEARCH_MODES]  # type: ignore[valid-type]
+Timings = TypedDict("Timings", dict.fromkeys(TIMING_KEYS, float))  # type: ignore[misc]
 
 
 class ErrorInfo(TypedDict):
@@ -219,7 +211,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
     async def execute_code(
         code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
         ctx: Context,
-        timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
+        timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, description="wall-clock limit in seconds")] = 30,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, ExecuteCodeResult]:
         if (unready := await _unready_reply(runtime, ctx, "execute_code", max_output_tokens=max_output_tokens)) is not None:
@@ -235,7 +227,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for")],
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=100, description="number of hits")] = 10,
-        mode: Annotated[Literal["hybrid", "bm25", "semantic"], Field(description="retrieval mode")] = "hybrid",
+        mode: Annotated[SearchMode, Field(description="retrieval mode")] = "hybrid",
         rerank: Annotated[bool, Field(description="rerank with the cross-encoder")] = True,
         path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,

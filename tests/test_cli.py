@@ -131,6 +131,15 @@ def test_cli_usage_errors_exit_2(home, bm25_index):
     assert "Traceback" not in bad_env.stderr
 
 
+def test_cli_sandbox_limits_are_checked_once_and_name_their_source(home, bm25_index):
+    """It refuses a memory limit under 16 MB and a timeout over 120 s with exit 2 naming the variable
+    (the sandbox's own checks: one bound per limit)."""
+    for variable, value in (("KNOWLEDGE_MCP_MEMORY_MB", "8"), ("KNOWLEDGE_MCP_TIMEOUT_S", "121")):
+        done = run_cli("search", "q", "--index", bm25_index, env_extra={variable: value}, tmp_home=home)
+        assert done.returncode == 2, (variable, done.stderr)
+        assert variable in one_line_error(done) and value in one_line_error(done)
+
+
 def test_cli_config_toml_is_read_and_validated(home, tmp_path):
     """It reads config.toml from the state dir and names the file and key of a bad value."""
     state = tmp_path / "state"
