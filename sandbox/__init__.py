@@ -1,6 +1,15 @@
 """The sandbox: validate agent programs in the server, run them in a locked-down forked child."""
 
-from sandbox.api import API_NAMES, RESERVED_NAMES, SandboxAPI, SandboxHit, build_api, preload_sandbox
+from sandbox.api import (
+    API_NAMES,
+    RESERVED_NAMES,
+    SandboxAPI,
+    SandboxHit,
+    api_reference,
+    api_signatures,
+    build_api,
+    preload_sandbox,
+)
 from sandbox.config import DEFAULT_STATE_MAX_BYTES, MAX_TIMEOUT_S, POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
 from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent, safe_text
@@ -42,6 +51,8 @@ __all__ = [
     "Stats",
     "TokenCounter",
     "Violation",
+    "api_reference",
+    "api_signatures",
     "build_api",
     "compile_program",
     "compile_skill",

@@ -30,6 +30,8 @@ __all__ = [
     "RESERVED_NAMES",
     "SandboxAPI",
     "SandboxHit",
+    "api_reference",
+    "api_signatures",
     "build_api",
     "compact_text",
     "preload_sandbox",
@@ -242,8 +244,19 @@ _DOCS: dict[str, str] = {
 }
 
 
+def api_signatures() -> list[str]:
+    """The first line of each API name's help, in help() order: the signatures tool descriptions list."""
+    return [doc.splitlines()[0] for doc in _DOCS.values()]
+
+
+def api_reference() -> str:
+    """help() followed by help(name) of every API name: the one documentation source (help() inside a
+    program, the knowledge://api resource and the execute_code description all come from `_DOCS`)."""
+    return "\n\n".join([_overview(), *_DOCS.values()])
+
+
 def _overview() -> str:
-    signatures = "\n".join(doc.splitlines()[0] for doc in _DOCS.values())
+    signatures = "\n".join(api_signatures())
     return (
         "knowledge-mcp sandbox API. Print what you need, or set `result` to a JSON value.\n\n"
         f"{signatures}\n\n"

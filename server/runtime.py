@@ -142,10 +142,6 @@ class Runtime:
         assert self._executor is not None, "wait_ready() first"
         return self._executor
 
-    async def api_reference(self) -> str:
-        """The sandbox's help() for the whole API (computed once, in a child)."""
-        return await self._loaded().api_reference()
-
     async def execute(
         self, code: str, *, timeout_s: float, max_output_tokens: int, state: SessionState | None, session_id: str
     ) -> Reply:

@@ -20,7 +20,7 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit
+from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
 from search import SEARCH_MODES
 
 from .errors import Channel, SkillError, channel_for
@@ -93,17 +93,13 @@ class SkillResult(TypedDict):
 TOOL_DESCRIPTIONS = {
     "execute_code": """Run a short Python program against the indexed knowledge base and get back only what it prints
 and the value of `result`, cut to max_output_tokens. Prefer ONE program that searches, filters and
-summarises over many search_code calls. Globals:
-  search(query, k=10, mode="hybrid"|"bm25"|"semantic", rerank=True, path=None, language=None) -> [Hit]
-  bm25(query, k, path, language) / semantic(...) -> [Hit];  rerank(query, hits, k=None) -> [Hit]
-  read(path, start_line=1, end_line=None) -> str;  files(pattern="**/*") -> [path]
-  compact(obj, max_tokens=500) -> str;  count_tokens(text) -> int;  help(name=None) -> str
-  state (dict kept across calls of this session);  list_skills();  saved skills by name
+summarises over many search_code calls. Globals (plus saved skills by name):
+""" + "\n".join(f"  {line}" for line in api_signatures() if not line.startswith("Hit:")) + """
 Hit fields: """ + " ".join(HitInfo.__annotations__) + """ (h.path, h.to_dict()).
 Example: hits = search("where are rlimits applied", k=20, path="sandbox/**")
          result = [f"{h.path}:{h.start_line}" for h in hits[:3]]
 Sandboxed: no files, network, imports outside an allow-list, or names starting with "_".
-Full docs: help() or the resource knowledge://api.""",
+Full docs: help(name) in a program, or the resource knowledge://api.""",
     "search_code": """Search the indexed code and documents; returns ranked hits (path, lines, language, title,
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
