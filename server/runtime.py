@@ -126,7 +126,7 @@ def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str |
 # help() of every API name, run in a child, so knowledge://api is exactly the text programs see.
 API_REFERENCE_PROGRAM = """
 parts = [help()]
-for name in ("search", "bm25", "semantic", "rerank", "read", "files", "compact", "count_tokens", "help",
+for name in ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "compact", "count_tokens", "help",
              "state", "list_skills", "Hit"):
     try:
         parts.append(help(name))
