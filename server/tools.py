@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -21,7 +22,7 @@ from typing_extensions import TypedDict
 
 from sandbox import SandboxHit
 
-from .errors import SkillError
+from .errors import Channel, SkillError, channel_for
 from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
@@ -180,18 +181,21 @@ async def _unready_reply(runtime: Runtime, ctx: Context, tool: str, **arguments:
 def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: dict[str, Any]) -> CallToolResult:
     """The reply when the index or fork server could not load (the message says what to do), in the
     shape of `tool`'s output schema like every other reply of that tool."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    text = f"internal_error: the server could not load: {message}"
+    request_id = uuid.uuid4().hex[:16]
+    translated = channel_for(exc, request_id=request_id)
+    if translated.channel is Channel.INTERNAL:
+        logger.error("internal error %s: the server could not load: %s", request_id, exc)
+    message = translated.error["message"]
+    text = f"{translated.outcome}: the server could not load: {message}"
     if tool in ("save_skill", "delete_skill"):
         structured = {"ok": False, "action": "refused", "name": arguments.get("name", ""),
                       "error": f"the server could not load: {message}", "skills": []}
         return simple_reply(structured, text, is_error=True).to_call_tool_result()
-    error = {"exception": type(exc).__name__, "message": f"the server could not load: {message}", "line": None,
-             "hint": "fix the server's configuration and restart it", "traceback": None}
+    error = {**translated.error, "message": f"the server could not load: {message}"}
     budget = int(arguments.get("max_output_tokens") or 2000)
     counter = runtime.counter
     if counter is None:  # not even the token counter loaded: a fixed reply, well inside any budget
-        structured = {"ok": False, "outcome": "internal_error", "stdout": "", "result": None, "error": error,
+        structured = {"ok": False, "outcome": translated.outcome, "stdout": "", "result": None, "error": error,
                       "truncated": False, "output_tokens": 0, "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0)}
         if tool == "search_code":
             structured.update(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
@@ -200,11 +204,11 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
         return simple_reply(structured, text, is_error=True).to_call_tool_result()
     if tool == "search_code":
         reply = search_reply(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
-                             rerank=bool(arguments.get("rerank", True)), hits=[], outcome="internal_error",
+                             rerank=bool(arguments.get("rerank", True)), hits=[], outcome=translated.outcome,
                              error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0), counter=counter,
                              max_output_tokens=budget)
     else:
-        reply = execution_reply(outcome="internal_error", error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
+        reply = execution_reply(outcome=translated.outcome, error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
                                 counter=counter, max_output_tokens=budget)
     return reply.to_call_tool_result()
 
