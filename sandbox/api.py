@@ -13,7 +13,7 @@ import logging
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, make_dataclass
+from dataclasses import MISSING, field, fields, make_dataclass
 
 import search
 
@@ -109,7 +109,10 @@ class _HitView(JsonValue):
 
 SandboxHit = make_dataclass(
     "SandboxHit",
-    [(name, _HIT_TYPES[name]) for name in HIT_FIELDS],
+    [
+        (f.name, _HIT_TYPES[f.name]) if f.default is MISSING else (f.name, _HIT_TYPES[f.name], field(default=f.default))
+        for f in fields(search.Hit)
+    ],
     bases=(_HitView,),
     namespace={"__module__": __name__, "__doc__": "One search result, read-only (the fields of search.Hit)."},
     frozen=True,

@@ -22,6 +22,16 @@ TOOLS = {
 }
 
 
+def _json_type(spec: dict) -> tuple[str, ...]:
+    """A property's JSON types: `type`, or the types of an `anyOf` (an optional field)."""
+    return (spec["type"],) if "type" in spec else tuple(option["type"] for option in spec["anyOf"])
+
+
+def _json_type_of(kind: object) -> tuple[str, ...]:
+    """The JSON types of a Python annotation (`str` or `str | None`)."""
+    return tuple("null" if arg is type(None) else JSON_TYPES[arg] for arg in typing.get_args(kind) or (kind,))
+
+
 def _server(tmp_path, **overrides):
     config = ServerConfig(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", **overrides)
     return build_server(config)
@@ -39,8 +49,8 @@ async def test_tools_hit_schema_matches_search_hit_sandbox_hit_and_output_schema
     item = schema["properties"]["hits"]["items"]
     hit_schema = schema["$defs"][item["$ref"].rsplit("/", 1)[1]]
     assert hit_schema["required"] == [name for name, _ in expected]
-    assert {name: spec["type"] for name, spec in hit_schema["properties"].items()} == {
-        name: JSON_TYPES[kind] for name, kind in expected
+    assert {name: _json_type(spec) for name, spec in hit_schema["properties"].items()} == {
+        name: _json_type_of(kind) for name, kind in expected
     }
     assert " ".join(name for name, _ in expected) in tools["execute_code"].description
 
