@@ -39,7 +39,7 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 class TokenCounting(Protocol):
-    """What the chunker needs of the embedding model's tokenizer (see embed.TokenCounter)."""
+    """What the chunker needs of the embedding model's tokenizer (see embed.ModelTokenCounter)."""
 
     @property
     def special_tokens(self) -> int: ...
