@@ -17,18 +17,20 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
+from sandbox.config import DEFAULT_STATE_MAX_BYTES
 from sandbox.guards import OutputBuffer, build_globals
 from sandbox.jsonfit import shrink_json
 from sandbox.modules import ALLOWED_MODULES, json_default
 from sandbox.policy import CompiledProgram, skill_name
 from sandbox.validate import REFUSED_BUILTINS
 
-__all__ = ["OUTCOMES", "RunResult", "run_program"]
+__all__ = ["RUN_OUTCOMES", "RunResult", "run_program"]
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = frozenset({"ok", "runtime_error", "memory_limit"})
-DEFAULT_STATE_MAX_BYTES = 64 * 1024
+# The outcomes a run can end with inside the child (a subset of protocol.OUTCOMES: the others are
+# decided outside the run: by validation, the fork server, or the deadline).
+RUN_OUTCOMES = frozenset({"ok", "runtime_error", "memory_limit"})
 _MAX_MESSAGE_CHARS = 2000
 _MAX_TRACEBACK_FRAMES = 12
 
@@ -52,8 +54,8 @@ class RunResult:
     state_deleted: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}")
+        if self.outcome not in RUN_OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(RUN_OUTCOMES)}, got {self.outcome!r}")
 
     def to_dict(self) -> dict[str, object]:
         return {"outcome": self.outcome, "stdout": self.stdout, "result": self.result, "error": self.error,
