@@ -31,7 +31,7 @@ from scipy import sparse
 from .chunk import Chunk, chunk_document
 from .config import IndexConfig
 from .embed import Embedder, ModelLocation, TokenCounter, load_embedder, open_token_counter, resolve_embed_model
-from .errors import IndexLockedError, IndexStoreError, SourceError
+from .errors import IndexLockedError, IndexNotFoundError, IndexStoreError, SourceError
 from .export import RECIPE, EncoderFiles, prepare_encoder
 from .format import (
     ENCODER_FILE,
@@ -323,6 +323,9 @@ def _current_version(out: Path) -> Any:
     """The current version at `out` (IndexData), or None when there is none usable."""
     try:
         return open_index(out)
+    except IndexNotFoundError:
+        log.debug("first build at %s: nothing to reuse", out)  # not news: this build is making it
+        return None
     except IndexStoreError as exc:
         log.info("not reusing anything from %s: %s", out, exc)
         return None
