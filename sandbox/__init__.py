@@ -1,7 +1,16 @@
 """The sandbox: validate agent programs in the server, run them in a locked-down forked child."""
 
-from sandbox.api import API_NAMES, RESERVED_NAMES, SandboxAPI, SandboxHit, build_api, preload_sandbox
-from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
+from sandbox.api import (
+    API_NAMES,
+    RESERVED_NAMES,
+    SandboxAPI,
+    SandboxHit,
+    api_reference,
+    api_signatures,
+    build_api,
+    preload_sandbox,
+)
+from sandbox.config import DEFAULT_STATE_MAX_BYTES, MAX_TIMEOUT_S, POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
 from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent, safe_text
 from sandbox.forkserver_client import ForkServerClient
@@ -15,6 +24,8 @@ from sandbox.validate import validate_source
 __all__ = [
     "ALLOWED_MODULES",
     "API_NAMES",
+    "DEFAULT_STATE_MAX_BYTES",
+    "MAX_TIMEOUT_S",
     "CUT_MARK",
     "DEPTH_MARK",
     "MAX_JSON_DEPTH",
@@ -40,6 +51,8 @@ __all__ = [
     "Stats",
     "TokenCounter",
     "Violation",
+    "api_reference",
+    "api_signatures",
     "build_api",
     "compile_program",
     "compile_skill",
