@@ -41,9 +41,10 @@ logger = logging.getLogger(__name__)
 
 API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "compact", "count_tokens", "help",
              "list_skills")
-# Names a skill may not take: they would shadow the API, a builtin, a module or a special global.
-RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result"} | SAFE_BUILTIN_NAMES | frozenset(REFUSED_BUILTINS) \
-    | ALLOWED_MODULES
+# Names no skill may take or bind: they would shadow the API, a builtin, a module or a special global
+# (round 2's API names are listed too, so no skill saved before they land can take them).
+RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result", "Hit", "definitions", "outline", "grep", "index_status"} \
+    | SAFE_BUILTIN_NAMES | frozenset(REFUSED_BUILTINS) | ALLOWED_MODULES
 MAX_K = 100
 MAX_RERANK_HITS = 200
 MAX_COMPACT_TOKENS = 100_000

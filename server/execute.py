@@ -23,7 +23,7 @@ from .audit import AuditLog
 from .config import ServerConfig
 from .errors import Channel, ProgramEncodingError, channel_for
 from .results import Reply, TokenCounting, execution_reply, retime, search_reply
-from .skills import SkillStore
+from .skills import SkillStore, called_skills_hint
 from .state import SessionState
 
 __all__ = ["Executor", "search_program"]
@@ -92,11 +92,7 @@ class Executor:
                 program = compile_program(code, self._config.sandbox)
             finally:
                 timings["validate"] = _ms(validate_started)
-            loaded = self._skills.skills() if with_skills else []
-            skills = [
-                {"name": skill.name, "description": skill.description, "program": skill.program.to_bytes()}
-                for skill in loaded
-            ]
+            skills, called = self._skills.for_program(program) if with_skills else ([], [])
             request = ExecRequest(
                 request_id=run_.request_id,
                 program=program.to_bytes(),
@@ -121,6 +117,8 @@ class Executor:
             run_.process_started = time.perf_counter()
             run_.outcome, run_.stdout, run_.result = result.outcome, result.stdout, result.result
             run_.error, run_.truncated = result.error, result.truncated
+            if called and run_.outcome in ("timeout", "memory_limit", "crashed") and run_.error:
+                run_.error = {**run_.error, "hint": called_skills_hint(run_.error.get("hint"), called)}
             if result.outcome == "ok" and state is not None and (result.state_set or result.state_deleted):
                 state.merge(result.state_set, result.state_deleted)
         except asyncio.CancelledError:
