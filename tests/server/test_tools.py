@@ -9,7 +9,7 @@ from mcp import Client
 import search
 from sandbox import API_NAMES, SandboxHit
 from server.app import build_server
-from server.config import ServerConfig
+from server import ServerConfig
 
 pytestmark = pytest.mark.anyio
 
