@@ -13,6 +13,7 @@ caller to use mode="bm25" or rebuild with vectors: never a silent downgrade to B
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -28,7 +29,7 @@ from .errors import PathNotFoundError, QueryError
 from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
-from .hits import Hit, merge_overlapping, top_k
+from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping, top_k
 from .rerank import PROSE_LANGUAGES, CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 from .symbols import SymbolLookup, check_symbol_name, outline_rows, symbol_filter
@@ -77,6 +78,7 @@ class Searcher:
         self._masks = _LruCache(_CACHE_ENTRIES)
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
         self._symbol_lookup: SymbolLookup | None = None
+        self.index_name = DEFAULT_INDEX_NAME  # the name hits carry (one served index for now)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -363,6 +365,9 @@ class Searcher:
                     title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
+                    kind=data.kind_of(chunk),
+                    symbol=data.symbol_of(chunk),
+                    index=self.index_name,
                 )
             )
         return hits
@@ -414,14 +419,17 @@ def _check_line(name: str, line: object) -> int:
 
 
 _HIT_FIELDS = frozenset(Hit.__dataclass_fields__)
+_REQUIRED_HIT_FIELDS = frozenset(
+    name for name, spec in Hit.__dataclass_fields__.items() if spec.default is dataclasses.MISSING
+)
 
 
 def _as_hit(hit: Hit | Mapping[str, object]) -> Hit:
     if isinstance(hit, Hit):
         return hit
-    if isinstance(hit, Mapping) and _HIT_FIELDS <= set(hit):
-        return Hit(**{name: hit[name] for name in _HIT_FIELDS})
+    if isinstance(hit, Mapping) and _REQUIRED_HIT_FIELDS <= set(hit):
+        return Hit(**{name: hit[name] for name in _HIT_FIELDS if name in hit})
     raise QueryError(
         "rerank() takes hits returned by search(), bm25(), semantic() or hybrid() "
-        f"(or dicts with the fields {', '.join(sorted(_HIT_FIELDS))}), got {type(hit).__name__}"
+        f"(or dicts with the fields {', '.join(sorted(_REQUIRED_HIT_FIELDS))}), got {type(hit).__name__}"
     )
