@@ -256,22 +256,22 @@ class Searcher:
 
     def definitions(self, name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
                     k: int = 20) -> list[Hit]:
-        """The chunks of the definitions named ``name``: exact, then case-insensitive, then glob matches
-        on names and qualified names (tiers in search/symbols.py); scores 4 - tier, one hit per chunk."""
+        """One hit per definition named ``name``: exact, then case-insensitive, then glob matches on names
+        and qualified names (tiers in search/symbols.py); scores 4 - tier. A hit is the definition's own
+        chunk (id, lines, text: a small method may share its class's chunk) with ``symbol`` and ``kind``
+        of the definition found, not of the chunk."""
         name, k = check_symbol_name(name), _check_k(k)
-        self._symbols()
+        lookup = self._symbols()
         allowed = symbol_filter(self.data, self.data.kinds, kind, path, language)
         table = self.data.symbols
-        chunk_ids: list[int] = []
-        scores: list[float] = []
-        for row, tier in self._symbols().find(name, allowed, len(table)):
-            chunk = int(table.chunk[row])
-            if chunk not in chunk_ids:
-                chunk_ids.append(chunk)
-                scores.append(float(4 - tier))
-                if len(chunk_ids) == k:
-                    break
-        return self._hits(np.asarray(chunk_ids, dtype=np.int64), np.asarray(scores, dtype=np.float64))
+        found = lookup.find(name, allowed, k)
+        rows = [row for row, _ in found]
+        chunks = np.asarray([int(table.chunk[row]) for row in rows], dtype=np.int64)
+        hits = self._hits(chunks, np.asarray([float(4 - tier) for _, tier in found], dtype=np.float64))
+        return [
+            dataclasses.replace(hit, symbol=lookup.qualified[row], kind=table.kind_name(row))
+            for hit, row in zip(hits, rows)
+        ]
 
     def outline(self, path: str) -> list[dict[str, object]]:
         """``{symbol, kind, start_line, end_line}`` of the symbols of one indexed file, in file order."""

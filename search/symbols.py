@@ -75,7 +75,7 @@ class SymbolLookup:
             by_exact.setdefault(qual, []).append(row)
             keys = {name}
             parts = whole.split(".")
-            keys.update(".".join(parts[i:]) for i in range(1, len(parts)))
+            keys.update(".".join(parts[i:]) for i in range(len(parts)))
             keys.discard(qual)
             for key in keys:
                 by_key.setdefault(key, []).append(row)

@@ -194,7 +194,7 @@ class Executor:
     async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:
         """lookup_code: one fixed definitions/outline/grep program in a child, replied as execute_code is."""
         run_ = await self._run(
-            code, timeout_s=self._config.timeout_s, state=None, session_id=session_id, tool="lookup_code",
+            code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="lookup_code",
             with_skills=False,
         )
         reply = execution_reply(

@@ -18,6 +18,7 @@ CATASTROPHIC_PROGRAM = "result = [grep('(a+)+$', path='*.py'), grep('a+b$', k=3)
 
 async def _call(session, arguments):
     reply = await session.call_tool("lookup_code", arguments)
+    assert reply.structured_content is not None, reply.content
     return reply, reply.structured_content
 
 
@@ -34,6 +35,28 @@ async def test_lookup_grep_lines(built_index, tmp_path):
         assert [(m["path"], m["line"]) for m in data["result"]] == [("src/cache.py", 6)]
 
 
+async def test_lookup_definitions_and_outline(built_index, tmp_path):
+    """definitions answers with the definitions' own chunks (exact, case-insensitive, glob); outline with one
+    file's symbols in order."""
+    async with connect("--index", str(built_index), home=tmp_path) as session:
+        reply, data = await _call(session, {"definitions": "TTLCache.get"})
+        assert reply.is_error is False, data
+        first = data["result"][0]
+        assert (first["path"], first["symbol"], first["kind"]) == ("src/cache.py", "TTLCache.get", "method")
+        assert first["start_line"] <= 14 <= first["end_line"]
+        _, data = await _call(session, {"definitions": "ttlcache"})
+        assert data["result"][0]["symbol"] == "TTLCache"
+        _, data = await _call(session, {"definitions": "*_password", "kind": "function"})
+        assert sorted(h["symbol"] for h in data["result"]) == ["hash_password", "verify_password"]
+
+        reply, data = await _call(session, {"outline": "src/ratelimit.py"})
+        assert reply.is_error is False, data
+        assert [(s["symbol"], s["kind"]) for s in data["result"]] == [
+            ("TokenBucket", "class"), ("TokenBucket.__init__", "method"), ("TokenBucket.allow", "method"),
+        ]
+        assert data["result"][0]["start_line"] == 6 and data["result"][-1]["end_line"] == 23
+
+
 @pytest.mark.parametrize(
     ("arguments", "exception", "fragment"),
     [
@@ -45,6 +68,7 @@ async def test_lookup_grep_lines(built_index, tmp_path):
         ({"outline": "src/nope.py"}, "LookupError", "not in the index"),
         ({}, "ValueError", "exactly one of definitions, outline or grep"),
         ({"grep": "x", "outline": "src/auth.py"}, "ValueError", "exactly one of"),
+        ({"definitions": "x", "kind": "gadget"}, "ValueError", "unknown kind"),
     ],
 )
 async def test_lookup_bad_input_gets_a_clear_error(built_index, tmp_path, arguments, exception, fragment):
