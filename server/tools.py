@@ -104,9 +104,10 @@ Full docs: help(name) in a program, or the resource knowledge://api.""",
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
 For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
-    "save_skill": """Save a reusable helper: `source` must define exactly one function named `name` (the same
-sandbox rules as execute_code). It becomes a global in every later execute_code program and survives
-restarts. It may not shadow an API name (search, read, ...) or a builtin.""",
+    "save_skill": """Save a reusable helper: `source` is exactly one function `def name(...)` (and maybe a
+docstring; imports go inside it; the sandbox rules of execute_code). Later programs of every client of this
+state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
+and no name it binds may be an API name (search, read, state, result, ...), builtin or module.""",
     "delete_skill": "Delete a saved skill by name.",
 }
 
