@@ -8,15 +8,14 @@ generated corpus as a build would; `tokenize` is the one BM25 tokenizer for quer
 vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
 """
 
-from .build import BuildReport, build_index, write_index
-from .chunk import Chunk, Symbol, chunk_document, chunk_file
+from .build import build_index, write_index
+from .chunk import Symbol, chunk_document, chunk_file
 from .config import EMBED_PRECISIONS, IndexConfig
 from .embed import (
-    DEFAULT_EMBED_PACKAGE,
     EMBED_INSTALL_COMMAND,
     Embedder,
     ModelLocation,
-    TokenCounter,
+    ModelTokenCounter,
     load_embedder,
     open_embedder,
     open_index_embedder,
@@ -37,12 +36,9 @@ from .languages import language_for
 from .sessions import open_session, run_split
 from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
-from .walk import SKIP_REASONS, SourceDoc, SourceFile, find_secret, scan_sources, source_root, walk_sources
+from .walk import SourceDoc, scan_sources, walk_sources
 
 __all__ = [
-    "BuildReport",
-    "Chunk",
-    "DEFAULT_EMBED_PACKAGE",
     "EMBED_INSTALL_COMMAND",
     "EMBED_PRECISIONS",
     "Embedder",
@@ -58,18 +54,15 @@ __all__ = [
     "KINDS",
     "ModelLocation",
     "ModelMissingError",
-    "SKIP_REASONS",
     "SourceDoc",
     "SourceError",
-    "SourceFile",
     "Symbol",
     "SymbolTable",
     "TOKENIZER_SETTINGS",
-    "TokenCounter",
+    "ModelTokenCounter",
     "build_index",
     "chunk_document",
     "chunk_file",
-    "find_secret",
     "language_for",
     "load_embedder",
     "open_embedder",
@@ -81,7 +74,6 @@ __all__ = [
     "resolve_embed_model",
     "run_split",
     "scan_sources",
-    "source_root",
     "tokenize",
     "walk_sources",
     "write_index",

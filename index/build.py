@@ -30,7 +30,7 @@ from scipy import sparse
 
 from .chunk import Chunk, Symbol, chunk_file
 from .config import IndexConfig
-from .embed import Embedder, ModelLocation, TokenCounter, load_embedder, open_token_counter, resolve_embed_model
+from .embed import Embedder, ModelLocation, ModelTokenCounter, load_embedder, open_token_counter, resolve_embed_model
 from .errors import IndexLockedError, IndexStoreError, SourceError
 from .export import RECIPE, EncoderFiles, prepare_encoder
 from .format import (
@@ -275,7 +275,7 @@ def _empty_corpus_message(sources: list[Path], skipped: Counter[str]) -> str:
 
 
 def _chunk_all(
-    docs: list[SourceDoc], counter: TokenCounter, config: IndexConfig, max_tokens: int
+    docs: list[SourceDoc], counter: ModelTokenCounter, config: IndexConfig, max_tokens: int
 ) -> tuple[list[Chunk], list[int], list[list[Symbol]]]:
     chunks: list[Chunk] = []
     per_doc = []

@@ -51,7 +51,7 @@ def _comment_prefixes(language: str) -> tuple[str, ...]:
 
 
 class TokenCounting(Protocol):
-    """What the chunker needs of the embedding model's tokenizer (see embed.TokenCounter)."""
+    """What the chunker needs of the embedding model's tokenizer (see embed.ModelTokenCounter)."""
 
     @property
     def special_tokens(self) -> int: ...

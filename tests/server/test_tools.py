@@ -7,9 +7,9 @@ import pytest
 from mcp import Client
 
 import search
-from sandbox import SandboxHit
+from sandbox import API_NAMES, SandboxHit
 from server.app import build_server
-from server.config import ServerConfig
+from server import ServerConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -78,3 +78,12 @@ async def test_tools_every_tool_answers_a_load_failure_with_what_to_fix(tmp_path
             assert "could not load" in reply.content[0].text
             # The SDK skips this check for is_error replies; MCP Inspector does not: check as it would.
             await client.session.validate_tool_result(name, reply.model_copy(update={"is_error": False}))
+
+
+
+async def test_tools_execute_code_description_lists_every_api_function(tmp_path):
+    """It lists the signature of every function a program can call (from the sandbox's help texts)."""
+    async with Client(_server(tmp_path)) as client:
+        description = {tool.name: tool for tool in (await client.list_tools()).tools}["execute_code"].description
+    for name in API_NAMES:
+        assert f"\n  {name}(" in description, name
