@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from index import IndexConfig, SourceDoc, TokenCounter, chunk_file, language_for
+from index import IndexConfig, ModelTokenCounter as TokenCounter, SourceDoc, chunk_file, language_for
 
 GOLDEN = Path(__file__).parent / "golden"
 SOURCES = sorted(p for p in GOLDEN.iterdir() if not p.name.endswith(".expected.json"))
