@@ -119,7 +119,7 @@ def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_outpu
             # own progress bar).
             nonlocal last_message
             if message != last_message:
-                logger.info("%s (%.0f s)", message, seconds)
+                logger.info("%s (%.0f s elapsed)", message, seconds)
                 last_message = message
 
         try:
