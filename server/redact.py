@@ -57,8 +57,10 @@ def _bare_value_is_plain(value: str) -> bool:
 
 def _operator_end(matched: bytes) -> int:
     """Just past the `=` or `:` of an assignment match (a secret name holds neither)."""
-    ends = [index for index in (matched.find(b"="), matched.find(b":")) if index >= 0]
-    return min(ends) + 1
+    equals, colon = matched.find(b"="), matched.find(b":")
+    if equals < 0 or 0 <= colon < equals:
+        equals = colon
+    return equals + 1
 
 
 def _skip(matched: bytes, index: int, chars: bytes) -> int:
