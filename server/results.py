@@ -60,6 +60,7 @@ CAP_CHARS_PER_TOKEN = 4  # ... counted at this many characters a token (measurin
 # Exception-name lengths (tokens) the last-resort reply tries; None: no error object at all.
 MINIMAL_NAME_TOKENS: tuple[int | None, ...] = (16, 8, 4, 2, 0, None)
 ERROR_TEXT_FIELDS = ("exception", "message", "hint", "traceback")
+SANDBOX_CUT_MIN_CHARS = 65536  # a `truncated` stdout at least this long is taken as cut by the sandbox
 ENCODE_PIECE_CHARS = 8192  # ~1.5 ms of tokenizing (which holds the GIL) at a time
 REPLY_MIN_DEADLINE_S = 2.0  # fitting gets at least this long, whatever is left of the call's deadline
 # A string the sandbox already cut (sandbox.cut_json's marker): the text before it ends blind.
@@ -356,7 +357,10 @@ def execution_reply(
         raise ValueError(f"unknown outcome {outcome!r}")
     budget = max_output_tokens
     cap = cap_chars(budget)
-    whole_stdout = _Stdout(stdout or "", cap, counter, cut_by_sandbox=truncated)
+    # `truncated` does not say which of stdout and result the sandbox cut: a long stdout was (its cap
+    # is 1 MB), so a partial word at its end may be the head of a secret and goes.
+    stdout = stdout or ""
+    whole_stdout = _Stdout(stdout, cap, counter, cut_by_sandbox=truncated and len(stdout) >= SANDBOX_CUT_MIN_CHARS)
     result, result_capped = _bound_value(result, cap)
     error_dict, error_capped = _bound_error(error, cap) if error is not None else (None, False)
     truncated = truncated or whole_stdout.precut or result_capped or error_capped

@@ -249,3 +249,14 @@ def test_search_reply_error_is_cut_to_the_budget(token_counter, budget):
     assert reply.is_error and reply.structured["outcome"] == "runtime_error" and reply.structured["truncated"]
     if budget >= 300:  # at 100 the bare search schema leaves no room for an error object
         assert reply.structured["error"]["exception"] == "ValueError"
+
+
+def test_execution_reply_stdout_cut_by_the_sandbox_drops_a_partial_secret(token_counter):
+    """When the sandbox cut a long stdout mid-word, that partial word (maybe a key's head) is dropped;
+    a short stdout flagged truncated only because the result was cut keeps its last word."""
+    stdout = "x\n" * 40_000 + "key " + AWS_ACCESS_KEY_ID[:14]
+    reply = execution_reply(outcome="ok", stdout=stdout, truncated=True, counter=token_counter, max_output_tokens=2000)
+    assert reply.structured["stdout"].endswith("key ") and "AKIA" not in reply.structured["stdout"]
+    reply = execution_reply(outcome="ok", stdout="hello", result=[1], truncated=True, counter=token_counter,
+                            max_output_tokens=200)
+    assert reply.structured["stdout"] == "hello"
