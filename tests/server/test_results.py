@@ -260,3 +260,13 @@ def test_execution_reply_stdout_cut_by_the_sandbox_drops_a_partial_secret(token_
     reply = execution_reply(outcome="ok", stdout="hello", result=[1], truncated=True, counter=token_counter,
                             max_output_tokens=200)
     assert reply.structured["stdout"] == "hello"
+
+
+def test_execution_reply_cap_shortens_snippets_before_dropping_hits(token_counter):
+    """Capping a long hit list at 4x the budget shortens every snippet alike first, as fitting does,
+    so as many hits as the budget allows survive (not just the first few whole ones)."""
+    hits = _hits(60, text_lines=60)
+    reply = execution_reply(outcome="ok", result=hits, counter=token_counter, max_output_tokens=4000)
+    kept = [hit for hit in reply.structured["result"] if isinstance(hit, dict)]
+    assert len(kept) >= 30, len(kept)
+    assert [hit["path"] for hit in kept] == [hit["path"] for hit in hits[: len(kept)]]
