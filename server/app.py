@@ -20,6 +20,8 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
+from sandbox import api_reference
+
 from .config import ServerConfig
 from .freshness import stale_files, summarize_manifest
 from .results import Reply
@@ -63,11 +65,8 @@ def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPSer
         "knowledge://api", name="api", title="Sandbox API reference", mime_type="text/markdown",
         description="Every global a program can use, with signatures and examples (same text as help()).",
     )
-    async def api_reference() -> str:
-        if not runtime.is_started:
-            runtime.start()
-        await runtime.wait_ready()
-        return await runtime.api_reference()
+    async def api_reference_text() -> str:
+        return api_reference()  # static: the same text as help() in a program, no warm-up needed
 
     @server.resource(
         "knowledge://index", name="index", title="Index summary", mime_type="application/json",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -19,9 +20,10 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from sandbox import SandboxHit
+from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
+from search import SEARCH_MODES
 
-from .errors import SkillError
+from .errors import Channel, SkillError, channel_for
 from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
@@ -30,21 +32,12 @@ __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
-TIMING_KEYS = ("queue", "validate", "execute", "process", "total")
 MAX_QUERY_CHARS = 2_000
 
-Outcome = Literal[
-    "ok", "validation_error", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed", "busy",
-    "internal_error",
-]
-
-
-class Timings(TypedDict):
-    queue: float
-    validate: float
-    execute: float
-    process: float
-    total: float
+# Schema types built from the facts' owners (a Literal of a tuple lists its items).
+Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+SearchMode = Literal[SEARCH_MODES]  # type: ignore[valid-type]
+Timings = TypedDict("Timings", dict.fromkeys(TIMING_KEYS, float))  # type: ignore[misc]
 
 
 class ErrorInfo(TypedDict):
@@ -100,17 +93,13 @@ class SkillResult(TypedDict):
 TOOL_DESCRIPTIONS = {
     "execute_code": """Run a short Python program against the indexed knowledge base and get back only what it prints
 and the value of `result`, cut to max_output_tokens. Prefer ONE program that searches, filters and
-summarises over many search_code calls. Globals:
-  search(query, k=10, mode="hybrid"|"bm25"|"semantic", rerank=True, path=None, language=None) -> [Hit]
-  bm25(query, k, path, language) / semantic(...) -> [Hit];  rerank(query, hits, k=None) -> [Hit]
-  read(path, start_line=1, end_line=None) -> str;  files(pattern="**/*") -> [path]
-  compact(obj, max_tokens=500) -> str;  count_tokens(text) -> int;  help(name=None) -> str
-  state (dict kept across calls of this session);  list_skills();  saved skills by name
+summarises over many search_code calls. Globals (plus saved skills by name):
+""" + "\n".join(f"  {line}" for line in api_signatures() if not line.startswith("Hit:")) + """
 Hit fields: """ + " ".join(HitInfo.__annotations__) + """ (h.path, h.to_dict()).
 Example: hits = search("where are rlimits applied", k=20, path="sandbox/**")
          result = [f"{h.path}:{h.start_line}" for h in hits[:3]]
 Sandboxed: no files, network, imports outside an allow-list, or names starting with "_".
-Full docs: help() or the resource knowledge://api.""",
+Full docs: help(name) in a program, or the resource knowledge://api.""",
     "search_code": """Search the indexed code and documents; returns ranked hits (path, lines, language, title,
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
@@ -180,18 +169,21 @@ async def _unready_reply(runtime: Runtime, ctx: Context, tool: str, **arguments:
 def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: dict[str, Any]) -> CallToolResult:
     """The reply when the index or fork server could not load (the message says what to do), in the
     shape of `tool`'s output schema like every other reply of that tool."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    text = f"internal_error: the server could not load: {message}"
+    request_id = uuid.uuid4().hex[:16]
+    translated = channel_for(exc, request_id=request_id)
+    if translated.channel is Channel.INTERNAL:
+        logger.error("internal error %s: the server could not load: %s", request_id, exc)
+    message = translated.error["message"]
+    text = f"{translated.outcome}: the server could not load: {message}"
     if tool in ("save_skill", "delete_skill"):
         structured = {"ok": False, "action": "refused", "name": arguments.get("name", ""),
                       "error": f"the server could not load: {message}", "skills": []}
         return simple_reply(structured, text, is_error=True).to_call_tool_result()
-    error = {"exception": type(exc).__name__, "message": f"the server could not load: {message}", "line": None,
-             "hint": "fix the server's configuration and restart it", "traceback": None}
+    error = {**translated.error, "message": f"the server could not load: {message}"}
     budget = int(arguments.get("max_output_tokens") or 2000)
     counter = runtime.counter
     if counter is None:  # not even the token counter loaded: a fixed reply, well inside any budget
-        structured = {"ok": False, "outcome": "internal_error", "stdout": "", "result": None, "error": error,
+        structured = {"ok": False, "outcome": translated.outcome, "stdout": "", "result": None, "error": error,
                       "truncated": False, "output_tokens": 0, "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0)}
         if tool == "search_code":
             structured.update(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
@@ -200,11 +192,11 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
         return simple_reply(structured, text, is_error=True).to_call_tool_result()
     if tool == "search_code":
         reply = search_reply(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
-                             rerank=bool(arguments.get("rerank", True)), hits=[], outcome="internal_error",
+                             rerank=bool(arguments.get("rerank", True)), hits=[], outcome=translated.outcome,
                              error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0), counter=counter,
                              max_output_tokens=budget)
     else:
-        reply = execution_reply(outcome="internal_error", error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
+        reply = execution_reply(outcome=translated.outcome, error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
                                 counter=counter, max_output_tokens=budget)
     return reply.to_call_tool_result()
 
@@ -215,7 +207,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
     async def execute_code(
         code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
         ctx: Context,
-        timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
+        timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, description="wall-clock limit in seconds")] = 30,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, ExecuteCodeResult]:
         if (unready := await _unready_reply(runtime, ctx, "execute_code", max_output_tokens=max_output_tokens)) is not None:
@@ -231,7 +223,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for")],
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=100, description="number of hits")] = 10,
-        mode: Annotated[Literal["hybrid", "bm25", "semantic"], Field(description="retrieval mode")] = "hybrid",
+        mode: Annotated[SearchMode, Field(description="retrieval mode")] = "hybrid",
         rerank: Annotated[bool, Field(description="rerank with the cross-encoder")] = True,
         path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,

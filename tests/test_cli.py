@@ -88,7 +88,9 @@ def test_cli_search_prints_hits_and_json(bm25_index, home):
     assert done.returncode == 0, done.stderr
     hits = json.loads(done.stdout)
     assert hits[0]["path"] == "src/ratelimit.py"
-    assert set(hits[0]) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text"}
+    assert set(hits[0]) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text",
+                            "kind", "symbol", "index"}
+    assert hits[0]["index"] == "default" and hits[0]["kind"] in ("function", "class", "module", "constant")
     human = run_cli("search", "password hash", "--index", bm25_index, "--mode", "bm25", "--no-rerank",
                     "--path", "src/**", "--language", "python", tmp_home=home)
     assert human.returncode == 0 and "src/auth.py:" in human.stdout
@@ -129,6 +131,15 @@ def test_cli_usage_errors_exit_2(home, bm25_index):
     assert bad_env.returncode == 2
     assert "KNOWLEDGE_MCP_MAX_WORKERS" in one_line_error(bad_env)
     assert "Traceback" not in bad_env.stderr
+
+
+def test_cli_sandbox_limits_are_checked_once_and_name_their_source(home, bm25_index):
+    """It refuses a memory limit under 16 MB and a timeout over 120 s with exit 2 naming the variable
+    (the sandbox's own checks: one bound per limit)."""
+    for variable, value in (("KNOWLEDGE_MCP_MEMORY_MB", "8"), ("KNOWLEDGE_MCP_TIMEOUT_S", "121")):
+        done = run_cli("search", "q", "--index", bm25_index, env_extra={variable: value}, tmp_home=home)
+        assert done.returncode == 2, (variable, done.stderr)
+        assert variable in one_line_error(done) and value in one_line_error(done)
 
 
 def test_cli_config_toml_is_read_and_validated(home, tmp_path):
@@ -272,6 +283,26 @@ def test_cli_exec_runs_a_program(bm25_index, home):
     assert as_json.returncode == 0, as_json.stderr
     reply = json.loads(as_json.stdout)
     assert reply["outcome"] == "ok" and reply["stdout"] == "42\n" and reply["output_tokens"] > 0
+
+
+@pytest.mark.linux_only
+def test_cli_exec_text_names_cli_flags_not_mcp_arguments(bm25_index, home):
+    """It tells a CLI user about --timeout-s and --json, never timeout_s or structuredContent."""
+    timed_out = run_cli("exec", "--index", bm25_index, "--timeout-s", "1", "while True:\n    pass", tmp_home=home)
+    assert timed_out.returncode == 2, timed_out.stderr
+    assert "--timeout-s" in timed_out.stdout and "timeout_s" not in timed_out.stdout
+    long_value = run_cli("exec", "--index", bm25_index, "result = 'x' * 2000", tmp_home=home)
+    assert long_value.returncode == 0, long_value.stderr
+    assert "--json" in long_value.stdout and "structuredContent" not in long_value.stdout
+
+
+@pytest.mark.linux_only
+def test_cli_exec_logs_no_third_party_noise_at_the_default_level(bm25_index, home):
+    """It keeps faiss's loader messages (which CPU build it tried) out of the INFO log."""
+    done = run_cli("exec", "--index", bm25_index, "print(1)", env_extra={"KNOWLEDGE_MCP_LOG_LEVEL": "INFO"},
+                   tmp_home=home)
+    assert done.returncode == 0, done.stderr
+    assert "faiss" not in done.stderr.lower() and "AVX" not in done.stderr, done.stderr
 
 
 @pytest.mark.linux_only
