@@ -23,7 +23,7 @@ from typing_extensions import TypedDict
 from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
 from search import SEARCH_MODES
 
-from .errors import Channel, SkillError, channel_for
+from .errors import Channel, SkillError, channel_for, hide_host_paths
 from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
@@ -104,9 +104,10 @@ Full docs: help(name) in a program, or the resource knowledge://api.""",
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
 For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
-    "save_skill": """Save a reusable helper: `source` must define exactly one function named `name` (the same
-sandbox rules as execute_code). It becomes a global in every later execute_code program and survives
-restarts. It may not shadow an API name (search, read, ...) or a builtin.""",
+    "save_skill": """Save a reusable helper: `source` is exactly one function `def name(...)` (and maybe a
+docstring; imports go inside it; the sandbox rules of execute_code). Later programs of every client of this
+state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
+and no name it binds may be an API name (search, read, state, result, ...), builtin or module.""",
     "delete_skill": "Delete a saved skill by name.",
 }
 
@@ -170,7 +171,7 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
     """The reply when the index or fork server could not load (the message says what to do), in the
     shape of `tool`'s output schema like every other reply of that tool."""
     request_id = uuid.uuid4().hex[:16]
-    translated = channel_for(exc, request_id=request_id)
+    translated = channel_for(exc, request_id=request_id, host_paths=runtime.host_paths())
     if translated.channel is Channel.INTERNAL:
         logger.error("internal error %s: the server could not load: %s", request_id, exc)
     message = translated.error["message"]
@@ -250,7 +251,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         try:
             runtime.skills.save(name, source, description)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s saved", name)
         return _skill_reply(runtime, "saved", name, None)
 
@@ -263,7 +264,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         try:
             runtime.skills.delete(name)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s deleted", name)
         return _skill_reply(runtime, "deleted", name, None)
 
