@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from mcp_types import CallToolResult, TextContent
 
-from sandbox import CUT_MARK, OUTCOMES, TIMING_KEYS, cut_json, json_extent, safe_text
+from sandbox import CUT_MARK, OUTCOMES, TIMING_KEYS, cut_json, json_extent
 
 from .redact import redact_window
 
