@@ -580,7 +580,10 @@ def open_previous(path: Path) -> PreviousVersion | None:
         keys = np.load(version / "chunk_keys.npy", mmap_mode="r", allow_pickle=False)
         vectors = np.load(version / VECTORS_FILE, mmap_mode="r", allow_pickle=False) if VECTORS_FILE in artefacts else None
         mask = np.load(version / VECTOR_MASK_FILE, mmap_mode="r", allow_pickle=False) if VECTOR_MASK_FILE in artefacts else None
-    except (IndexNotFoundError, IndexCorruptError, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except IndexNotFoundError:
+        log.debug("first build at %s: nothing to reuse", path)  # not news: this build is making it
+        return None
+    except (IndexCorruptError, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         log.info("not reusing anything from %s: %s", path, exc)
         return None
     if vectors is not None and mask is None:

@@ -306,6 +306,22 @@ def test_cli_exec_logs_no_third_party_noise_at_the_default_level(bm25_index, hom
 
 
 @pytest.mark.linux_only
+@pytest.mark.model
+@pytest.mark.slow
+def test_cli_exec_root_first_build_logs_what_it_does_not_what_is_missing(tmp_path):
+    """It builds a root's first index without logging "no index at ... build one", third-party warnings
+    or progress bars, and says the seconds it reports are elapsed."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("def hello():\n    return 1\n")
+    done = run_cli("exec", "--root", tmp_path / "src", "print(1)", env_extra={"KNOWLEDGE_MCP_LOG_LEVEL": "INFO"},
+                   tmp_home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    for noise in ("no index at", "build one with", "pre-processing", "Loading weights", "AVX"):
+        assert noise not in done.stderr, (noise, done.stderr)
+    assert "s elapsed)" in done.stderr
+
+
+@pytest.mark.linux_only
 def test_cli_exec_refused_program_exits_2(bm25_index, home):
     """It exits 2 for a program the policy refuses, printing the validation error."""
     done = run_cli("exec", "--index", bm25_index, "import os\nos.system('true')", tmp_home=home)
