@@ -371,7 +371,6 @@ print(str(e))
        runtime_outcome="ok"),
     _a("deep_state_900", "kmcp-10", "x = 1\nfor i in range(900):\n    x = [x]\nstate['deep'] = x"),
     _a("cyclic_state", "kmcp-10", "d = {}\nd['d'] = d\nstate['cycle'] = d"),
-    _a("cyclic_result", "kmcp-10", "x = []\nx.append(x)\nresult = x"),
     # ---- hostile exception attributes: runtime_error, never internal_error --------------------------
     _a("nameerror_unhashable_name", "kmcp-10", """
 class N(NameError):
