@@ -108,3 +108,19 @@ async def test_every_outcome_fits_the_budget(built_index, tmp_path, token_counte
         ):
             reply = await session.call_tool("search_code", {**arguments, "max_output_tokens": budget})
             _assert_in_budget(token_counter, reply, budget)
+
+
+async def test_wire_attacks_of_the_table_reach_the_client_in_budget(built_index, tmp_path, token_counter):
+    """Every attack of the table's issue-10 wire section, sent through the real server at the smallest
+    and the default budget: a parsed tool result with the expected outcome, within the budget."""
+    from tests.sandbox.escapes.attacks import ATTACKS
+
+    wire_attacks = [attack for attack in ATTACKS if attack.source == "kmcp-10-wire"]
+    assert len(wire_attacks) >= 15
+    async with connect("--index", str(built_index), home=tmp_path) as session:
+        for attack in wire_attacks:
+            for budget in (100, 2000):
+                reply = await session.call_tool("execute_code", {"code": attack.code, "max_output_tokens": budget})
+                data = reply.structured_content
+                assert data is not None and data["outcome"] == attack.runtime_outcome, (attack.name, data)
+                _assert_in_budget(token_counter, reply, budget)
