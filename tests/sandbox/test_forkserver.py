@@ -164,6 +164,7 @@ def test_forkserver_cancel_by_id_answers_once(sandbox: SandboxHandle) -> None:
     assert result.outcome == "crashed" and "cancelled" in result.error["message"]
 
 
+@pytest.mark.slow  # waits on backoff, restarts or a racing build: seconds even on an idle machine
 def test_forkserver_kill9_fails_inflight_then_recovers(canary_env) -> None:
     """It fails the call in flight with internal_error when the fork server is SIGKILLed; the next call works."""
     handle = SandboxHandle(plain_config())
