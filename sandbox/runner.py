@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Protocol
 
 from sandbox.config import DEFAULT_STATE_MAX_BYTES
-from sandbox.guards import OutputBuffer, build_globals
+from sandbox.guards import SAFE_BUILTIN_NAMES, OutputBuffer, build_globals
 from sandbox.jsonfit import MAX_JSON_DEPTH, cut_json, safe_text, shrink_json
 from sandbox.modules import ALLOWED_MODULES, json_default
 from sandbox.policy import CompiledProgram, skill_name
@@ -162,14 +162,15 @@ def _lazy_skills(
 
     Its own globals (the API, ``state``, the other skills) mean nothing a skill does can rebind a
     name of the program, and nothing the program rebinds changes what a skill calls. A skill that
-    fails to load fails only the call, with an error naming it. Names the API already has are
-    never replaced (``compile_skill`` refuses them anyway).
+    fails to load fails only the call, with an error naming it. No API name, builtin or module is
+    ever replaced by a skill (``compile_skill`` refuses those names too).
     """
     stand_ins: dict[str, Callable[..., object]] = {}
     for skill in skills:
         name = skill_name(skill.filename)
-        if name is None or name in namespace or name in stand_ins:
-            continue
+        if name is None or name in namespace or name in stand_ins or name in SAFE_BUILTIN_NAMES \
+                or name in REFUSED_BUILTINS or name in ALLOWED_MODULES:
+            continue  # never in place of the API, a builtin or a module (compile_skill refuses those names too)
         stand_ins[name] = _lazy_skill(name, skill, namespace, stand_ins, output)
     return stand_ins
 
