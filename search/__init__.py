@@ -1,26 +1,26 @@
 """Search over a knowledge-mcp index: BM25, vectors, hybrid fusion, cross-encoder rerank, filters."""
 
-from . import errors
 from .batch import search_batch, search_documents
-from .config import BM25_VARIANTS, SEARCH_MODES, SearchConfig
+from .config import SEARCH_MODES, SearchConfig
 from .errors import PathNotFoundError, QueryError, RerankModelMissingError, SearchError
 from .filters import compile_glob
 from .fusion import fuse_rrf
-from .hits import Hit, format_hits_text, top_k
-from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, passage_text, resolve_rerank_model
+from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
+from .hits import Hit, format_hits_text, merge_overlapping, top_k
+from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, passage_text, resolve_rerank_model
 from .searcher import Searcher
-from .sparse import BM25_LUCENE, BM25_OKAPI, SparseScorer, bm25_weights
+from .sparse import SparseScorer, bm25_weights
 
 __all__ = [
-    "BM25_LUCENE",
-    "BM25_OKAPI",
-    "BM25_VARIANTS",
     "CrossEncoder",
+    "GREP_LINE_CHARS",
+    "GREP_MAX_K",
+    "GrepMatch",
+    "GrepTimeoutError",
     "Hit",
     "PathNotFoundError",
     "QueryError",
     "RERANK_INSTALL_COMMAND",
-    "RerankModelLocation",
     "RerankModelMissingError",
     "SEARCH_MODES",
     "SearchConfig",
@@ -29,8 +29,7 @@ __all__ = [
     "SparseScorer",
     "bm25_weights",
     "compile_glob",
-    "errors",
-    "format_hits_text",
+    "format_hits_text", "merge_overlapping",
     "fuse_rrf",
     "passage_text",
     "resolve_rerank_model",

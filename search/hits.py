@@ -5,11 +5,15 @@ Contract: every ranked list in this package is ordered by score descending, ties
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["Hit", "format_hits_text", "top_k"]
+__all__ = ["DEFAULT_INDEX_NAME", "Hit", "format_hits_text", "merge_overlapping", "top_k"]
+
+DEFAULT_INDEX_NAME = "default"  # an index served without a name (INTERFACES.md section 7)
+MERGE_MAX_LINES = 80  # two default line windows: a merged hit stays a readable region
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +21,10 @@ class Hit:
     """One result: a chunk of an indexed file or record (INTERFACES.md section 3).
 
     ``score`` is higher-is-better; its scale depends on the mode: BM25, cosine, fused (RRF) or the
-    cross-encoder logit after rerank. Lines are 1-based and inclusive.
+    cross-encoder logit after rerank. Lines are 1-based and inclusive. ``kind`` says what the chunk
+    is (index.KINDS: function, method, class, ..., module, section, key, text), ``symbol`` the
+    qualified name of the definition it holds (or None), ``index`` the name of the index it came
+    from (INTERFACES.md section 7; defaults keep older callers working).
     """
 
     id: str
@@ -29,6 +36,9 @@ class Hit:
     title: str
     score: float
     text: str
+    kind: str = "text"
+    symbol: str | None = None
+    index: str = DEFAULT_INDEX_NAME
 
     def to_dict(self) -> dict[str, object]:
         """The JSON object of the contract (plain str/int/float values)."""
@@ -66,6 +76,27 @@ def top_k(
     order = np.lexsort((ids[selected], -scores[selected]))
     selected = selected[order]
     return ids[selected], scores[selected]
+
+
+def merge_overlapping(hits: Sequence[Hit], read_lines: Callable[[str, int, int], str]) -> list[Hit]:
+    """Hits in the same order, where a hit whose lines overlap a better-ranked hit of the same
+    document never comes back as a near-copy: it is folded into the better hit (one hit over the
+    union of their lines, text read back with ``read_lines(path, start, end)``, keeping the better
+    hit's id, title and score) while the union spans at most MERGE_MAX_LINES lines, and dropped
+    otherwise. The pieces of one long function, or overlapping line windows, then come back as one
+    region instead of k near-copies, and no merged hit grows past two windows."""
+    kept: list[Hit] = []
+    for hit in hits:
+        for i, better in enumerate(kept):
+            if (better.doc_id == hit.doc_id and better.path == hit.path
+                    and hit.start_line <= better.end_line and hit.end_line >= better.start_line):
+                start, end = min(better.start_line, hit.start_line), max(better.end_line, hit.end_line)
+                if (start, end) != (better.start_line, better.end_line) and end - start + 1 <= MERGE_MAX_LINES:
+                    kept[i] = replace(better, start_line=start, end_line=end, text=read_lines(better.path, start, end))
+                break
+        else:
+            kept.append(hit)
+    return kept
 
 
 def format_hits_text(hits: list[Hit], snippet_lines: int = 3, snippet_chars: int = 300) -> str:

@@ -13,6 +13,7 @@ caller to use mode="bm25" or rebuild with vectors: never a silent downgrade to B
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -25,9 +26,10 @@ from index import IndexFormatError, open_index, open_index_embedder, resolve_emb
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
 from .errors import PathNotFoundError, QueryError
-from .filters import chunk_mask, compile_glob
+from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
-from .hits import Hit, top_k
+from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
+from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 
@@ -74,6 +76,7 @@ class Searcher:
         self._cross_encoder = cross_encoder
         self._masks = _LruCache(_CACHE_ENTRIES)
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
+        self.index_name = DEFAULT_INDEX_NAME  # the name hits carry (one served index for now)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -149,7 +152,9 @@ class Searcher:
         language: str | None = None,
     ) -> list[Hit]:
         """First-stage search in ``mode``, then (if rerank) the cross-encoder over the top
-        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits."""
+        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits. Hits whose lines
+        overlap a better hit of the same file are folded into it (`merge_overlapping`), so k hits
+        are k distinct regions."""
         query, k = _check_query(query), _check_k(k)
         if mode not in SEARCH_MODES:
             raise QueryError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -160,9 +165,11 @@ class Searcher:
         depth = max(k, self.config.rerank_depth) if rerank else k
         mask = self._mask(path, language)
         rank = {"bm25": self._rank_bm25, "semantic": self._rank_dense, "hybrid": self._rank_hybrid}[mode]
-        hits = self._hits(*rank(query, depth, mask))
+        # Merge before the cross-encoder (it then scores each region once); four times the depth
+        # leaves room for what merging folds away (first-stage depth is cheap).
+        hits = merge_overlapping(self._hits(*rank(query, 4 * depth, mask)), self._read_lines)[:depth]
         if not rerank:
-            return hits
+            return hits[:k]
         return self._cross_encoder.rerank(query, hits, k)
 
     def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
@@ -196,10 +203,32 @@ class Searcher:
             raise QueryError(f"start_line {start_line} is past the end of {path} ({len(lines)} lines)")
         return "".join(lines[start_line - 1 : end_line])
 
+    def _read_lines(self, path: str, start_line: int, end_line: int) -> str:
+        return self.read(path, start_line, end_line).rstrip("\n")
+
     def files(self, pattern: str = "**/*") -> list[str]:
         """Sorted indexed paths matching a glob (rule in search/filters.py)."""
         matcher = compile_glob(pattern)
         return sorted(doc["path"] for doc in self.data.docs if matcher.match(doc["path"]))
+
+    def grep(self, pattern: str, path: str | None = None, ignore_case: bool = False, k: int = 100,
+             deadline: float | None = None) -> list[GrepMatch]:
+        """Lines matching an RE2 ``pattern`` in files matching the ``path`` glob, in path then line order
+        (rules in search/grep.py). QueryError for a refused pattern or k outside [1, 1000];
+        PathNotFoundError when ``path`` matches no indexed file; GrepTimeoutError at ``deadline``."""
+        regex = compile_grep_pattern(pattern, ignore_case)
+        k = _check_k(k)
+        if k > GREP_MAX_K:
+            raise QueryError(f"k must be at most {GREP_MAX_K} for grep, got {k}")
+        paths = [doc["path"] for doc in self.data.docs]
+        if path is None:
+            rows = np.arange(len(paths), dtype=np.int64)
+        else:
+            rows = np.flatnonzero(doc_mask(paths, (), path, None))
+            if len(rows) == 0:
+                raise PathNotFoundError(path)
+        blob, offsets = self.data.doc_bytes()
+        return grep_docs(regex, blob, offsets, paths, rows, k, deadline)
 
     # ----------------------------------------------------------------- ranked chunk ids
     def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +307,9 @@ class Searcher:
                     title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
+                    kind=data.kind_of(chunk),
+                    symbol=data.symbol_of(chunk),
+                    index=self.index_name,
                 )
             )
         return hits
@@ -329,14 +361,17 @@ def _check_line(name: str, line: object) -> int:
 
 
 _HIT_FIELDS = frozenset(Hit.__dataclass_fields__)
+_REQUIRED_HIT_FIELDS = frozenset(
+    name for name, spec in Hit.__dataclass_fields__.items() if spec.default is dataclasses.MISSING
+)
 
 
 def _as_hit(hit: Hit | Mapping[str, object]) -> Hit:
     if isinstance(hit, Hit):
         return hit
-    if isinstance(hit, Mapping) and _HIT_FIELDS <= set(hit):
-        return Hit(**{name: hit[name] for name in _HIT_FIELDS})
+    if isinstance(hit, Mapping) and _REQUIRED_HIT_FIELDS <= set(hit):
+        return Hit(**{name: hit[name] for name in _HIT_FIELDS if name in hit})
     raise QueryError(
         "rerank() takes hits returned by search(), bm25(), semantic() or hybrid() "
-        f"(or dicts with the fields {', '.join(sorted(_HIT_FIELDS))}), got {type(hit).__name__}"
+        f"(or dicts with the fields {', '.join(sorted(_REQUIRED_HIT_FIELDS))}), got {type(hit).__name__}"
     )

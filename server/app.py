@@ -20,6 +20,8 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
+from sandbox import api_reference
+
 from .config import ServerConfig
 from .freshness import stale_files, summarize_manifest
 from .results import Reply
@@ -63,11 +65,8 @@ def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPSer
         "knowledge://api", name="api", title="Sandbox API reference", mime_type="text/markdown",
         description="Every global a program can use, with signatures and examples (same text as help()).",
     )
-    async def api_reference() -> str:
-        if not runtime.is_started:
-            runtime.start()
-        await runtime.wait_ready()
-        return await runtime.api_reference()
+    async def api_reference_text() -> str:
+        return api_reference()  # static: the same text as help() in a program, no warm-up needed
 
     @server.resource(
         "knowledge://index", name="index", title="Index summary", mime_type="application/json",
@@ -91,7 +90,7 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
     root = target.root or (Path(manifest["root"]) if manifest.get("root") else None)
     changed = stale_files(manifest, root)
     return {
-        **{key: value for key, value in summary.items() if key != "root"},
+        **{key: value for key, value in summary.items() if key not in ("root", "sources")},  # host paths
         "indexed_at": summary.get("built_at"),
         "stale": bool(changed),
         "stale_examples": changed[:5],
@@ -120,7 +119,7 @@ def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_outpu
             # own progress bar).
             nonlocal last_message
             if message != last_message:
-                logger.info("%s (%.0f s)", message, seconds)
+                logger.info("%s (%.0f s elapsed)", message, seconds)
                 last_message = message
 
         try:

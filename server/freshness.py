@@ -5,16 +5,20 @@ neither, the client's first MCP root, else the current directory) is indexed int
 `cache_dir/<name>-<sha of the root path>`. `/`, the home directory itself and trees over the size
 limit are refused with `RootRefusedError` unless `force`. `tree_fingerprint` is a cheap snapshot
 (path, size, mtime) used to debounce refreshes; `build_root_index` runs the incremental build.
+`Refresher` is the refresh loop: it re-indexes a changed root (or notices a rebuilt index) and
+then switches the fork server to the new version between calls; a failed refresh keeps the
+previous version serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from index import build_index, read_manifest, scan_sources
@@ -23,6 +27,7 @@ from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
 
 __all__ = [
+    "Refresher",
     "Target",
     "build_root_index",
     "check_index",
@@ -166,3 +171,56 @@ def summarize_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "models": manifest.get("models"),
         "has_vectors": bool((manifest.get("models") or {}).get("embed")),
     }
+
+
+class Refresher:
+    """The debounced refresh loop of one served target.
+
+    `switch(index_dir)` makes the fork server serve the index's current version (calls in flight
+    finish on the old one). `fingerprint` is the tree's snapshot the served index was built from.
+    """
+
+    def __init__(
+        self, config: ServerConfig, target: Target, switch: Callable[[Path], Awaitable[Any]],
+        fingerprint: frozenset[tuple[str, int, int]] | None, version: str | None,
+    ) -> None:
+        self._config = config
+        self._target = target
+        self._switch = switch
+        self._fingerprint = fingerprint
+        self.version = version
+
+    async def run(self) -> None:
+        """Check every `refresh_debounce_s` (at least 0.2 s) until cancelled."""
+        interval = max(self._config.refresh_debounce_s, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep serving the old version
+                logger.warning("refresh failed, still serving the previous version: %s", " ".join(str(exc).split()))
+
+    async def refresh_once(self) -> bool:
+        """One freshness check; True when a new index version is now being served."""
+        target = self._target
+        if target.root is not None:
+            fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
+            if fingerprint == self._fingerprint:
+                return False
+            # Debounce: wait until the tree stops changing before re-indexing.
+            await asyncio.sleep(self._config.refresh_debounce_s)
+            settled = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
+            if settled != fingerprint:
+                return False
+            logger.info("sources changed under %s: re-indexing", target.root)
+            await asyncio.to_thread(build_root_index, target.root, target.index_dir, self._config)
+            self._fingerprint = settled
+        version = await asyncio.to_thread(index_version, target.index_dir)
+        if version is None or version == self.version:
+            return False
+        await self._switch(target.index_dir)
+        self.version = version
+        logger.info("now serving index version %s", version)
+        return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -19,10 +20,11 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from sandbox import SandboxHit
+from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
+from search import SEARCH_MODES
 
-from .errors import SkillError
-from .results import simple_reply
+from .errors import Channel, SkillError, channel_for, hide_host_paths
+from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
 __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
@@ -32,18 +34,10 @@ logger = logging.getLogger(__name__)
 MAX_CODE_CHARS = 100_000
 MAX_QUERY_CHARS = 2_000
 
-Outcome = Literal[
-    "ok", "validation_error", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed", "busy",
-    "internal_error",
-]
-
-
-class Timings(TypedDict):
-    queue: float
-    validate: float
-    execute: float
-    process: float
-    total: float
+# Schema types built from the facts' owners (a Literal of a tuple lists its items).
+Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+SearchMode = Literal[SEARCH_MODES]  # type: ignore[valid-type]
+Timings = TypedDict("Timings", dict.fromkeys(TIMING_KEYS, float))  # type: ignore[misc]
 
 
 class ErrorInfo(TypedDict):
@@ -99,24 +93,21 @@ class SkillResult(TypedDict):
 TOOL_DESCRIPTIONS = {
     "execute_code": """Run a short Python program against the indexed knowledge base and get back only what it prints
 and the value of `result`, cut to max_output_tokens. Prefer ONE program that searches, filters and
-summarises over many search_code calls. Globals:
-  search(query, k=10, mode="hybrid"|"bm25"|"semantic", rerank=True, path=None, language=None) -> [Hit]
-  bm25(query, k, path, language) / semantic(...) -> [Hit];  rerank(query, hits, k=None) -> [Hit]
-  read(path, start_line=1, end_line=None) -> str;  files(pattern="**/*") -> [path]
-  compact(obj, max_tokens=500) -> str;  count_tokens(text) -> int;  help(name=None) -> str
-  state (dict kept across calls of this session);  list_skills();  saved skills by name
+summarises over many search_code calls. Globals (plus saved skills by name):
+""" + "\n".join(f"  {line}" for line in api_signatures() if not line.startswith("Hit:")) + """
 Hit fields: """ + " ".join(HitInfo.__annotations__) + """ (h.path, h.to_dict()).
 Example: hits = search("where are rlimits applied", k=20, path="sandbox/**")
          result = [f"{h.path}:{h.start_line}" for h in hits[:3]]
 Sandboxed: no files, network, imports outside an allow-list, or names starting with "_".
-Full docs: help() or the resource knowledge://api.""",
+Full docs: help(name) in a program, or the resource knowledge://api.""",
     "search_code": """Search the indexed code and documents; returns ranked hits (path, lines, language, title,
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
 For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
-    "save_skill": """Save a reusable helper: `source` must define exactly one function named `name` (the same
-sandbox rules as execute_code). It becomes a global in every later execute_code program and survives
-restarts. It may not shadow an API name (search, read, ...) or a builtin.""",
+    "save_skill": """Save a reusable helper: `source` is exactly one function `def name(...)` (and maybe a
+docstring; imports go inside it; the sandbox rules of execute_code). Later programs of every client of this
+state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
+and no name it binds may be an API name (search, read, state, result, ...), builtin or module.""",
     "delete_skill": "Delete a saved skill by name.",
 }
 
@@ -167,25 +158,48 @@ async def _client_roots(ctx: Context) -> list[Path]:
     return roots
 
 
-async def _unready_reply(runtime: Runtime, ctx: Context) -> CallToolResult | None:
+async def _unready_reply(runtime: Runtime, ctx: Context, tool: str, **arguments: Any) -> CallToolResult | None:
     """Wait for warm-up; None once ready, else the reply saying why the server could not load."""
     try:
         await _ready(runtime, ctx)
     except Exception as exc:  # noqa: BLE001 - a load failure is this call's answer, not a crash
-        return _load_failure(exc)
+        return _load_failure(runtime, tool, exc, arguments)
     return None
 
 
-def _load_failure(exc: BaseException) -> CallToolResult:
-    """The reply when the index or fork server could not load (the message says what to do)."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    structured = {
-        "ok": False,
-        "outcome": "internal_error",
-        "error": {"exception": type(exc).__name__, "message": message, "line": None,
-                  "hint": "fix the server's configuration and restart it", "traceback": None},
-    }
-    return simple_reply(structured, f"internal_error: the server could not load: {message}", is_error=True).to_call_tool_result()
+def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: dict[str, Any]) -> CallToolResult:
+    """The reply when the index or fork server could not load (the message says what to do), in the
+    shape of `tool`'s output schema like every other reply of that tool."""
+    request_id = uuid.uuid4().hex[:16]
+    translated = channel_for(exc, request_id=request_id, host_paths=runtime.host_paths())
+    if translated.channel is Channel.INTERNAL:
+        logger.error("internal error %s: the server could not load: %s", request_id, exc)
+    message = translated.error["message"]
+    text = f"{translated.outcome}: the server could not load: {message}"
+    if tool in ("save_skill", "delete_skill"):
+        structured = {"ok": False, "action": "refused", "name": arguments.get("name", ""),
+                      "error": f"the server could not load: {message}", "skills": []}
+        return simple_reply(structured, text, is_error=True).to_call_tool_result()
+    error = {**translated.error, "message": f"the server could not load: {message}"}
+    budget = int(arguments.get("max_output_tokens") or 2000)
+    counter = runtime.counter
+    if counter is None:  # not even the token counter loaded: a fixed reply, well inside any budget
+        structured = {"ok": False, "outcome": translated.outcome, "stdout": "", "result": None, "error": error,
+                      "truncated": False, "output_tokens": 0, "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0)}
+        if tool == "search_code":
+            structured.update(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
+                              rerank=bool(arguments.get("rerank", True)), hits=[], total_hits=0)
+            del structured["stdout"], structured["result"]
+        return simple_reply(structured, text, is_error=True).to_call_tool_result()
+    if tool == "search_code":
+        reply = search_reply(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
+                             rerank=bool(arguments.get("rerank", True)), hits=[], outcome=translated.outcome,
+                             error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0), counter=counter,
+                             max_output_tokens=budget)
+    else:
+        reply = execution_reply(outcome=translated.outcome, error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
+                                counter=counter, max_output_tokens=budget)
+    return reply.to_call_tool_result()
 
 
 def register_tools(server: Any, runtime: Runtime) -> None:
@@ -194,10 +208,10 @@ def register_tools(server: Any, runtime: Runtime) -> None:
     async def execute_code(
         code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
         ctx: Context,
-        timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
+        timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, description="wall-clock limit in seconds")] = 30,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, ExecuteCodeResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "execute_code", max_output_tokens=max_output_tokens)) is not None:
             return unready
         session, session_id = _session_key(ctx)
         state = runtime.states.for_session(session) if session is not None else None
@@ -210,13 +224,14 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for")],
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=100, description="number of hits")] = 10,
-        mode: Annotated[Literal["hybrid", "bm25", "semantic"], Field(description="retrieval mode")] = "hybrid",
+        mode: Annotated[SearchMode, Field(description="retrieval mode")] = "hybrid",
         rerank: Annotated[bool, Field(description="rerank with the cross-encoder")] = True,
         path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, SearchCodeResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "search_code", query=query, mode=mode, rerank=rerank,
+                                            max_output_tokens=max_output_tokens)) is not None:
             return unready
         _, session_id = _session_key(ctx)
         reply = await runtime.search(
@@ -231,12 +246,12 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         description: Annotated[str, Field(min_length=1, max_length=1000, description="what it returns")],
         ctx: Context,
     ) -> Annotated[CallToolResult, SkillResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "save_skill", name=name)) is not None:
             return unready
         try:
             runtime.skills.save(name, source, description)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s saved", name)
         return _skill_reply(runtime, "saved", name, None)
 
@@ -244,12 +259,12 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         name: Annotated[str, Field(min_length=1, max_length=64, description="skill to delete")],
         ctx: Context,
     ) -> Annotated[CallToolResult, SkillResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "delete_skill", name=name)) is not None:
             return unready
         try:
             runtime.skills.delete(name)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s deleted", name)
         return _skill_reply(runtime, "deleted", name, None)
 
