@@ -66,6 +66,9 @@ _WRITABLE_TYPES = frozenset({
 
 # Builtin exceptions whose C fields index raw memory (start/end of the Unicode errors, unchecked
 # when CPython 3.11 renders them): a subclass instance would be writable, so none may be defined.
+# Audited as safe to subclass: the other exposed exceptions' C members (OSError errno/strerror/
+# filename, ImportError name/path, NameError/AttributeError name, AttributeError obj,
+# StopIteration value) hold object references that are only ever rendered through str()/repr().
 _RAW_MEMORY_EXCEPTIONS = (UnicodeDecodeError, UnicodeEncodeError, UnicodeTranslateError)
 
 # Mutable containers: read from a library class, module member or other shared object, a program
