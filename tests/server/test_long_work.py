@@ -67,7 +67,7 @@ def test_cli_index_status_fields_and_pending_changes(keyword_tree, tmp_path):
     assert code == 3 and "missing" in stderr
 
 
-@pytest.mark.model  # the fork server opens the cross-encoder
+@pytest.mark.model  # the served fork server loads the cross-encoder
 async def test_index_status_tool_and_resource(keyword_tree, tmp_path):
     """The read-only tool answers every field; the resource carries the same `indexes`; coverage is 0 on a
     BM25-only index (honest), and the refresh loop is reported as running."""
