@@ -22,11 +22,11 @@ from sandbox import TIMING_KEYS, ExecRequest, ForkServerClient, compile_program
 from .audit import AuditLog
 from .config import ServerConfig
 from .errors import Channel, ProgramEncodingError, channel_for
-from .results import Reply, TokenCounting, execution_reply, retime, search_reply
+from .results import Reply, TokenCounting, execution_reply, reply_off_loop, retime, search_reply
 from .skills import SkillStore, called_skills_hint
 from .state import SessionState
 
-__all__ = ["Executor", "search_program"]
+__all__ = ["Executor", "LOOKUPS", "lookup_program", "search_program"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,24 @@ def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str |
         f"path={path_glob!r}, language={language!r})\n"
         "result = [hit.to_dict() for hit in hits]\n"
     )
+
+
+LOOKUPS = ("definitions", "outline", "grep")
+
+
+def lookup_program(lookup: str, target: str, *, path_glob: str | None, kind: str | None, language: str | None,
+                   ignore_case: bool, k: int) -> str:
+    """The fixed, trusted program behind `lookup_code` (arguments embedded as Python literals)."""
+    if lookup == "definitions":
+        call = (f"[h.to_dict() for h in definitions({target!r}, kind={kind!r}, path={path_glob!r}, "
+                f"language={language!r}, k={int(k)})]")
+    elif lookup == "outline":
+        call = f"outline({target!r})"
+    elif lookup == "grep":
+        call = f"grep({target!r}, path={path_glob!r}, ignore_case={bool(ignore_case)!r}, k={int(k)})"
+    else:
+        raise ValueError(f"unknown lookup {lookup!r}; use one of {', '.join(LOOKUPS)}")
+    return f"result = {call}\n"
 
 
 @dataclasses.dataclass
@@ -150,7 +168,8 @@ class Executor:
         run_ = await self._run(
             code, timeout_s=timeout_s, state=state, session_id=session_id, tool="execute_code", with_skills=True
         )
-        reply = execution_reply(
+        reply = await reply_off_loop(  # redacting and fitting a big output must not stall other sessions
+            execution_reply, timeout_s - _ms(run_.started) / 1000.0,
             outcome=run_.outcome, stdout=run_.stdout, result=run_.result, error=run_.error,
             truncated=run_.truncated, timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
         )
@@ -167,11 +186,24 @@ class Executor:
             with_skills=False,
         )
         hits = run_.result if run_.outcome == "ok" and isinstance(run_.result, list) else []
-        reply = search_reply(
+        reply = await reply_off_loop(
+            search_reply, self._config.sandbox.timeout_s - _ms(run_.started) / 1000.0,
             query=query, mode=mode, rerank=rerank, hits=hits, outcome=run_.outcome, error=run_.error,
             timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
         )
         return self._finish(run_, reply, tool="search_code", session_id=session_id)
+
+    async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:
+        """lookup_code: one fixed definitions/outline/grep program in a child, replied as execute_code is."""
+        run_ = await self._run(
+            code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="lookup_code",
+            with_skills=False,
+        )
+        reply = execution_reply(
+            outcome=run_.outcome, stdout=run_.stdout, result=run_.result, error=run_.error,
+            truncated=run_.truncated, timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
+        )
+        return self._finish(run_, reply, tool="lookup_code", session_id=session_id)
 
 
 def _check_encoding(code: str) -> None:

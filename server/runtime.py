@@ -84,7 +84,7 @@ class Runtime:
             target = self.target = await asyncio.to_thread(choose_target, self.config, client_roots, cwd)
             fingerprint = None
             if target.root is not None:
-                self.status = f"indexing {target.root}"
+                self.status = "indexing the source root"  # progress text: no host path on the wire
                 fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
                 await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config)
             await asyncio.to_thread(check_index, target.index_dir)
@@ -122,6 +122,20 @@ class Runtime:
         if self.load_error is not None:
             raise self.load_error
 
+    def watcher_state(self) -> str:
+        """What keeps the served index fresh: "polling" while the refresh loop runs ("not started"
+        while loading). A loop found dead is restarted and reported once as "restarted" (stale must
+        never look fresh). Call on the event loop."""
+        task = self._refresh_task
+        if self._refresher is None or task is None:
+            return "not started"
+        if task.done():
+            problem = None if task.cancelled() else task.exception()
+            logger.warning("the refresh loop had stopped (%s); restarting it", problem or "cancelled")
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresher.run())
+            return "restarted"
+        return "polling"
+
     async def refresh_once(self) -> bool:
         """One freshness check; True when a new index version is now being served."""
         return False if self._refresher is None else await self._refresher.refresh_once()
@@ -137,6 +151,16 @@ class Runtime:
             await client.close()
 
     # -------------------------------------------------------------- calls (after wait_ready)
+
+    def host_paths(self) -> dict[str, str]:
+        """The configured host directories and their labels on the wire (see errors.hide_host_paths)."""
+        config, target = self.config, self.target
+        labelled = {
+            config.state_dir: "<state dir>", config.cache_dir: "<cache dir>", config.index_dir: "<index dir>",
+            config.root: "<root>", config.home_dir: "~",
+            target and target.index_dir: "<index dir>", target and target.root: "<root>",
+        }
+        return {str(path): label for path, label in labelled.items() if path}
 
     def _loaded(self) -> Executor:
         assert self._executor is not None, "wait_ready() first"
@@ -159,3 +183,7 @@ class Runtime:
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
             max_output_tokens=max_output_tokens, session_id=session_id,
         )
+
+    async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:
+        """lookup_code: a fixed definitions/outline/grep program (execute.lookup_program) in a child."""
+        return await self._loaded().lookup(code, max_output_tokens=max_output_tokens, session_id=session_id)

@@ -8,9 +8,13 @@ Every reply is a `CallToolResult` built by `results` with structuredContent and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
+import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -18,14 +22,16 @@ from urllib.parse import unquote, urlparse
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
 from search import SEARCH_MODES
 
-from .errors import Channel, SkillError, channel_for
-from .results import execution_reply, search_reply, simple_reply
+from .errors import Channel, SkillError, channel_for, hide_host_paths
+from .execute import lookup_program
+from .results import Reply, execution_reply, search_reply, simple_reply
 from .runtime import Runtime
+from .status import describe_status, format_status
 
 __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
 
@@ -33,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
 MAX_QUERY_CHARS = 2_000
+PROGRESS_INTERVAL_S = 1.0  # a long execute_code reports progress this often
 
 # Schema types built from the facts' owners (a Literal of a tuple lists its items).
 Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
@@ -77,6 +84,26 @@ class SearchCodeResult(TypedDict):
     timings_ms: Timings
 
 
+class IndexStatusEntry(TypedDict):
+    name: str
+    backend: str
+    files: int
+    chunks: int
+    vector_coverage: float
+    has_vectors: bool
+    last_updated: str | None
+    pending_changes: int | None
+    watcher: str
+    version: str | None
+    format_version: NotRequired[int]
+    stage: str
+
+
+class IndexStatusResult(TypedDict):
+    indexes: list[IndexStatusEntry]
+    stage: str
+
+
 class SkillInfo(TypedDict):
     name: str
     description: str
@@ -104,11 +131,21 @@ Full docs: help(name) in a program, or the resource knowledge://api.""",
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
 For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
+    "lookup_code": """Exact lookups over the indexed code (read-only); set exactly ONE of:
+  definitions="Cache.evict"  where a symbol is defined (name, qualified name, or glob "*evict*"): hits
+  outline="src/cache.py"     the symbols of one file in order: [{symbol, kind, start_line, end_line}]
+  grep="def \\w+_cache"      lines matching an RE2 regex (no backreferences/lookaround): [{path, line, text}]
+path_glob, language, kind and ignore_case narrow them; k caps the list (definitions <= 100, grep <= 1000).
+The list is in `result`. In execute_code programs the same are definitions(), outline() and grep().""",
     "save_skill": """Save a reusable helper: `source` is exactly one function `def name(...)` (and maybe a
 docstring; imports go inside it; the sandbox rules of execute_code). Later programs of every client of this
 state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
 and no name it binds may be an API name (search, read, state, result, ...), builtin or module.""",
     "delete_skill": "Delete a saved skill by name.",
+    "index_status": """What is served and how fresh it is, answered at once (during indexing too): per index its
+name, backend, files, chunks, vector_coverage (share of chunks with a vector: semantic/hybrid see only
+those), last_updated, pending_changes (files added/changed/deleted since), watcher (what keeps it fresh)
+and version.""",
 }
 
 
@@ -171,7 +208,7 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
     """The reply when the index or fork server could not load (the message says what to do), in the
     shape of `tool`'s output schema like every other reply of that tool."""
     request_id = uuid.uuid4().hex[:16]
-    translated = channel_for(exc, request_id=request_id)
+    translated = channel_for(exc, request_id=request_id, host_paths=runtime.host_paths())
     if translated.channel is Channel.INTERNAL:
         logger.error("internal error %s: the server could not load: %s", request_id, exc)
     message = translated.error["message"]
@@ -202,8 +239,40 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
     return reply.to_call_tool_result()
 
 
+async def _with_progress(ctx: Context, work: Awaitable[Reply], timeout_s: float) -> Reply:
+    """Await `work`; past each PROGRESS_INTERVAL_S, notify progress as seconds elapsed of `timeout_s`
+    (the SDK sends it only when the client's request carried a progress token). Cancelling the
+    caller cancels `work` (which kills its child)."""
+    task = asyncio.ensure_future(work)
+    started = time.monotonic()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+            if done:
+                return task.result()
+            elapsed = time.monotonic() - started
+            try:
+                await ctx.report_progress(round(min(elapsed, timeout_s), 1), float(timeout_s),
+                                          f"running: {elapsed:.0f} s of at most {timeout_s:g} s")
+            except Exception:  # noqa: BLE001 - progress is best effort
+                logger.debug("progress notification failed", exc_info=True)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def status_document(runtime: Runtime) -> dict[str, Any]:
+    """index_status's reply (also in knowledge://index): answered at once, during loading too."""
+    stage = runtime.status
+    if runtime.load_error is not None:
+        stage = "failed: " + hide_host_paths(" ".join(str(runtime.load_error).split()), runtime.host_paths())
+    return await asyncio.to_thread(describe_status, runtime.target, stage, runtime.watcher_state())
+
+
 def register_tools(server: Any, runtime: Runtime) -> None:
-    """Add the four tools to an `MCPServer`."""
+    """Add the tools to an `MCPServer`."""
 
     async def execute_code(
         code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
@@ -215,9 +284,9 @@ def register_tools(server: Any, runtime: Runtime) -> None:
             return unready
         session, session_id = _session_key(ctx)
         state = runtime.states.for_session(session) if session is not None else None
-        reply = await runtime.execute(
+        reply = await _with_progress(ctx, runtime.execute(
             code, timeout_s=timeout_s, max_output_tokens=max_output_tokens, state=state, session_id=session_id
-        )
+        ), timeout_s)
         return reply.to_call_tool_result()
 
     async def search_code(
@@ -240,6 +309,35 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         )
         return reply.to_call_tool_result()
 
+    async def lookup_code(
+        ctx: Context,
+        definitions: Annotated[str | None, Field(max_length=500, description="symbol name, qualified name or glob")] = None,
+        outline: Annotated[str | None, Field(max_length=1000, description="an indexed file's path")] = None,
+        grep: Annotated[str | None, Field(max_length=2000, description="RE2 regular expression, matched per line")] = None,
+        path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
+        kind: Annotated[str | None, Field(max_length=20, description="definitions only: class, function, method, ...")] = None,
+        language: Annotated[str | None, Field(max_length=50, description="definitions only: e.g. go, python")] = None,
+        ignore_case: Annotated[bool, Field(description="grep only: case-insensitive")] = False,
+        k: Annotated[int, Field(ge=1, le=1000, description="most results (definitions: at most 100)")] = 20,
+        max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
+    ) -> Annotated[CallToolResult, ExecuteCodeResult]:
+        chosen = [(name, value) for name, value in (("definitions", definitions), ("outline", outline), ("grep", grep))
+                  if value is not None]
+        if len(chosen) != 1:
+            return _refused_lookup(
+                f"set exactly one of definitions, outline or grep (got {', '.join(n for n, _ in chosen) or 'none'})"
+            )
+        lookup, target = chosen[0]
+        if lookup == "definitions" and k > 100:
+            return _refused_lookup(f"k must be at most 100 for definitions, got {k}")
+        if (unready := await _unready_reply(runtime, ctx, "lookup_code", max_output_tokens=max_output_tokens)) is not None:
+            return unready
+        _, session_id = _session_key(ctx)
+        code = lookup_program(lookup, target, path_glob=path_glob, kind=kind, language=language,
+                              ignore_case=ignore_case, k=k)
+        reply = await runtime.lookup(code, max_output_tokens=max_output_tokens, session_id=session_id)
+        return reply.to_call_tool_result()
+
     async def save_skill(
         name: Annotated[str, Field(min_length=1, max_length=64, description="skill and function name")],
         source: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="one `def name(...)`")],
@@ -251,7 +349,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         try:
             runtime.skills.save(name, source, description)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s saved", name)
         return _skill_reply(runtime, "saved", name, None)
 
@@ -264,9 +362,15 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         try:
             runtime.skills.delete(name)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s deleted", name)
         return _skill_reply(runtime, "deleted", name, None)
+
+    async def index_status(ctx: Context) -> Annotated[CallToolResult, IndexStatusResult]:
+        if not runtime.is_started:
+            runtime.start(client_roots=await _client_roots(ctx))
+        status = await status_document(runtime)
+        return simple_reply(status, format_status(status), is_error=False).to_call_tool_result()
 
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
     server.add_tool(
@@ -275,8 +379,12 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                     open_world_hint=False),
     )
+    server.add_tool(index_status, name="index_status", title="Index status",
+                    description=TOOL_DESCRIPTIONS["index_status"], annotations=read_only)
     server.add_tool(search_code, name="search_code", title="Search code and docs",
                     description=TOOL_DESCRIPTIONS["search_code"], annotations=read_only)
+    server.add_tool(lookup_code, name="lookup_code", title="Find definitions, outline a file, grep",
+                    description=TOOL_DESCRIPTIONS["lookup_code"], annotations=read_only)
     server.add_tool(
         save_skill, name="save_skill", title="Save a skill", description=TOOL_DESCRIPTIONS["save_skill"],
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
@@ -287,6 +395,19 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                     open_world_hint=False),
     )
+
+
+def _refused_lookup(message: str) -> CallToolResult:
+    """A lookup_code call whose arguments do not say what to look up (nothing is run)."""
+    structured = {
+        "ok": False, "outcome": "validation_error", "stdout": "", "result": None,
+        "error": {"exception": "ValueError", "message": message, "line": None,
+                  "hint": "e.g. lookup_code(definitions='LruCache') or lookup_code(grep='TODO', path_glob='src/**')",
+                  "traceback": None},
+        "truncated": False, "output_tokens": 0,
+        "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0),
+    }
+    return simple_reply(structured, f"validation_error: {message}", is_error=True).to_call_tool_result()
 
 
 def _skill_reply(runtime: Runtime, action: str, name: str, error: str | None) -> CallToolResult:
