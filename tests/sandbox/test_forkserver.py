@@ -341,3 +341,23 @@ def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: s
         assert handle.settle().open_fds == before
     finally:
         handle.close()
+
+
+def test_forkserver_child_internal_error_is_logged_by_the_server_and_stripped(caplog) -> None:
+    """It answers a child whose runner breaks with internal_error and an incident id only; the traceback
+    reaches the server's log (the fork server never reads it)."""
+    import logging
+
+    handle = SandboxHandle(plain_config(spare_children=1))
+    caplog.set_level(logging.ERROR, logger="sandbox.forkserver_client")
+    try:
+        # plain mode: the program owns its interpreter and breaks the runner that reports on it
+        result = handle.run("import sandbox.runner as r\nr.RunResult = None\nresult = 1")
+        assert result.outcome == "internal_error", result
+        assert result.error["message"].startswith("internal error ") and not result.error["traceback"]
+        incident = result.error["message"]
+        logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
+        assert logged and "Traceback" in logged[0] and "TypeError" in logged[0]
+        assert handle.run("result = 2").result == 2
+    finally:
+        handle.close()
