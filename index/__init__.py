@@ -34,6 +34,7 @@ from .errors import (
 from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
 from .languages import language_for
 from .sessions import open_session, run_split
+from .status import index_status
 from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
 from .walk import SourceDoc, scan_sources, walk_sources
@@ -63,6 +64,7 @@ __all__ = [
     "build_index",
     "chunk_document",
     "chunk_file",
+    "index_status",
     "language_for",
     "load_embedder",
     "open_embedder",

@@ -27,7 +27,7 @@ from .freshness import stale_files, summarize_manifest
 from .results import Reply
 from .runtime import Runtime
 from .state import SessionState
-from .tools import register_tools
+from .tools import register_tools, status_document
 from .wire import serve_stdio
 
 __all__ = ["build_server", "execute_once", "run_stdio_server"]
@@ -70,13 +70,16 @@ def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPSer
 
     @server.resource(
         "knowledge://index", name="index", title="Index summary", mime_type="application/json",
-        description="What is indexed: files, chunks, models, indexed_at, and whether sources changed since (stale).",
+        description="What is indexed: files, chunks, models, indexed_at, whether sources changed since (stale), "
+                    "and the index_status tool's `indexes` (vector coverage, pending changes, watcher).",
     )
     async def index_summary() -> str:
         if not runtime.is_started:
             runtime.start()
         await runtime.wait_ready()
-        return json.dumps(await asyncio.to_thread(describe_index, runtime), indent=2, sort_keys=True)
+        status = await status_document(runtime)
+        summary = await asyncio.to_thread(describe_index, runtime)
+        return json.dumps({**summary, **status}, indent=2, sort_keys=True)
 
     return server
 
