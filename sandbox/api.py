@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, make_dataclass
+from dataclasses import MISSING, field, fields, make_dataclass
 
 import search
 
@@ -103,7 +103,8 @@ class _HitView(JsonValue):
 
 SandboxHit = make_dataclass(
     "SandboxHit",
-    [(name, _HIT_TYPES[name]) for name in HIT_FIELDS],
+    [(f.name, _HIT_TYPES[f.name]) if f.default is MISSING else (f.name, _HIT_TYPES[f.name], field(default=f.default))
+     for f in fields(search.Hit)],  # fields added later (index, ...) keep search.Hit's defaults
     bases=(_HitView,),
     namespace={"__module__": __name__, "__doc__": "One search result, read-only (the fields of search.Hit)."},
     frozen=True,
@@ -137,6 +138,17 @@ def _check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def _check_index(value: object) -> str | list[str] | None:
+    """None (every served index), a name, or a list of names (checked against the served ones later)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _check_str("index", value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(name, str) for name in value):
+        return [str.__str__(name) for name in value]
+    raise TypeError(f"index must be None (every index), a name or a non-empty list of names, got {value!r}")
 
 
 def _check_hits(value: object) -> list[search.Hit]:
@@ -201,17 +213,22 @@ def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
 
 # --------------------------------------------------------------------------- help()
 _DOCS: dict[str, str] = {
-    "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None) -> list[Hit]\n"
+    "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None, index=None) -> list[Hit]\n"
               "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True re-scores the candidates with the\n"
               "  cross-encoder. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
               "  language: e.g. 'python', 'markdown'.",
-    "bm25": "bm25(query, k=10, path=None, language=None) -> list[Hit]\n  Keyword search only (no rerank).",
-    "semantic": "semantic(query, k=10, path=None, language=None) -> list[Hit]\n  Embedding search only (no rerank).",
+    "bm25": "bm25(query, k=10, path=None, language=None, index=None) -> list[Hit]\n  Keyword search only (no rerank).",
+    "semantic": "semantic(query, k=10, path=None, language=None, index=None) -> list[Hit]\n"
+                "  Embedding search only (no rerank).",
     "rerank": "rerank(query, hits, k=None) -> list[Hit]\n"
               "  New list sorted by cross-encoder score (the score field becomes the logit); k cuts it.",
-    "read": "read(path, start_line=1, end_line=None) -> str\n"
+    "read": "read(path, start_line=1, end_line=None, index=None) -> str\n"
             "  Lines start_line..end_line (1-based, inclusive) of an indexed file; unknown path -> LookupError.",
-    "files": "files(pattern='**/*') -> list[str]\n  Sorted indexed paths matching a glob.",
+    "files": "files(pattern='**/*', index=None) -> list[str]\n  Sorted indexed paths matching a glob.",
+    "index": "index=None | 'name' | ['a', 'b']  (argument of search, bm25, semantic, read, files)\n"
+             "  Which served index to ask: None = every index (several are fused by rank, scores become fused RRF),\n"
+             "  one name, or a list. Every hit's `index` field names its index; an unknown name raises ValueError\n"
+             "  listing the served ones; read(path) of a path several indexes hold raises LookupError naming them.",
     "compact": "compact(obj, max_tokens=500) -> str\n"
                "  Hits as 'path:start-end  title' lines with short snippets, other data as compact JSON, text cut;\n"
                "  always within max_tokens.",
@@ -249,9 +266,10 @@ class SandboxAPI:
 
     __slots__ = ("_searcher", "_tokens", "_skills")
 
-    def __init__(self, searcher: search.Searcher, token_counter: TokenCounter,
+    def __init__(self, searcher: search.IndexSet | search.Searcher, token_counter: TokenCounter,
                  skills_info: Sequence[Mapping[str, object]] = ()) -> None:
-        self._searcher = searcher
+        # One index or several: programs always talk to an IndexSet (index=None, a name or names).
+        self._searcher = searcher if isinstance(searcher, search.IndexSet) else search.IndexSet.single(searcher)
         self._tokens = token_counter
         self._skills = tuple(
             (str(info.get("name", "")), str(info.get("description", ""))) for info in skills_info
@@ -262,26 +280,32 @@ class SandboxAPI:
         searcher, tokens, skills = self._searcher, self._tokens, self._skills
 
         def search_(query: str, k: int = 10, mode: str = "hybrid", rerank: bool = True,
-                    path: str | None = None, language: str | None = None) -> list[SandboxHit]:
+                    path: str | None = None, language: str | None = None,
+                    index: str | list[str] | None = None) -> list[SandboxHit]:
             query = _check_str("query", query)
             k = _check_int("k", k, 1, MAX_K)
             if mode not in SEARCH_MODES:
                 raise ValueError(f"mode must be one of {', '.join(repr(m) for m in SEARCH_MODES)}, got {mode!r}")
             rerank = _check_bool("rerank", rerank)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
-            return _wrap(lambda: searcher.search(query, k=k, mode=mode, rerank=rerank, path=path, language=language),
-                         "search")
+            index = _check_index(index)
+            return _wrap(lambda: searcher.search(query, k=k, mode=mode, rerank=rerank, path=path, language=language,
+                                                 index=index), "search")
 
-        def bm25(query: str, k: int = 10, path: str | None = None, language: str | None = None) -> list[SandboxHit]:
+        def bm25(query: str, k: int = 10, path: str | None = None, language: str | None = None,
+                 index: str | list[str] | None = None) -> list[SandboxHit]:
             query, k = _check_str("query", query), _check_int("k", k, 1, MAX_K)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
-            return _wrap(lambda: searcher.bm25(query, k=k, path=path, language=language), "bm25")
+            index = _check_index(index)
+            return _wrap(lambda: searcher.bm25(query, k=k, path=path, language=language, index=index), "bm25")
 
         def semantic(query: str, k: int = 10, path: str | None = None,
-                     language: str | None = None) -> list[SandboxHit]:
+                     language: str | None = None, index: str | list[str] | None = None) -> list[SandboxHit]:
             query, k = _check_str("query", query), _check_int("k", k, 1, MAX_K)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
-            return _wrap(lambda: searcher.semantic(query, k=k, path=path, language=language), "semantic")
+            index = _check_index(index)
+            return _wrap(lambda: searcher.semantic(query, k=k, path=path, language=language, index=index),
+                         "semantic")
 
         def rerank(query: str, hits: list[SandboxHit], k: int | None = None) -> list[SandboxHit]:
             query = _check_str("query", query)
@@ -291,15 +315,19 @@ class SandboxAPI:
                 return []
             return _wrap(lambda: searcher.rerank(query, engine_hits, k=k), "rerank")
 
-        def read(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+        def read(path: str, start_line: int = 1, end_line: int | None = None,
+                 index: str | list[str] | None = None) -> str:
             path = _check_str("path", path)
             start_line = _check_int("start_line", start_line, 1, 10**9)
             end_line = None if end_line is None else _check_int("end_line", end_line, 1, 10**9)
-            return _call_engine(lambda: searcher.read(path, start_line, end_line), "read")  # type: ignore[return-value]
+            index = _check_index(index)
+            return _call_engine(lambda: searcher.read(path, start_line, end_line, index=index),  # type: ignore[return-value]
+                                "read")
 
-        def files(pattern: str = "**/*") -> list[str]:
+        def files(pattern: str = "**/*", index: str | list[str] | None = None) -> list[str]:
             pattern = _check_str("pattern", pattern)
-            return list(_call_engine(lambda: searcher.files(pattern), "files"))  # type: ignore[call-overload]
+            index = _check_index(index)
+            return list(_call_engine(lambda: searcher.files(pattern, index=index), "files"))  # type: ignore[call-overload]
 
         def compact(obj: object, max_tokens: int = 500) -> str:
             max_tokens = _check_int("max_tokens", max_tokens, 1, MAX_COMPACT_TOKENS)
@@ -334,7 +362,7 @@ def _call_engine(call: Callable[[], object], what: str) -> object:
     """Run one engine call, mapping its errors to builtin exceptions a program can catch."""
     try:
         return call()
-    except search.PathNotFoundError as exc:
+    except (search.PathNotFoundError, search.AmbiguousPathError) as exc:
         raise LookupError(str(exc)) from None
     except search.QueryError as exc:
         raise ValueError(str(exc)) from None

@@ -3,15 +3,20 @@
 from . import errors
 from .batch import search_batch, search_documents
 from .config import BM25_VARIANTS, SEARCH_MODES, SearchConfig
-from .errors import PathNotFoundError, QueryError, RerankModelMissingError, SearchError
+from .errors import AmbiguousPathError, PathNotFoundError, QueryError, RerankModelMissingError, SearchError
 from .filters import compile_glob
 from .fusion import fuse_rrf
 from .hits import Hit, format_hits_text, top_k
 from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, passage_text, resolve_rerank_model
-from .searcher import Searcher
+from .indexes import IndexSelection, IndexSet, check_index_name
+from .searcher import DEFAULT_INDEX_NAME, Searcher
 from .sparse import BM25_LUCENE, BM25_OKAPI, SparseScorer, bm25_weights
 
 __all__ = [
+    "AmbiguousPathError",
+    "DEFAULT_INDEX_NAME",
+    "IndexSelection",
+    "IndexSet",
     "BM25_LUCENE",
     "BM25_OKAPI",
     "BM25_VARIANTS",
@@ -28,6 +33,7 @@ __all__ = [
     "Searcher",
     "SparseScorer",
     "bm25_weights",
+    "check_index_name",
     "compile_glob",
     "errors",
     "format_hits_text",

@@ -29,6 +29,7 @@ class Hit:
     title: str
     score: float
     text: str
+    index: str = "default"  # the name of the served index the hit comes from (see search.IndexSet)
 
     def to_dict(self) -> dict[str, object]:
         """The JSON object of the contract (plain str/int/float values)."""

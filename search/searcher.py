@@ -13,6 +13,7 @@ caller to use mode="bm25" or rebuild with vectors: never a silent downgrade to B
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -31,11 +32,12 @@ from .hits import Hit, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 
-__all__ = ["Searcher"]
+__all__ = ["DEFAULT_INDEX_NAME", "Searcher"]
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 10_000
+DEFAULT_INDEX_NAME = "default"  # the name of an index served without one
 _CACHE_ENTRIES = 64
 
 
@@ -65,8 +67,10 @@ class Searcher:
         dense: DenseIndex | None,
         embedder: object | None,
         cross_encoder: CrossEncoder | None,
+        name: str = DEFAULT_INDEX_NAME,
     ) -> None:
         self.data = data
+        self.name = name
         self.config = config
         self._sparse = sparse
         self._dense = dense
@@ -77,25 +81,36 @@ class Searcher:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def open(cls, index_dir: str | Path, config: SearchConfig | None = None, load_models: bool = True) -> Searcher:
+    def open(
+        cls, index_dir: str | Path, config: SearchConfig | None = None, load_models: bool = True, *,
+        name: str = DEFAULT_INDEX_NAME, cross_encoder: CrossEncoder | None = None,
+    ) -> Searcher:
         """Open the current version of the index at index_dir.
 
         load_models=False skips the embedder and the cross-encoder: only bm25, read and files work.
-        Raises index.IndexNotFoundError / IndexFormatError (exit 3), a ModelMissingError (exit 4).
+        ``name`` is the served index's name that every hit carries; ``cross_encoder`` shares one already
+        opened (several indexes, one reranker). Raises index.IndexNotFoundError / IndexFormatError
+        (exit 3), a ModelMissingError (exit 4).
         """
-        return cls.from_index(open_index(Path(index_dir)), config, load_models=load_models)
+        return cls.from_index(
+            open_index(Path(index_dir)), config, load_models=load_models, name=name, cross_encoder=cross_encoder
+        )
 
     @classmethod
-    def from_index(cls, data: object, config: SearchConfig | None = None, load_models: bool = True) -> Searcher:
+    def from_index(
+        cls, data: object, config: SearchConfig | None = None, load_models: bool = True, *,
+        name: str = DEFAULT_INDEX_NAME, cross_encoder: CrossEncoder | None = None,
+    ) -> Searcher:
         """Build a Searcher over an already opened ``index.IndexData``."""
         config = SearchConfig() if config is None else config
         sparse = SparseScorer.from_index(data, config.bm25_variant, config.k1, config.b, config.okapi_epsilon)
         dense = DenseIndex.from_index(data)
-        embedder = cross_encoder = None
+        embedder = None
         if load_models:
             if dense is not None:
                 _check_embed_model(data, config)
                 embedder = open_index_embedder(data, threads=1)
+        if load_models and cross_encoder is None:
             cross_encoder = CrossEncoder.open(
                 resolve_rerank_model(config.rerank_model),
                 threads=config.threads,
@@ -103,7 +118,7 @@ class Searcher:
                 query_max_tokens=config.rerank_query_max_tokens,
                 batch_size=config.rerank_batch_size,
             )
-        return cls(data, config, sparse, dense, embedder, cross_encoder)
+        return cls(data, config, sparse, dense, embedder, cross_encoder if load_models else None, name)
 
     def warm_before_fork(self) -> None:
         """In the fork server, single-threaded: embed one query and score one pair, so every child
@@ -181,9 +196,7 @@ class Searcher:
         """
         if not isinstance(path, str):
             raise QueryError(f"path must be a string, got {type(path).__name__}")
-        doc = self.data.doc_index.get(path)
-        if doc is None:
-            doc = self.data.doc_index.get(path.removeprefix("./"))
+        doc = self._doc_row(path)
         if doc is None:
             raise PathNotFoundError(path)
         start_line = _check_line("start_line", start_line)
@@ -195,6 +208,14 @@ class Searcher:
         if start_line > max(len(lines), 1):
             raise QueryError(f"start_line {start_line} is past the end of {path} ({len(lines)} lines)")
         return "".join(lines[start_line - 1 : end_line])
+
+    def holds(self, path: str) -> bool:
+        """True when ``path`` is an indexed file (as read() would find it)."""
+        return self._doc_row(path) is not None
+
+    def _doc_row(self, path: str) -> int | None:
+        doc = self.data.doc_index.get(path)
+        return self.data.doc_index.get(path.removeprefix("./")) if doc is None else doc
 
     def files(self, pattern: str = "**/*") -> list[str]:
         """Sorted indexed paths matching a glob (rule in search/filters.py)."""
@@ -278,6 +299,7 @@ class Searcher:
                     title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
+                    index=self.name,
                 )
             )
         return hits
@@ -329,13 +351,17 @@ def _check_line(name: str, line: object) -> int:
 
 
 _HIT_FIELDS = frozenset(Hit.__dataclass_fields__)
+# Fields with a default (added after the first contract, such as ``index``) may be absent from a dict.
+_REQUIRED_HIT_FIELDS = frozenset(
+    name for name, spec in Hit.__dataclass_fields__.items() if spec.default is dataclasses.MISSING
+)
 
 
 def _as_hit(hit: Hit | Mapping[str, object]) -> Hit:
     if isinstance(hit, Hit):
         return hit
-    if isinstance(hit, Mapping) and _HIT_FIELDS <= set(hit):
-        return Hit(**{name: hit[name] for name in _HIT_FIELDS})
+    if isinstance(hit, Mapping) and _REQUIRED_HIT_FIELDS <= set(hit):
+        return Hit(**{name: hit[name] for name in _HIT_FIELDS if name in hit})
     raise QueryError(
         "rerank() takes hits returned by search(), bm25(), semantic() or hybrid() "
         f"(or dicts with the fields {', '.join(sorted(_HIT_FIELDS))}), got {type(hit).__name__}"

@@ -20,6 +20,8 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
+from search import DEFAULT_INDEX_NAME
+
 from .config import ServerConfig
 from .freshness import stale_files, summarize_manifest
 from .results import Reply
@@ -97,6 +99,21 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
         "stale_examples": changed[:5],
         "auto_refresh": target.root is not None,
         "skills": [skill["name"] for skill in runtime.skills.infos()],
+        "indexes": [_describe_named(name, directory) for name, directory in runtime.config.indexes]
+        or [_describe_named(DEFAULT_INDEX_NAME, target.index_dir, summary)],
+    }
+
+
+def _describe_named(name: str, index_dir: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One served index in knowledge://index: its name (the `index=` argument) and its counts."""
+    summary = summary if summary is not None else summarize_manifest(read_manifest(index_dir))
+    return {
+        "name": name,
+        "backend": summary.get("backend", "inprocess"),
+        "files": summary.get("files"),
+        "chunks": summary.get("chunks"),
+        "has_vectors": summary.get("has_vectors"),
+        "built_at": summary.get("built_at"),
     }
 
 

@@ -80,7 +80,8 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--index", metavar="DIR", help="serve this index directory")
+    target.add_argument("--index", metavar="[NAME=]DIR", action="append",
+                        help="serve this index directory; repeat as NAME=DIR to serve several (a plain DIR is 'default')")
     target.add_argument("--root", metavar="DIR", help="index this source tree (cached) and serve it")
     parser.add_argument("--state-dir", metavar="D", help="skills, config.toml, audit log")
     parser.add_argument("--force", action="store_true", help="allow /, the home directory or a huge tree as root")

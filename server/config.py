@@ -16,7 +16,7 @@ from typing import Any
 
 from index import IndexConfig
 from sandbox import SandboxConfig
-from search import SearchConfig
+from search import DEFAULT_INDEX_NAME, QueryError, SearchConfig, check_index_name
 
 from .errors import UsageError
 
@@ -63,6 +63,9 @@ class ServerConfig:
     cache_dir: Path
     index_dir: Path | None = None
     root: Path | None = None
+    # Every served index as (name, dir), in the order given; index_dir is the first one's dir. Empty
+    # when serving a root or one plain --index DIR (served as "default").
+    indexes: tuple[tuple[str, Path], ...] = ()
     index: IndexConfig = field(default_factory=IndexConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -81,6 +84,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.index_dir is not None and self.root is not None:
             raise ValueError("choose one of index_dir and root, not both")
+        if self.indexes and self.index_dir != self.indexes[0][1]:
+            raise ValueError("index_dir must be the first of indexes when several are served")
         if self.max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
         if self.queue < 1:
@@ -235,14 +240,23 @@ def load_config(
     toml_path = state_dir / CONFIG_FILE_NAME
     toml = read_config_file(toml_path)
 
-    values = {key: _layered(key, flag(key), env, toml, toml_path) for key in _LAYERED_KEYS}
+    index_flags = flag("index")
+    if isinstance(index_flags, list):  # serve/exec: --index [NAME=]DIR, repeatable
+        index_flags = index_flags or None
+    indexes = _parse_index_specs(index_flags) if isinstance(index_flags, list) else ()
+    values = {
+        key: _layered(key, indexes[0][1] if key == "index" and indexes else flag(key), env, toml, toml_path)
+        for key in _LAYERED_KEYS
+    }
+    if len(indexes) == 1 and indexes[0][0] == DEFAULT_INDEX_NAME:
+        indexes = ()  # one plain --index DIR: served exactly as before
 
     index_dir, root = values["index"], values["root"]
     if index_dir is not None and root is not None:
         # A flag on one side beats a lower layer on the other side.
-        if flag("index") is not None and flag("root") is None:
+        if index_flags is not None and flag("root") is None:
             root = None
-        elif flag("root") is not None and flag("index") is None:
+        elif flag("root") is not None and index_flags is None:
             index_dir = None
         else:
             raise UsageError("both an index and a root are set; pass only one of --index DIR and --root DIR")
@@ -285,6 +299,7 @@ def load_config(
             cache_dir=cache_dir,
             index_dir=index_dir,
             root=root,
+            indexes=indexes if index_dir is not None else (),
             index=index_config,
             search=search_config,
             sandbox=sandbox_config,
@@ -300,6 +315,33 @@ def load_config(
         )
     except ValueError as exc:
         raise UsageError(f"invalid configuration: {exc}") from exc
+
+
+def _parse_index_specs(specs: list[Any]) -> tuple[tuple[str, Path], ...]:
+    """`--index [NAME=]DIR` values: a plain DIR is named "default"; names are unique."""
+    parsed: list[tuple[str, Path]] = []
+    for spec in specs:
+        text = _parse_str(str(spec), "--index")
+        name, sep, directory = text.partition("=")
+        if not sep or not _is_index_name(name):
+            name, directory = DEFAULT_INDEX_NAME, text
+        parsed.append((name, _parse_path(directory, f"--index {text}")))
+    names = [name for name, _ in parsed]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(
+            f"--index: the name {', '.join(repeated)} is given to several indexes; "
+            "name each with --index NAME=DIR (a plain DIR is named 'default')"
+        )
+    return tuple(parsed)
+
+
+def _is_index_name(text: str) -> bool:
+    try:
+        check_index_name(text)
+    except QueryError:
+        return False
+    return True
 
 
 def _check_range(ok: bool, what: str, value: Any, expected: str, where: str) -> None:

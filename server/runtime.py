@@ -39,7 +39,7 @@ from .results import Reply, TokenCounting, execution_reply, retime, search_reply
 from .skills import SkillStore
 from .state import SessionState, SessionStates, StateTooLargeError
 
-__all__ = ["AuditLog", "ForkServerPool", "Runtime", "search_program"]
+__all__ = ["AuditLog", "ForkServerPool", "Runtime", "search_program", "served_dirs", "served_version"]
 
 logger = logging.getLogger(__name__)
 audit_logger = logging.getLogger("server.audit")
@@ -88,16 +88,17 @@ class ForkServerPool:
         self._client = ForkServerClient(
             self._config.sandbox,
             index_dir=index_dir,
+            indexes=self._config.indexes,
             search_config=self._config.search,
             log_level=self._config.log_level,
         )
         await self._client.start()
-        self.version = await asyncio.to_thread(index_version, index_dir)
+        self.version = await asyncio.to_thread(served_version, self._config, index_dir)
 
     async def switch(self, index_dir: Path) -> None:
         if self._client is None:
             raise RuntimeError("the fork server is not started")
-        version = await asyncio.to_thread(index_version, index_dir)
+        version = await asyncio.to_thread(served_version, self._config, index_dir)
         await self._client.reload(index_dir)
         self.version = version
         logger.info("now serving index version %s", version)
@@ -114,6 +115,21 @@ class ForkServerPool:
             await client.close()
 
 
+def served_dirs(config: ServerConfig, index_dir: Path) -> list[Path]:
+    """Every served index directory: the named ones, or the one target."""
+    return [directory for _, directory in config.indexes] or [index_dir]
+
+
+def served_version(config: ServerConfig, index_dir: Path) -> str | None:
+    """The served version: one index's, or every named index's joined (any change switches all)."""
+    if not config.indexes:
+        return index_version(index_dir)
+    versions = [(name, index_version(directory)) for name, directory in config.indexes]
+    if any(version is None for _, version in versions):
+        return None
+    return ",".join(f"{name}={version}" for name, version in versions)
+
+
 def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None) -> str:
     """The fixed, trusted program behind `search_code` (arguments embedded as Python literals)."""
     return (
@@ -126,7 +142,7 @@ def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str |
 # help() of every API name, run in a child, so knowledge://api is exactly the text programs see.
 API_REFERENCE_PROGRAM = """
 parts = [help()]
-for name in ("search", "bm25", "semantic", "rerank", "read", "files", "compact", "count_tokens", "help",
+for name in ("search", "bm25", "semantic", "rerank", "read", "files", "index", "compact", "count_tokens", "help",
              "state", "list_skills", "Hit"):
     try:
         parts.append(help(name))
@@ -185,7 +201,8 @@ class Runtime:
                 self.status = f"indexing {self.target.root}"
                 self._fingerprint = await asyncio.to_thread(tree_fingerprint, self.target.root, self.config)
                 await asyncio.to_thread(build_root_index, self.target.root, self.target.index_dir, self.config)
-            await asyncio.to_thread(check_index, self.target.index_dir)
+            for index_dir in served_dirs(self.config, self.target.index_dir):
+                await asyncio.to_thread(check_index, index_dir)
             self.status = "starting the fork server"
             await self.pool.start(self.target.index_dir)
             self._version = self.pool.version
@@ -247,7 +264,7 @@ class Runtime:
             logger.info("sources changed under %s: re-indexing", target.root)
             await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config)
             self._fingerprint = settled
-        version = await asyncio.to_thread(index_version, target.index_dir)
+        version = await asyncio.to_thread(served_version, self.config, target.index_dir)
         if version is None or version == self._version:
             return False
         await self.pool.switch(target.index_dir)

@@ -88,7 +88,7 @@ def test_cli_search_prints_hits_and_json(bm25_index, home):
     assert done.returncode == 0, done.stderr
     hits = json.loads(done.stdout)
     assert hits[0]["path"] == "src/ratelimit.py"
-    assert set(hits[0]) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text"}
+    assert set(hits[0]) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text", "index"}
     human = run_cli("search", "password hash", "--index", bm25_index, "--mode", "bm25", "--no-rerank",
                     "--path", "src/**", "--language", "python", tmp_home=home)
     assert human.returncode == 0 and "src/auth.py:" in human.stdout

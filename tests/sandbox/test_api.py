@@ -36,7 +36,8 @@ def test_api_bm25_returns_read_only_hits_with_attribute_and_item_access(api):
     assert run.outcome == "ok", run.error
     assert run.result["paths"][0] == "retry.py"
     raw = run.result["raw"][0]
-    assert set(raw) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text"}
+    assert set(raw) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text", "index"}
+    assert raw["index"] == "default"
     assert raw["start_line"] == run.result["items"][0]
 
 
