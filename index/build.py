@@ -11,12 +11,14 @@ corpus writes nothing (SourceError).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -29,7 +31,7 @@ from scipy import sparse
 from .chunk import Chunk, chunk_document
 from .config import IndexConfig
 from .embed import Embedder, ModelLocation, TokenCounter, load_embedder, open_token_counter, resolve_embed_model
-from .errors import IndexStoreError, SourceError
+from .errors import IndexLockedError, IndexStoreError, SourceError
 from .export import RECIPE, EncoderFiles, prepare_encoder
 from .format import (
     ENCODER_FILE,
@@ -113,7 +115,7 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
     out = Path(out).expanduser().absolute()
     config = _exclude_output(config, out, root)
     check_output_dir(out, config.force)
-    with build_lock(out, config.lock_wait_seconds):
+    with _removed_if_failed(out), build_lock(out, config.lock_wait_seconds):
         location = resolve_embed_model(config.embed_model)
         counter = open_token_counter(location)
         max_tokens = min(config.chunk_max_tokens, location.max_tokens)
@@ -208,6 +210,20 @@ def write_index(
 # ---------------------------------------------------------------- stages
 
 
+@contextlib.contextmanager
+def _removed_if_failed(out: Path) -> Iterator[None]:
+    """A first build that fails leaves no `out` behind (no empty folder holding a stray `.lock`)."""
+    existed = out.exists()
+    try:
+        yield
+    except IndexLockedError:
+        raise  # another build created `out` meanwhile and holds it
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def _exclude_output(config: IndexConfig, out: Path, root: Path) -> IndexConfig:
     """An output directory inside the source tree is never indexed (it would index itself)."""
     resolved = out.resolve()
@@ -228,11 +244,29 @@ def _collect_docs(sources: list[Path], config: IndexConfig, skipped: Counter[str
     return sorted(docs.values(), key=lambda d: d.path)
 
 
+# What to do about the commonest reason a source gave nothing (the reasons of walk.SKIP_REASONS).
+_EMPTY_CORPUS_ADVICE = {
+    "gitignored": "its files are listed in .gitignore: pass --no-gitignore to index them anyway",
+    "excluded": "its files match --exclude: drop or narrow those globs",
+    "too_large": "its files are over the 1 MB limit for one file",
+    "binary": "its files are binary: only UTF-8 text is indexed",
+    "not_utf8": "its files are not UTF-8 text: convert them",
+    "secret_name": "its files are named like secrets (.env, keys, credentials): they are never indexed",
+    "secret_content": "its files hold what looks like secrets: they are never indexed",
+    "lock_file": "its files are lock files, which are never indexed",
+    "empty": "its files are empty",
+}
+
+
 def _empty_corpus_message(sources: list[Path], skipped: Counter[str]) -> str:
     where = ", ".join(str(s) for s in sources)
-    reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
-    detail = f" (skipped: {reasons})" if reasons else ""
-    return f"nothing to index in {where}{detail}; name a directory or file holding UTF-8 text; nothing was written"
+    if not skipped:
+        return (f"nothing to index in {where}: it holds no files (folders such as .git, node_modules, .venv "
+                "and caches are always skipped); name a directory or file holding UTF-8 text; nothing was written")
+    reasons = ", ".join(f"{r} {n}" for r, n in skipped.most_common())
+    main_reason = skipped.most_common(1)[0][0]
+    advice = _EMPTY_CORPUS_ADVICE.get(main_reason, "name a directory or file holding UTF-8 text")
+    return f"nothing to index in {where}: {advice} (skipped: {reasons}); nothing was written"
 
 
 def _chunk_all(

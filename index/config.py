@@ -25,6 +25,7 @@ class IndexConfig:
     """Settings of one index build.
 
     excludes: git-style globs on repo-relative paths (`tests/**`, `*.min.js`), on top of .gitignore.
+    use_gitignore: honour .gitignore files (False: only `excludes` and the built-in skip rules apply).
     embed_model: a model folder or an installed package name; None = the packaged default.
     embed_precision: "int8" (default: 2.3x faster, cosine >= 0.99 to fp32) or "fp32" weights of the
     ONNX encoder. model_cache_dir: where exported encoders are kept between builds (None: this
@@ -39,6 +40,7 @@ class IndexConfig:
     chunk_overlap_tokens: int = DEFAULT_CHUNK_OVERLAP_TOKENS
     window_lines: int = DEFAULT_WINDOW_LINES
     excludes: tuple[str, ...] = ()
+    use_gitignore: bool = True
     embed_model: str | None = None
     embed_precision: str = "int8"
     model_cache_dir: Path | None = None

@@ -135,6 +135,11 @@ class IndexData:
         """Full text of doc i ("\\n" line endings), the source of read()."""
         return _blob_text(self._doc_blob, self._doc_offsets, i)
 
+    def doc_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every doc's UTF-8 text without decoding: (blob uint8 (n_bytes,), offsets int64 (n_docs + 1,)),
+        doc i is blob[offsets[i]:offsets[i + 1]]; both read-only memory maps (for grep's zero-copy scan)."""
+        return self._doc_blob, self._doc_offsets
+
     def verify(self, names: Sequence[str] | None = None) -> None:
         """Recompute the sha256 of every artefact (or of `names`); IndexCorruptError names the first
         that differs. Reads every byte: for `index info --verify` and before reusing vectors."""

@@ -213,11 +213,11 @@ def _scan_directory(
     top: Path, root: Path, excludes: pathspec.PathSpec, config: IndexConfig, report: SkipCallback
 ) -> Iterator[SourceFile]:
     """Files of a directory source that pass every rule decidable without reading them, by path."""
-    ignores = _enclosing_gitignores(top)
+    ignores = _enclosing_gitignores(top) if config.use_gitignore else []
     for dirpath, dirnames, filenames in os.walk(top, followlinks=False, onerror=_raise_walk_error):
         folder = Path(dirpath)
         ignores = [(base, spec) for base, spec in ignores if folder == base or base in folder.parents]
-        own = _load_gitignore(folder)
+        own = _load_gitignore(folder) if config.use_gitignore else None
         if own is not None:
             ignores.append((folder, own))
         kept = []
@@ -432,7 +432,12 @@ def _load_gitignore(folder: Path) -> pathspec.PathSpec | None:
 
 
 def _enclosing_gitignores(top: Path) -> list[tuple[Path, pathspec.PathSpec]]:
-    """.gitignore files of the folders above `top`, up to the top of its git work tree (if any)."""
+    """.gitignore files of the folders above `top`, up to the top of its git work tree (if any).
+
+    A source the user named explicitly is indexed even when those files ignore it (a package inside
+    a gitignored `.venv`, a build folder): then none of them applies, only `top`'s own .gitignore
+    files do. Otherwise they apply to everything below `top`, as git would.
+    """
     if (top / ".git").exists():
         return []  # top is the work tree's top: its own .gitignore is read by the walk
     chain: list[Path] = []
@@ -447,6 +452,12 @@ def _enclosing_gitignores(top: Path) -> list[tuple[Path, pathspec.PathSpec]]:
         spec = _load_gitignore(folder)
         if spec is not None:
             specs.append((folder, spec))
+    # top and every folder between it and the work tree's top (git never looks inside an ignored folder)
+    if any(_is_gitignored(folder, [(b, s) for b, s in specs if b in folder.parents], is_dir=True)
+           for folder in [top, *chain[:-1]]):
+        log.info("%s is gitignored by its enclosing repository; indexing it anyway because it was named "
+                 "explicitly (only its own .gitignore files apply)", top)
+        return []
     return specs
 
 

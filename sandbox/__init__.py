@@ -3,7 +3,8 @@
 from sandbox.api import API_NAMES, RESERVED_NAMES, SandboxAPI, SandboxHit, build_api, preload_sandbox
 from sandbox.config import POLICY_MODES, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError, SandboxError, Violation
-from sandbox.forkserver_client import ForkServerClient, execute_once
+from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent, safe_text
+from sandbox.forkserver_client import ForkServerClient
 from sandbox.modules import ALLOWED_MODULES, preload_modules
 from sandbox.policy import CompiledProgram, compile_program, compile_skill
 from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest, ExecutionResult, ProtocolError, Ready, Stats
@@ -14,6 +15,9 @@ from sandbox.validate import validate_source
 __all__ = [
     "ALLOWED_MODULES",
     "API_NAMES",
+    "CUT_MARK",
+    "DEPTH_MARK",
+    "MAX_JSON_DEPTH",
     "OUTCOMES",
     "TIMING_KEYS",
     "POLICY_MODES",
@@ -39,9 +43,11 @@ __all__ = [
     "build_api",
     "compile_program",
     "compile_skill",
-    "execute_once",
+    "cut_json",
+    "json_extent",
     "preload_modules",
     "preload_sandbox",
     "run_program",
+    "safe_text",
     "validate_source",
 ]

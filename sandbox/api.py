@@ -10,6 +10,7 @@ unexpected ones become a ``RuntimeError`` without internals (the details go to t
 from __future__ import annotations
 
 import logging
+import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, field, fields, make_dataclass
@@ -17,7 +18,8 @@ from dataclasses import MISSING, field, fields, make_dataclass
 import search
 
 from sandbox.guards import SAFE_BUILTIN_NAMES
-from sandbox.modules import ALLOWED_MODULES, JsonValue, preload_modules, shrink_json
+from sandbox.jsonfit import CUT_MARK, shrink_json
+from sandbox.modules import ALLOWED_MODULES, JsonValue, json_default, preload_modules
 from sandbox.tokens import TokenCounter
 from sandbox.validate import REFUSED_BUILTINS
 
@@ -35,7 +37,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "compact", "count_tokens", "help",
+API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "compact", "count_tokens", "help",
              "list_skills")
 # Names a skill may not take: they would shadow the API, a builtin, a module or a special global.
 RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result"} | SAFE_BUILTIN_NAMES | frozenset(REFUSED_BUILTINS) \
@@ -43,9 +45,11 @@ RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result"} | SAFE_BUILTIN_NAMES
 MAX_K = 100
 MAX_RERANK_HITS = 200
 MAX_COMPACT_TOKENS = 100_000
+MAX_GREP_K = search.GREP_MAX_K
+# grep stops this long before the call's deadline, so its error (not a kill) reaches the program.
+_DEADLINE_MARGIN_S = 0.25
 SEARCH_MODES = ("hybrid", "bm25", "semantic")
 _SNIPPET_CHARS = 160
-_CUT_MARK = "…"  # also used by modules.shrink_json
 
 
 # A hit's fields (names, types, order) are search.Hit's, the contract's source of truth: SandboxHit is
@@ -177,7 +181,7 @@ def _hit_header(hit: SandboxHit | search.Hit) -> str:
 
 def _hit_snippet(hit: SandboxHit | search.Hit, max_lines: int) -> list[str]:
     lines = [line.strip() for line in hit.text.splitlines() if line.strip()][:max_lines]
-    return ["    " + (line if len(line) <= _SNIPPET_CHARS else line[:_SNIPPET_CHARS] + _CUT_MARK) for line in lines]
+    return ["    " + (line if len(line) <= _SNIPPET_CHARS else line[:_SNIPPET_CHARS] + CUT_MARK) for line in lines]
 
 
 def _render_hits(hits: Sequence[SandboxHit | search.Hit], tokens: TokenCounter, max_tokens: int) -> str:
@@ -189,7 +193,7 @@ def _render_hits(hits: Sequence[SandboxHit | search.Hit], tokens: TokenCounter, 
     kept: list[str] = []
     used = 0
     for position, header in enumerate(headers):
-        more = f"{_CUT_MARK} {len(headers) - position} more hits"
+        more = f"{CUT_MARK} {len(headers) - position} more hits"
         cost = tokens.count(header + "\n")
         if used + cost + tokens.count(more) > max_tokens:
             kept.append(more)
@@ -206,9 +210,9 @@ def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
     if _is_hit_list(obj):
         return _render_hits(obj, tokens, max_tokens)  # type: ignore[arg-type]
     if isinstance(obj, str):
-        return tokens.truncate(obj, max_tokens, marker=f" {_CUT_MARK}[cut]")
-    text, _ = shrink_json(obj, lambda candidate: tokens.count(candidate) <= max_tokens)
-    return text if tokens.count(text) <= max_tokens else tokens.truncate(text, max_tokens, marker=_CUT_MARK)
+        return tokens.truncate(obj, max_tokens, marker=f" {CUT_MARK}[cut]")
+    text, _ = shrink_json(obj, lambda candidate: tokens.count(candidate) <= max_tokens, default=json_default)
+    return text if tokens.count(text) <= max_tokens else tokens.truncate(text, max_tokens, marker=CUT_MARK)
 
 
 # --------------------------------------------------------------------------- help()
@@ -229,6 +233,12 @@ _DOCS: dict[str, str] = {
              "  Which served index to ask: None = every index (several are fused by rank, scores become fused RRF),\n"
              "  one name, or a list. Every hit's `index` field names its index; an unknown name raises ValueError\n"
              "  listing the served ones; read(path) of a path several indexes hold raises LookupError naming them.",
+    "grep": "grep(pattern, path=None, ignore_case=False, index=None, k=100) -> list[dict]\n"
+            "  Lines matching a regular expression (RE2 syntax, linear time: no backreferences or lookaround)\n"
+            "  in every indexed file, or the files matching the path glob; each {'path', 'line', 'text'} (text cut\n"
+            "  to 300 characters), in path then line order, one per line, at most k (<= 1000). '^'/'$' match at\n"
+            "  line ends. A refused pattern -> ValueError saying why; a path matching no file -> LookupError;\n"
+            "  the call's time limit reached -> TimeoutError. Faster than read()-ing files to search them.",
     "compact": "compact(obj, max_tokens=500) -> str\n"
                "  Hits as 'path:start-end  title' lines with short snippets, other data as compact JSON, text cut;\n"
                "  always within max_tokens.",
@@ -264,20 +274,21 @@ def _overview() -> str:
 class SandboxAPI:
     """The per-child facade: call ``namespace()`` for the functions a program sees."""
 
-    __slots__ = ("_searcher", "_tokens", "_skills")
+    __slots__ = ("_searcher", "_tokens", "_skills", "_deadline")
 
     def __init__(self, searcher: search.IndexSet | search.Searcher, token_counter: TokenCounter,
-                 skills_info: Sequence[Mapping[str, object]] = ()) -> None:
+                 skills_info: Sequence[Mapping[str, object]] = (), deadline: float | None = None) -> None:
         # One index or several: programs always talk to an IndexSet (index=None, a name or names).
         self._searcher = searcher if isinstance(searcher, search.IndexSet) else search.IndexSet.single(searcher)
         self._tokens = token_counter
+        self._deadline = deadline
         self._skills = tuple(
             (str(info.get("name", "")), str(info.get("description", ""))) for info in skills_info
         )
 
     def namespace(self) -> dict[str, object]:
         """Fresh API functions (plain closures: no attributes to write, nothing shared between runs)."""
-        searcher, tokens, skills = self._searcher, self._tokens, self._skills
+        searcher, tokens, skills, deadline = self._searcher, self._tokens, self._skills, self._deadline
 
         def search_(query: str, k: int = 10, mode: str = "hybrid", rerank: bool = True,
                     path: str | None = None, language: str | None = None,
@@ -329,6 +340,18 @@ class SandboxAPI:
             index = _check_index(index)
             return list(_call_engine(lambda: searcher.files(pattern, index=index), "files"))  # type: ignore[call-overload]
 
+        def grep(pattern: str, path: str | None = None, ignore_case: bool = False,
+                 index: str | list[str] | None = None, k: int = 100) -> list[dict[str, object]]:
+            pattern = _check_str("pattern", pattern, allow_empty=True)
+            path, ignore_case = _check_optional_str("path", path), _check_bool("ignore_case", ignore_case)
+            index = _check_index(index)
+            k = _check_int("k", k, 1, MAX_GREP_K)
+            matches = _call_engine(
+                lambda: searcher.grep(pattern, path=path, ignore_case=ignore_case, k=k, deadline=deadline,
+                                      index=index), "grep"
+            )
+            return [match.to_dict() for match in matches]  # type: ignore[attr-defined]
+
         def compact(obj: object, max_tokens: int = 500) -> str:
             max_tokens = _check_int("max_tokens", max_tokens, 1, MAX_COMPACT_TOKENS)
             try:
@@ -354,7 +377,7 @@ class SandboxAPI:
         search_.__name__ = "search"
         help_.__name__ = "help"
         return {"search": search_, "bm25": bm25, "semantic": semantic, "rerank": rerank, "read": read,
-                "files": files, "compact": compact, "count_tokens": count_tokens, "help": help_,
+                "files": files, "grep": grep, "compact": compact, "count_tokens": count_tokens, "help": help_,
                 "list_skills": list_skills}
 
 
@@ -362,6 +385,8 @@ def _call_engine(call: Callable[[], object], what: str) -> object:
     """Run one engine call, mapping its errors to builtin exceptions a program can catch."""
     try:
         return call()
+    except search.GrepTimeoutError as exc:
+        raise TimeoutError(str(exc)) from None
     except (search.PathNotFoundError, search.AmbiguousPathError) as exc:
         raise LookupError(str(exc)) from None
     except search.QueryError as exc:
@@ -381,11 +406,18 @@ def _wrap(call: Callable[[], list[search.Hit]], what: str) -> list[SandboxHit]:
 
 
 def build_api(searcher: search.Searcher, token_counter: TokenCounter, *,
-              skills_info: Sequence[Mapping[str, object]] = ()) -> SandboxAPI:
-    """The API of one child: ``searcher`` and ``token_counter`` are opened once in the fork server."""
+              skills_info: Sequence[Mapping[str, object]] = (), timeout_s: float | None = None) -> SandboxAPI:
+    """The API of one child: ``searcher`` and ``token_counter`` are opened once in the fork server.
+
+    timeout_s: the call's wall-clock limit from now; long scans (grep) stop just before it with an
+    error the program sees, instead of being killed with the child.
+    """
     if not isinstance(token_counter, TokenCounter):
         raise TypeError(f"token_counter must be a TokenCounter, got {type(token_counter).__name__}")
-    return SandboxAPI(searcher, token_counter, skills_info)
+    deadline = None
+    if timeout_s is not None:
+        deadline = time.monotonic() + max(timeout_s - min(_DEADLINE_MARGIN_S, timeout_s / 10), 0.0)
+    return SandboxAPI(searcher, token_counter, skills_info, deadline)
 
 
 def preload_sandbox() -> None:

@@ -1,4 +1,4 @@
-"""The server's asyncio client of the fork server (``forkserver.py``), and the CLI's one-shot.
+"""The server's asyncio client of the fork server (``forkserver.py``).
 
 Contract: ``ForkServerClient`` spawns ``python -m sandbox.forkserver_main FD`` with a minimal
 environment (``fork_server_environment``: nothing of the server's, so no secret reaches it), stdin
@@ -28,14 +28,14 @@ from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import ForkServerError
-from sandbox.forkserver import (
+from sandbox.forkserver_common import (
     CLOSE_TIMEOUT_S,
     IS_LINUX,
     NOT_LINUX_MESSAGE,
     OFFLINE_ENV,
     SINGLE_THREAD_ENV,
     START_TIMEOUT_S,
-    _incident,
+    incident,
 )
 from sandbox.protocol import (
     HEADER,
@@ -54,7 +54,7 @@ from sandbox.protocol import (
     encode_message,
 )
 
-__all__ = ["ForkServerClient", "execute_once", "fork_server_environment"]
+__all__ = ["ForkServerClient", "fork_server_environment"]
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +182,9 @@ class ForkServerClient:
         try:
             conn = await self._ensure_running()
         except ForkServerError as exc:
-            incident = _incident("fork server start failed: %s", exc)
+            message = incident("fork server start failed: %s", exc)
             return ExecutionResult.failure(
-                request.request_id, "internal_error", f"{incident}: the sandbox could not be started",
+                request.request_id, "internal_error", f"{message}: the sandbox could not be started",
                 hint="retry in a moment; if it persists, the server log has the cause",
             )
         if request.request_id in conn.pending:
@@ -314,7 +314,7 @@ class ForkServerClient:
         conn.is_alive = False
         code = conn.process.poll()
         if conn.pending:
-            message = _incident("the fork server (pid %d) stopped unexpectedly (%s, status %s)", conn.process.pid, exc, code)
+            message = incident("the fork server (pid %d) stopped unexpectedly (%s, status %s)", conn.process.pid, exc, code)
             for request_id, future in conn.pending.items():
                 if not future.done():
                     future.set_result(
@@ -436,19 +436,3 @@ async def _read_frame(reader: asyncio.StreamReader) -> Message:
     blob = await reader.readexactly(blob_len) if blob_len else b""
     return decode_frame(payload, blob)
 
-
-def execute_once(
-    request: ExecRequest,
-    sandbox_config: SandboxConfig,
-    *,
-    index_dir: str | os.PathLike[str] | None = None,
-    search_config: Any = None,
-    log_level: str = "WARNING",
-) -> ExecutionResult:
-    """Synchronous one-shot for the CLI ``exec`` command: start, run one request, stop."""
-
-    async def run() -> ExecutionResult:
-        async with ForkServerClient(sandbox_config, index_dir=index_dir, search_config=search_config, log_level=log_level) as client:
-            return await client.execute(request)
-
-    return asyncio.run(run())

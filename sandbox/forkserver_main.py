@@ -11,7 +11,7 @@ import sys
 
 
 def main() -> int:
-    from sandbox.forkserver import serve
+    from sandbox.forkserver_startup import serve
 
     if len(sys.argv) != 2 or not sys.argv[1].isdigit():
         print("usage: python -m sandbox.forkserver_main CONN_FD (started by the knowledge-mcp server)", file=sys.stderr)

@@ -15,7 +15,7 @@ import importlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "guarded_import",
     "module_proxy",
     "preload_modules",
-    "shrink_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,52 +125,10 @@ def _sandbox_dumps(obj: object, *, default: object = None, **kwargs: object) -> 
     return json.dumps(obj, default=hook, **kwargs)  # type: ignore[arg-type]
 
 
-def shrink_json(value: object, fits: Callable[[str], bool]) -> tuple[str, bool]:
-    """Compact JSON of ``value`` cut until ``fits(text)``: (text, was_cut).
-
-    Cuts long strings and long lists (marking each cut: strings end with "…", a list gets a last
-    item "… N more") with ever smaller limits; always returns valid JSON. Raises TypeError/ValueError
-    for values JSON cannot express (NaN, unknown objects).
-    """
-    text = _dumps(value)
-    if fits(text):
-        return text, False
-    plain = json.loads(text)
-    max_chars, max_items = 2000, 200
-    while max_chars > 8 or max_items > 1:
-        max_chars, max_items = max(8, max_chars // 2), max(1, max_items // 2)
-        text = _dumps(_cut(plain, max_chars, max_items))
-        if fits(text):
-            return text, True
-    return _dumps(f"{_CUT_MARK} (value too large to show)"), True
-
-
-def _dumps(value: object) -> str:
-    return json.dumps(value, default=json_default, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _cut(value: object, max_chars: int, max_items: int) -> object:
-    if isinstance(value, str):
-        return value if len(value) <= max_chars else value[:max_chars] + _CUT_MARK
-    if isinstance(value, list):
-        kept = [_cut(item, max_chars, max_items) for item in value[:max_items]]
-        if len(value) > max_items:
-            kept.append(f"{_CUT_MARK} {len(value) - max_items} more")
-        return kept
-    if isinstance(value, dict):
-        items = list(value.items())
-        kept_dict = {key: _cut(item, max_chars, max_items) for key, item in items[:max_items]}
-        if len(items) > max_items:
-            kept_dict[_CUT_MARK] = f"{len(items) - max_items} more keys"
-        return kept_dict
-    return value
-
-
 # Members replaced by sandbox versions (same name, same call signature).
 _OVERRIDES: Mapping[tuple[str, str], object] = MappingProxyType({("json", "dumps"): _sandbox_dumps})
 
 # Constants are shared by every program of a child: only immutable values may be exposed.
-_CUT_MARK = "…"
 _IMMUTABLE_CONSTANT_TYPES = (bool, int, float, complex, str, bytes, tuple, frozenset, type(None))
 
 

@@ -108,7 +108,7 @@ def compile_program(
     if policy.is_restricted:
         code = _compile_restricted(source, filename)
     else:
-        code = _compile_builtin(compile, source, filename)
+        code = _compile_builtin(source, filename)
     sha = hashlib.sha256(source.encode("utf-8")).hexdigest()
     return CompiledProgram(code=code, mode=policy.mode, filename=filename, source=source, source_sha256=sha)
 
@@ -168,7 +168,7 @@ def _check_size_and_syntax(source: str, policy: PolicyConfig, filename: str) -> 
     return ()
 
 
-def _compile_builtin(compiler: object, tree_or_source: object, filename: str) -> CodeType:
+def _compile_builtin(tree_or_source: object, filename: str) -> CodeType:
     try:
         return compile(tree_or_source, filename, "exec", dont_inherit=True)  # type: ignore[call-overload]
     except SyntaxError as exc:
@@ -189,7 +189,7 @@ def _compile_restricted(source: str, filename: str) -> CodeType:
                                      RULES["ast-depth"])]) from None
     if policy.violations:
         raise PolicyError(sorted(policy.violations, key=lambda v: (v.line, v.col)))
-    return _compile_builtin(compile, tree, filename)
+    return _compile_builtin(tree, filename)
 
 
 class KnowledgePolicy(RestrictingNodeTransformer):

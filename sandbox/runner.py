@@ -18,7 +18,8 @@ from types import TracebackType
 from typing import Protocol
 
 from sandbox.guards import OutputBuffer, build_globals
-from sandbox.modules import ALLOWED_MODULES, json_default, shrink_json
+from sandbox.jsonfit import shrink_json
+from sandbox.modules import ALLOWED_MODULES, json_default
 from sandbox.policy import CompiledProgram
 from sandbox.validate import REFUSED_BUILTINS
 
@@ -108,7 +109,9 @@ def run_program(
     stdout, truncated = output.getvalue(), output.truncated
     cap = stdout_cap_bytes if result_cap_bytes is None else result_cap_bytes
     try:
-        result_text, result_cut = shrink_json(scope.get("result"), lambda text: len(text.encode("utf-8")) <= cap)
+        result_text, result_cut = shrink_json(
+            scope.get("result"), lambda text: len(text.encode("utf-8")) <= cap, default=json_default, budget_chars=cap
+        )
     except (TypeError, ValueError, RecursionError) as exc:
         return RunResult("runtime_error", stdout=stdout, truncated=truncated, error=_error_dict(
             type(exc).__name__, f"result is not JSON-serialisable: {_message(exc)}", None,

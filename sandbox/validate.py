@@ -66,6 +66,7 @@ REFUSED_BUILTINS: dict[str, str] = {
 # Frame, code, generator, coroutine and traceback attributes (and the Python 2 spellings) all
 # lead to globals, builtins or code: refused whatever the object is.
 FRAME_ATTRIBUTE_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_", "f_", "func_", "im_")
+# str.format and format_map follow "{0.attr[key]}" field names: attribute access the guards never see.
 REFUSED_ATTRIBUTES = frozenset({"format", "format_map"})
 
 # Node types the contract allows; anything else (async, await, match, nonlocal, except*,
@@ -267,11 +268,8 @@ class _PolicyChecker:
         elif is_frame_attribute(attr):
             self._add(node, "frame-attribute", f"the attribute {attr!r} reaches frames, code or tracebacks",
                       f"{RULES['frame-attribute']} Rename your own attribute if it is not one of those.")
-        elif attr in ("format", "format_map"):
-            self._add(node, "format-attribute", f"the attribute {attr!r} (str.{attr}) can walk object attributes")
         elif attr in REFUSED_ATTRIBUTES:
-            self._add(node, "underscore-attribute", f"the attribute {attr!r} exposes class internals",
-                      "Use isinstance(x, T) to test types.")
+            self._add(node, "format-attribute", f"the attribute {attr!r} (str.{attr}) can walk object attributes")
 
     def _check_import(self, node: ast.AST, module: str, asname: str | None) -> None:
         if module not in ALLOWED_MODULES:

@@ -225,7 +225,7 @@ def _execute(request: ExecRequest, ctx: ChildContext) -> ExecutionResult:
         program = CompiledProgram.from_bytes(request.program)
         skills = [CompiledProgram.from_bytes(skill["program"]) for skill in request.skills]
         skills_info = [{"name": s["name"], "description": s.get("description", "")} for s in request.skills]
-        api = build_api(ctx.searcher, ctx.token_counter, skills_info=skills_info)
+        api = build_api(ctx.searcher, ctx.token_counter, skills_info=skills_info, timeout_s=request.timeout_s)
         run = run_program(
             program,
             api,

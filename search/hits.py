@@ -5,11 +5,14 @@ Contract: every ranked list in this package is ordered by score descending, ties
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["Hit", "format_hits_text", "top_k"]
+__all__ = ["Hit", "format_hits_text", "merge_overlapping", "top_k"]
+
+MERGE_MAX_LINES = 80  # two default line windows: a merged hit stays a readable region
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,27 @@ def top_k(
     order = np.lexsort((ids[selected], -scores[selected]))
     selected = selected[order]
     return ids[selected], scores[selected]
+
+
+def merge_overlapping(hits: Sequence[Hit], read_lines: Callable[[str, int, int], str]) -> list[Hit]:
+    """Hits in the same order, where a hit whose lines overlap a better-ranked hit of the same
+    document never comes back as a near-copy: it is folded into the better hit (one hit over the
+    union of their lines, text read back with ``read_lines(path, start, end)``, keeping the better
+    hit's id, title and score) while the union spans at most MERGE_MAX_LINES lines, and dropped
+    otherwise. The pieces of one long function, or overlapping line windows, then come back as one
+    region instead of k near-copies, and no merged hit grows past two windows."""
+    kept: list[Hit] = []
+    for hit in hits:
+        for i, better in enumerate(kept):
+            if (better.doc_id == hit.doc_id and better.path == hit.path
+                    and hit.start_line <= better.end_line and hit.end_line >= better.start_line):
+                start, end = min(better.start_line, hit.start_line), max(better.end_line, hit.end_line)
+                if (start, end) != (better.start_line, better.end_line) and end - start + 1 <= MERGE_MAX_LINES:
+                    kept[i] = replace(better, start_line=start, end_line=end, text=read_lines(better.path, start, end))
+                break
+        else:
+            kept.append(hit)
+    return kept
 
 
 def format_hits_text(hits: list[Hit], snippet_lines: int = 3, snippet_chars: int = 300) -> str:

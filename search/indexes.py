@@ -18,6 +18,7 @@ from pathlib import Path
 from .config import SEARCH_MODES, SearchConfig
 from .errors import AmbiguousPathError, PathNotFoundError, QueryError
 from .fusion import fuse_rrf
+from .grep import GrepMatch
 from .hits import Hit
 from .rerank import CrossEncoder, resolve_rerank_model
 from .searcher import DEFAULT_INDEX_NAME, Searcher
@@ -180,6 +181,27 @@ class IndexSet:
     def files(self, pattern: str = "**/*", index: IndexSelection = None) -> list[str]:
         """Sorted paths matching a glob in the selected indexes (a path several hold appears once)."""
         return sorted({path for searcher in self.select(index) for path in searcher.files(pattern)})
+
+    def grep(self, pattern: str, path: str | None = None, ignore_case: bool = False, k: int = 100,
+             deadline: float | None = None, index: IndexSelection = None) -> list[GrepMatch]:
+        """``Searcher.grep`` over the selected indexes in served order, at most k matches in all;
+        PathNotFoundError only when ``path`` matches a file in none of them."""
+        searchers = self.select(index)
+        if len(searchers) == 1:
+            return searchers[0].grep(pattern, path=path, ignore_case=ignore_case, k=k, deadline=deadline)
+        matches: list[GrepMatch] = []
+        missing = 0
+        for searcher in searchers:
+            if len(matches) >= k:
+                break
+            try:
+                matches += searcher.grep(pattern, path=path, ignore_case=ignore_case, k=k - len(matches),
+                                         deadline=deadline)
+            except PathNotFoundError:
+                missing += 1
+        if path is not None and missing == len(searchers):
+            raise PathNotFoundError(path)
+        return matches
 
     # ----------------------------------------------------------------- helpers
     def _each(self, method: str, query: str, k: int, path: str | None, language: str | None,

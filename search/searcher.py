@@ -26,9 +26,10 @@ from index import IndexFormatError, open_index, open_index_embedder, resolve_emb
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
 from .errors import PathNotFoundError, QueryError
-from .filters import chunk_mask, compile_glob
+from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
-from .hits import Hit, top_k
+from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
+from .hits import Hit, merge_overlapping, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 
@@ -164,7 +165,9 @@ class Searcher:
         language: str | None = None,
     ) -> list[Hit]:
         """First-stage search in ``mode``, then (if rerank) the cross-encoder over the top
-        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits."""
+        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits. Hits whose lines
+        overlap a better hit of the same file are folded into it (`merge_overlapping`), so k hits
+        are k distinct regions."""
         query, k = _check_query(query), _check_k(k)
         if mode not in SEARCH_MODES:
             raise QueryError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -175,9 +178,11 @@ class Searcher:
         depth = max(k, self.config.rerank_depth) if rerank else k
         mask = self._mask(path, language)
         rank = {"bm25": self._rank_bm25, "semantic": self._rank_dense, "hybrid": self._rank_hybrid}[mode]
-        hits = self._hits(*rank(query, depth, mask))
+        # Merge before the cross-encoder (it then scores each region once); four times the depth
+        # leaves room for what merging folds away (first-stage depth is cheap).
+        hits = merge_overlapping(self._hits(*rank(query, 4 * depth, mask)), self._read_lines)[:depth]
         if not rerank:
-            return hits
+            return hits[:k]
         return self._cross_encoder.rerank(query, hits, k)
 
     def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
@@ -217,10 +222,32 @@ class Searcher:
         doc = self.data.doc_index.get(path)
         return self.data.doc_index.get(path.removeprefix("./")) if doc is None else doc
 
+    def _read_lines(self, path: str, start_line: int, end_line: int) -> str:
+        return self.read(path, start_line, end_line).rstrip("\n")
+
     def files(self, pattern: str = "**/*") -> list[str]:
         """Sorted indexed paths matching a glob (rule in search/filters.py)."""
         matcher = compile_glob(pattern)
         return sorted(doc["path"] for doc in self.data.docs if matcher.match(doc["path"]))
+
+    def grep(self, pattern: str, path: str | None = None, ignore_case: bool = False, k: int = 100,
+             deadline: float | None = None) -> list[GrepMatch]:
+        """Lines matching an RE2 ``pattern`` in files matching the ``path`` glob, in path then line order
+        (rules in search/grep.py). QueryError for a refused pattern or k outside [1, 1000];
+        PathNotFoundError when ``path`` matches no indexed file; GrepTimeoutError at ``deadline``."""
+        regex = compile_grep_pattern(pattern, ignore_case)
+        k = _check_k(k)
+        if k > GREP_MAX_K:
+            raise QueryError(f"k must be at most {GREP_MAX_K} for grep, got {k}")
+        paths = [doc["path"] for doc in self.data.docs]
+        if path is None:
+            rows = np.arange(len(paths), dtype=np.int64)
+        else:
+            rows = np.flatnonzero(doc_mask(paths, (), path, None))
+            if len(rows) == 0:
+                raise PathNotFoundError(path)
+        blob, offsets = self.data.doc_bytes()
+        return grep_docs(regex, blob, offsets, paths, rows, k, deadline)
 
     # ----------------------------------------------------------------- ranked chunk ids
     def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

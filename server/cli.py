@@ -85,6 +85,7 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--root", metavar="DIR", help="index this source tree (cached) and serve it")
     parser.add_argument("--state-dir", metavar="D", help="skills, config.toml, audit log")
     parser.add_argument("--force", action="store_true", help="allow /, the home directory or a huge tree as root")
+    parser.add_argument("--no-gitignore", action="store_true", help="with --root: index files that .gitignore lists too")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("sources", nargs="+", metavar="SOURCE", help="directory, file or .jsonl corpus")
     build.add_argument("--out", required=True, metavar="DIR", help="index directory to create or update")
     build.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip paths matching GLOB (repeatable)")
+    build.add_argument("--no-gitignore", action="store_true",
+                       help="index files that .gitignore lists too (a source named explicitly is indexed anyway)")
     build.add_argument("--embed-model", metavar="P", help="embedding model folder or package")
     build.add_argument("--embed-precision", choices=EMBED_PRECISIONS, default="int8",
                        help="weights of the ONNX encoder: int8 (default, ~2.3x faster) or fp32")
@@ -284,6 +287,12 @@ def format_hits(hits: Sequence[Any]) -> str:
 def _cmd_serve(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
     from .app import run_stdio_server
 
+    if config.index_dir is not None:
+        # A missing or broken index fails here, with exit 3 and the message saying what to do, before
+        # the MCP handshake: a client then shows the server as failed instead of "connected".
+        from index import open_index
+
+        open_index(Path(config.index_dir))
     run_stdio_server(config)
     return EXIT_OK
 
@@ -308,12 +317,33 @@ def _cmd_exec(args: argparse.Namespace, config: ServerConfig, out: TextIO, stdin
     if args.json:
         out.write(json.dumps(reply.structured, ensure_ascii=False) + "\n")
     else:
-        out.write(reply.text + "\n")
+        out.write(_in_cli_words(reply.text) + "\n")
     outcome = reply.structured.get("outcome")
     return EXIT_OK if outcome == "ok" else (EXIT_INTERNAL if outcome == "internal_error" else 2)
 
 
+# The reply's text speaks to MCP clients (argument names, structuredContent); on the command line the
+# same advice names the flag that does it.
+_CLI_WORDS = (
+    ("structuredContent.result", "the --json output's result"),
+    ("structuredContent", "the --json output"),
+    ("max_output_tokens", "--max-output-tokens"),
+    ("timeout_s", "--timeout-s"),
+)
+
+
+def _in_cli_words(text: str) -> str:
+    for mcp_words, cli_words in _CLI_WORDS:
+        text = text.replace(mcp_words, cli_words)
+    return text
+
+
 # ---------------------------------------------------------------- entry point
+
+
+# Third-party loggers that talk at INFO about their own internals (faiss: "Could not load library with
+# AVX512 support"); users see them only at DEBUG.
+NOISY_LOGGERS = ("faiss", "faiss.loader")
 
 
 def _configure_logging(level: str) -> None:
@@ -323,6 +353,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

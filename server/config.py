@@ -280,6 +280,7 @@ def load_config(
     try:
         index_config = IndexConfig(
             excludes=excludes,
+            use_gitignore=not bool(flag("no_gitignore")),
             embed_model=embed_model,
             embed_precision=flag("embed_precision") or "int8",
             model_cache_dir=cache_dir / "models",

@@ -7,22 +7,33 @@ Tree::
     ├── RootRefusedError (exit_code 2)  `serve`/`exec` refused to index `/`, $HOME or a huge tree
     └── SkillError (exit_code 2)        a skill that cannot be saved, loaded or deleted
 
+    └── ProgramEncodingError (exit_code 2)  program text that is not UTF-8
+
 Contract: `exit_code_for(exc)` maps any exception to a CLI exit code by its `exit_code` class
 attribute (errors of index/, search/ and sandbox/ carry one too); anything without one is 1.
-`channel_for(exc)` says how the MCP server answers: an `is_error` tool result the model can act
-on, or an internal error whose details stay on stderr.
+`channel_for(exc, request_id=...)` is the one place that turns an exception into a tool reply's
+outcome and `error` object (the table `_TRANSLATIONS` below): an `is_error` tool result the model
+can act on, or an internal error whose details stay on stderr.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from typing import Any
+
+from sandbox import BusyError, PolicyError
+
+from .state import StateTooLargeError
 
 __all__ = [
     "Channel",
+    "ProgramEncodingError",
     "RootRefusedError",
     "ServerError",
     "SkillError",
     "UsageError",
+    "WireError",
     "channel_for",
     "exit_code_for",
 ]
@@ -54,6 +65,10 @@ class SkillError(UsageError):
     """A skill that cannot be saved, loaded or deleted (bad name, shadowing, policy violation)."""
 
 
+class ProgramEncodingError(UsageError):
+    """Program text refused before compiling: it is not valid UTF-8."""
+
+
 class Channel(enum.Enum):
     """How the MCP server reports an error."""
 
@@ -74,3 +89,48 @@ def exit_code_for(exc: BaseException) -> int:
 def channel_for(exc: BaseException) -> Channel:
     """Errors with a usage/index/model exit code are the caller's to fix; everything else is ours."""
     return Channel.TOOL_ERROR if exit_code_for(exc) in (EXIT_USAGE, EXIT_INDEX, EXIT_MODEL) else Channel.INTERNAL
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    """An exception as a tool reply sees it: the channel, the call's outcome and its `error` object
+    (`{exception, message, line, hint, traceback}`, the output schemas' ErrorInfo)."""
+
+    channel: Channel
+    outcome: str
+    error: dict[str, Any]
+
+
+# The one table, most specific first: (class, outcome, name on the wire or None for the class's own,
+# hint or None for the exception's own `hint`). An exception not listed is the caller's to fix when
+# its exit code says so (usage, index, model: load failures), else ours.
+_TRANSLATIONS: tuple[tuple[type[BaseException], str, str | None, str | None], ...] = (
+    (PolicyError, "validation_error", None, None),
+    (ProgramEncodingError, "validation_error", "ValueError", "send the program as UTF-8 text"),
+    (BusyError, "busy", None, "retry in a moment, or combine several searches into one program"),
+    (StateTooLargeError, "runtime_error", None, "store ids and line numbers in state, not texts"),
+)
+LOAD_FAILURE_HINT = "fix the server's configuration and restart it"
+INTERNAL_HINT = "retry; if it persists, report the id"
+BUSY_MESSAGE = "every worker is busy and the queue is full"
+
+
+def channel_for(exc: BaseException, *, request_id: str) -> WireError:
+    """How the MCP server answers `exc` (see the table above); `request_id` names an internal error."""
+    for kind, outcome, name, hint in _TRANSLATIONS:
+        if isinstance(exc, kind):
+            if isinstance(exc, PolicyError):
+                return WireError(Channel.TOOL_ERROR, outcome, _error(type(exc).__name__, exc.describe(), exc.hint,
+                                                                     exc.line))
+            message = str(exc) or (BUSY_MESSAGE if isinstance(exc, BusyError) else type(exc).__name__)
+            return WireError(Channel.TOOL_ERROR, outcome, _error(name or type(exc).__name__, message, hint))
+    if exit_code_for(exc) in (EXIT_USAGE, EXIT_INDEX, EXIT_MODEL):
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return WireError(Channel.TOOL_ERROR, "internal_error", _error(type(exc).__name__, message, LOAD_FAILURE_HINT))
+    return WireError(Channel.INTERNAL, "internal_error", _error(
+        "InternalError", f"internal error {request_id}; the server log has the details", INTERNAL_HINT,
+    ))
+
+
+def _error(exception: str, message: str, hint: str | None, line: int | None = None) -> dict[str, Any]:
+    return {"exception": exception, "message": message, "line": line, "hint": hint, "traceback": None}

@@ -5,16 +5,20 @@ neither, the client's first MCP root, else the current directory) is indexed int
 `cache_dir/<name>-<sha of the root path>`. `/`, the home directory itself and trees over the size
 limit are refused with `RootRefusedError` unless `force`. `tree_fingerprint` is a cheap snapshot
 (path, size, mtime) used to debounce refreshes; `build_root_index` runs the incremental build.
+`Refresher` is the refresh loop: it re-indexes a changed root (or notices a rebuilt index) and
+then switches the fork server to the new version between calls; a failed refresh keeps the
+previous version serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from index import build_index, read_manifest, scan_sources
@@ -23,6 +27,7 @@ from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
 
 __all__ = [
+    "Refresher",
     "Target",
     "build_root_index",
     "check_index",
@@ -30,6 +35,7 @@ __all__ = [
     "choose_target",
     "index_dir_for_root",
     "index_version",
+    "target_version",
     "stale_files",
     "summarize_manifest",
     "tree_fingerprint",
@@ -49,6 +55,12 @@ class Target:
 
     index_dir: Path
     root: Path | None = None
+    indexes: tuple[tuple[str, Path], ...] = ()  # several named indexes (index_dir is the first), else empty
+
+    @property
+    def index_dirs(self) -> list[Path]:
+        """Every served index directory."""
+        return [directory for _, directory in self.indexes] or [self.index_dir]
 
 
 def index_dir_for_root(cache_dir: Path, root: Path) -> Path:
@@ -92,7 +104,7 @@ def tree_size_bytes(root: Path, config: ServerConfig, stop_after: int) -> int:
 def choose_target(config: ServerConfig, client_roots: Sequence[Path] = (), cwd: Path | None = None) -> Target:
     """The index to serve (see module contract). Raises UsageError / RootRefusedError."""
     if config.index_dir is not None:
-        return Target(index_dir=config.index_dir)
+        return Target(index_dir=config.index_dir, indexes=config.indexes)
     if config.root is not None:
         root = config.root
     elif client_roots:
@@ -124,6 +136,16 @@ def index_version(index_dir: Path) -> str | None:
     except Exception:  # noqa: BLE001 - a missing or half-written index simply has no version yet
         return None
     return f"{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
+
+
+def target_version(target: Target) -> str | None:
+    """The served version: one index's, or every named index's joined (a change in any switches all)."""
+    if not target.indexes:
+        return index_version(target.index_dir)
+    versions = [(name, index_version(directory)) for name, directory in target.indexes]
+    if any(version is None for _, version in versions):
+        return None
+    return ",".join(f"{name}={version}" for name, version in versions)
 
 
 def tree_fingerprint(root: Path, config: ServerConfig) -> frozenset[tuple[str, int, int]]:
@@ -166,3 +188,56 @@ def summarize_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
         "models": manifest.get("models"),
         "has_vectors": bool((manifest.get("models") or {}).get("embed")),
     }
+
+
+class Refresher:
+    """The debounced refresh loop of one served target.
+
+    `switch(index_dir)` makes the fork server serve the index's current version (calls in flight
+    finish on the old one). `fingerprint` is the tree's snapshot the served index was built from.
+    """
+
+    def __init__(
+        self, config: ServerConfig, target: Target, switch: Callable[[Path], Awaitable[Any]],
+        fingerprint: frozenset[tuple[str, int, int]] | None, version: str | None,
+    ) -> None:
+        self._config = config
+        self._target = target
+        self._switch = switch
+        self._fingerprint = fingerprint
+        self.version = version
+
+    async def run(self) -> None:
+        """Check every `refresh_debounce_s` (at least 0.2 s) until cancelled."""
+        interval = max(self._config.refresh_debounce_s, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep serving the old version
+                logger.warning("refresh failed, still serving the previous version: %s", " ".join(str(exc).split()))
+
+    async def refresh_once(self) -> bool:
+        """One freshness check; True when a new index version is now being served."""
+        target = self._target
+        if target.root is not None:
+            fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
+            if fingerprint == self._fingerprint:
+                return False
+            # Debounce: wait until the tree stops changing before re-indexing.
+            await asyncio.sleep(self._config.refresh_debounce_s)
+            settled = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
+            if settled != fingerprint:
+                return False
+            logger.info("sources changed under %s: re-indexing", target.root)
+            await asyncio.to_thread(build_root_index, target.root, target.index_dir, self._config)
+            self._fingerprint = settled
+        version = await asyncio.to_thread(target_version, target)
+        if version is None or version == self.version:
+            return False
+        await self._switch(target.index_dir)
+        self.version = version
+        logger.info("now serving index version %s", version)
+        return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -21,8 +22,8 @@ from typing_extensions import TypedDict
 
 from sandbox import SandboxHit
 
-from .errors import SkillError
-from .results import simple_reply
+from .errors import Channel, SkillError, channel_for
+from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
 __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
@@ -30,6 +31,7 @@ __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
+TIMING_KEYS = ("queue", "validate", "execute", "process", "total")
 MAX_QUERY_CHARS = 2_000
 
 Outcome = Literal[
@@ -167,25 +169,48 @@ async def _client_roots(ctx: Context) -> list[Path]:
     return roots
 
 
-async def _unready_reply(runtime: Runtime, ctx: Context) -> CallToolResult | None:
+async def _unready_reply(runtime: Runtime, ctx: Context, tool: str, **arguments: Any) -> CallToolResult | None:
     """Wait for warm-up; None once ready, else the reply saying why the server could not load."""
     try:
         await _ready(runtime, ctx)
     except Exception as exc:  # noqa: BLE001 - a load failure is this call's answer, not a crash
-        return _load_failure(exc)
+        return _load_failure(runtime, tool, exc, arguments)
     return None
 
 
-def _load_failure(exc: BaseException) -> CallToolResult:
-    """The reply when the index or fork server could not load (the message says what to do)."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    structured = {
-        "ok": False,
-        "outcome": "internal_error",
-        "error": {"exception": type(exc).__name__, "message": message, "line": None,
-                  "hint": "fix the server's configuration and restart it", "traceback": None},
-    }
-    return simple_reply(structured, f"internal_error: the server could not load: {message}", is_error=True).to_call_tool_result()
+def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: dict[str, Any]) -> CallToolResult:
+    """The reply when the index or fork server could not load (the message says what to do), in the
+    shape of `tool`'s output schema like every other reply of that tool."""
+    request_id = uuid.uuid4().hex[:16]
+    translated = channel_for(exc, request_id=request_id)
+    if translated.channel is Channel.INTERNAL:
+        logger.error("internal error %s: the server could not load: %s", request_id, exc)
+    message = translated.error["message"]
+    text = f"{translated.outcome}: the server could not load: {message}"
+    if tool in ("save_skill", "delete_skill"):
+        structured = {"ok": False, "action": "refused", "name": arguments.get("name", ""),
+                      "error": f"the server could not load: {message}", "skills": []}
+        return simple_reply(structured, text, is_error=True).to_call_tool_result()
+    error = {**translated.error, "message": f"the server could not load: {message}"}
+    budget = int(arguments.get("max_output_tokens") or 2000)
+    counter = runtime.counter
+    if counter is None:  # not even the token counter loaded: a fixed reply, well inside any budget
+        structured = {"ok": False, "outcome": translated.outcome, "stdout": "", "result": None, "error": error,
+                      "truncated": False, "output_tokens": 0, "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0)}
+        if tool == "search_code":
+            structured.update(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
+                              rerank=bool(arguments.get("rerank", True)), hits=[], total_hits=0)
+            del structured["stdout"], structured["result"]
+        return simple_reply(structured, text, is_error=True).to_call_tool_result()
+    if tool == "search_code":
+        reply = search_reply(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
+                             rerank=bool(arguments.get("rerank", True)), hits=[], outcome=translated.outcome,
+                             error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0), counter=counter,
+                             max_output_tokens=budget)
+    else:
+        reply = execution_reply(outcome=translated.outcome, error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
+                                counter=counter, max_output_tokens=budget)
+    return reply.to_call_tool_result()
 
 
 def register_tools(server: Any, runtime: Runtime) -> None:
@@ -197,7 +222,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, ExecuteCodeResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "execute_code", max_output_tokens=max_output_tokens)) is not None:
             return unready
         session, session_id = _session_key(ctx)
         state = runtime.states.for_session(session) if session is not None else None
@@ -216,7 +241,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, SearchCodeResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "search_code", query=query, mode=mode, rerank=rerank,
+                                            max_output_tokens=max_output_tokens)) is not None:
             return unready
         _, session_id = _session_key(ctx)
         reply = await runtime.search(
@@ -231,7 +257,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         description: Annotated[str, Field(min_length=1, max_length=1000, description="what it returns")],
         ctx: Context,
     ) -> Annotated[CallToolResult, SkillResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "save_skill", name=name)) is not None:
             return unready
         try:
             runtime.skills.save(name, source, description)
@@ -244,7 +270,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         name: Annotated[str, Field(min_length=1, max_length=64, description="skill to delete")],
         ctx: Context,
     ) -> Annotated[CallToolResult, SkillResult]:
-        if (unready := await _unready_reply(runtime, ctx)) is not None:
+        if (unready := await _unready_reply(runtime, ctx, "delete_skill", name=name)) is not None:
             return unready
         try:
             runtime.skills.delete(name)

@@ -159,7 +159,26 @@ def test_cli_index_build_empty_corpus_exits_2(home, tmp_path):
     out = tmp_path / "idx"
     done = run_cli("index", "build", empty, "--out", out, "--no-vectors", tmp_home=home)
     assert done.returncode == 2, done.stderr
-    assert_no_index(out)
+    assert "holds no files" in one_line_error(done)
+    assert not out.exists(), f"a failed first build left {sorted(os.listdir(out))}"
+
+
+def test_cli_index_build_all_gitignored_names_the_cause_and_no_gitignore_indexes_it(home, tmp_path):
+    """It says the files are gitignored and how to index them; --no-gitignore then indexes them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / ".gitignore").write_text("*\n")
+    (src / "notes.md").write_text("# zebracorn notes\n")
+    out = tmp_path / "idx"
+    done = run_cli("index", "build", src, "--out", out, "--no-vectors", tmp_home=home)
+    assert done.returncode == 2, done.stderr
+    assert "--no-gitignore" in one_line_error(done)
+    assert not out.exists()
+    done = run_cli("index", "build", src, "--out", out, "--no-vectors", "--no-gitignore", tmp_home=home)
+    assert done.returncode == 0, done.stderr
+    found = run_cli("search", "zebracorn", "--index", out, "--mode", "bm25", "--json", tmp_home=home)
+    assert found.returncode == 0, found.stderr
+    assert [h["path"] for h in json.loads(found.stdout)] == ["notes.md"]
 
 
 def test_cli_index_build_malformed_jsonl_exits_2(home, tmp_path):
@@ -203,6 +222,20 @@ def test_cli_checksum_mismatch_exits_3(bm25_index, home, tmp_path):
     assert run_cli("index", "info", bm25_index, "--verify", tmp_home=home).returncode == 0
 
 
+def test_cli_serve_missing_or_broken_index_exits_3_before_the_handshake(bm25_index, home, tmp_path):
+    """It exits 3 at once, with the index message on stderr and nothing on the MCP wire, for a missing
+    index and for one whose manifest is damaged (a client then shows the server as failed)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(bm25_index, broken)
+    current = (broken / "CURRENT").read_text().strip()
+    (broken / "versions" / current / "manifest.json").write_text("{not json")
+    for index_dir in (tmp_path / "none", broken):
+        done = run_cli("serve", "--index", index_dir, stdin="", tmp_home=home, timeout=60)
+        assert done.returncode == 3, done.stderr
+        assert done.stdout == ""
+        assert str(index_dir.name) in one_line_error(done)
+
+
 def test_cli_missing_index_exits_3(home, tmp_path):
     """It exits 3 for an index directory that does not exist."""
     done = run_cli("search", "token", "--index", tmp_path / "none", "--mode", "bm25", "--no-rerank", tmp_home=home)
@@ -239,6 +272,26 @@ def test_cli_exec_runs_a_program(bm25_index, home):
     assert as_json.returncode == 0, as_json.stderr
     reply = json.loads(as_json.stdout)
     assert reply["outcome"] == "ok" and reply["stdout"] == "42\n" and reply["output_tokens"] > 0
+
+
+@pytest.mark.linux_only
+def test_cli_exec_text_names_cli_flags_not_mcp_arguments(bm25_index, home):
+    """It tells a CLI user about --timeout-s and --json, never timeout_s or structuredContent."""
+    timed_out = run_cli("exec", "--index", bm25_index, "--timeout-s", "1", "while True:\n    pass", tmp_home=home)
+    assert timed_out.returncode == 2, timed_out.stderr
+    assert "--timeout-s" in timed_out.stdout and "timeout_s" not in timed_out.stdout
+    long_value = run_cli("exec", "--index", bm25_index, "result = 'x' * 2000", tmp_home=home)
+    assert long_value.returncode == 0, long_value.stderr
+    assert "--json" in long_value.stdout and "structuredContent" not in long_value.stdout
+
+
+@pytest.mark.linux_only
+def test_cli_exec_logs_no_third_party_noise_at_the_default_level(bm25_index, home):
+    """It keeps faiss's loader messages (which CPU build it tried) out of the INFO log."""
+    done = run_cli("exec", "--index", bm25_index, "print(1)", env_extra={"KNOWLEDGE_MCP_LOG_LEVEL": "INFO"},
+                   tmp_home=home)
+    assert done.returncode == 0, done.stderr
+    assert "faiss" not in done.stderr.lower() and "AVX" not in done.stderr, done.stderr
 
 
 @pytest.mark.linux_only

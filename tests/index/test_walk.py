@@ -76,6 +76,30 @@ def test_walk_honours_gitignore_above_the_source_inside_a_repository(tmp_path: P
     assert list(docs) == ["real.py"]
 
 
+def test_walk_indexes_an_explicit_source_that_the_enclosing_gitignore_covers(tmp_path: Path) -> None:
+    """It indexes a folder named as the source even when the repository ignores it (a package in .venv),
+    while that folder's own .gitignore still applies."""
+    (tmp_path / ".git").mkdir()
+    _write(tmp_path / ".gitignore", "venv/\n*.log\n")
+    package = tmp_path / "venv" / "lib" / "jinja2"
+    _write(package / "runtime.py", MARKER)
+    _write(package / ".gitignore", "generated.py\n")
+    _write(package / "generated.py", MARKER)
+    docs, skipped = _walk(package)
+    assert sorted(docs) == [".gitignore", "runtime.py"]
+    assert skipped["gitignored"] == 1  # its own .gitignore still holds
+
+
+def test_walk_without_gitignore_indexes_ignored_files(tmp_path: Path) -> None:
+    """It reads every .gitignore-listed file when use_gitignore is off; excludes still apply."""
+    _write(tmp_path / ".gitignore", "*.log\n")
+    _write(tmp_path / "debug.log", MARKER)
+    _write(tmp_path / "skip.txt", MARKER)
+    docs, skipped = _walk(tmp_path, IndexConfig(use_gitignore=False, excludes=("skip.txt",)))
+    assert sorted(docs) == [".gitignore", "debug.log"]
+    assert skipped == Counter({"excluded": 1})
+
+
 def test_walk_skips_vcs_dirs_lock_files_binaries_bad_utf8_and_large_files(tmp_path: Path) -> None:
     """It indexes only small UTF-8 text files and counts each skip reason."""
     _write(tmp_path / "ok.py", MARKER)

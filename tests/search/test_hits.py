@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search import Hit, format_hits_text, top_k
+from search import Hit, format_hits_text, merge_overlapping, top_k
 
 CONTRACT_FIELDS = {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text"}
 
@@ -64,3 +64,27 @@ def test_format_hits_text_shows_location_score_and_snippet():
     assert "1. a.py:1-3  [python]  score=1.5000" in text
     assert "def f():" in text
     assert format_hits_text([]) == "no hits"
+
+
+def _region(chunk: str, path: str, start: int, end: int, score: float) -> Hit:
+    return Hit(id=chunk, doc_id=path, path=path, start_line=start, end_line=end, language="text", title=chunk,
+               score=score, text=f"{start}-{end}")
+
+
+def test_merge_overlapping_folds_worse_overlapping_hits_into_the_better_one():
+    """It keeps rank order and the better hit's id, score and title, over the union of the lines."""
+    hits = [_region("a", "x.py", 10, 20, 3.0), _region("b", "y.py", 1, 5, 2.5), _region("c", "x.py", 18, 30, 2.0),
+            _region("d", "x.py", 31, 40, 1.5), _region("e", "x.py", 12, 14, 1.0)]
+    merged = merge_overlapping(hits, lambda path, start, end: f"{path}:{start}-{end}")
+    assert [(h.id, h.path, h.start_line, h.end_line, h.score, h.title) for h in merged] == [
+        ("a", "x.py", 10, 30, 3.0, "a"), ("b", "y.py", 1, 5, 2.5, "b"), ("d", "x.py", 31, 40, 1.5, "d"),
+    ]
+    assert merged[0].text == "x.py:10-30"
+    assert merged[1].text == "1-5"  # untouched hits keep their own text
+
+
+def test_merge_overlapping_drops_an_overlap_that_would_grow_a_hit_past_two_windows():
+    """It drops, rather than merges, an overlapping hit whose union would exceed MERGE_MAX_LINES."""
+    hits = [_region("a", "x.py", 1, 40, 3.0), _region("b", "x.py", 36, 75, 2.0), _region("c", "x.py", 71, 110, 1.0)]
+    merged = merge_overlapping(hits, lambda path, start, end: f"{path}:{start}-{end}")
+    assert [(h.id, h.start_line, h.end_line) for h in merged] == [("a", 1, 75)]

@@ -260,3 +260,25 @@ def test_searcher_open_and_warm_start_no_threads(code_index):
     assert _settles_to(settled), _thread_ids() - settled  # each call's rerank threads were joined
     one = Searcher.open(code_index, SearchConfig(threads=1, rerank_max_tokens=128)).search("read a file", k=5)
     assert [(h.id, h.score) for h in two] == [(h.id, h.score) for h in one]
+
+
+def test_searcher_search_returns_distinct_regions_where_chunks_overlap(tmp_path):
+    """It folds overlapping line windows of one file into one hit, so k hits are k regions; bm25()
+    still returns the raw chunks."""
+    from index import IndexConfig, build_index
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "notes.txt").write_text("".join(f"zebracorn line {i}\n" for i in range(1, 201)))
+    (tmp_path / "src" / "other.txt").write_text("zebracorn once\n")
+    out = tmp_path / "index"
+    build_index([tmp_path / "src"], out, IndexConfig(with_vectors=False, threads=1))
+    searcher = Searcher.open(out, load_models=False)
+    raw = searcher.bm25("zebracorn", k=10)
+    assert any(a.path == b.path and a.start_line <= b.end_line and b.start_line <= a.end_line
+               for i, a in enumerate(raw) for b in raw[i + 1 :]), "the corpus should give overlapping windows"
+    hits = searcher.search("zebracorn", k=3, mode="bm25", rerank=False)
+    assert len(hits) == 3
+    for i, a in enumerate(hits):
+        assert a.text == searcher.read(a.path, a.start_line, a.end_line).rstrip("\n")
+        for b in hits[i + 1 :]:
+            assert a.path != b.path or a.end_line < b.start_line or b.end_line < a.start_line, (a, b)

@@ -51,12 +51,20 @@ async def test_tools_hit_schema_matches_search_hit_sandbox_hit_and_output_schema
 
 
 async def test_tools_every_tool_answers_a_load_failure_with_what_to_fix(tmp_path):
-    """It answers each of the four tools with an internal_error naming the load failure (a missing index)."""
+    """It answers each of the four tools with an error naming the load failure (a missing index), in the
+    shape of that tool's output schema (the client validates structuredContent against it)."""
     async with Client(_server(tmp_path, index_dir=tmp_path / "no-such-index")) as client:
+        await client.list_tools()  # the client validates replies against the schemas it has listed
         for name, arguments in TOOLS.items():
             reply = await client.call_tool(name, arguments)
             assert reply.is_error is True, (name, reply)
             data = reply.structured_content
-            assert data["ok"] is False and data["outcome"] == "internal_error", (name, data)
-            assert data["error"]["exception"] == "IndexNotFoundError" and data["error"]["hint"], (name, data)
+            assert data["ok"] is False, (name, data)
+            if name in ("save_skill", "delete_skill"):
+                assert data["action"] == "refused" and "could not load" in data["error"], (name, data)
+            else:
+                assert data["outcome"] == "internal_error", (name, data)
+                assert data["error"]["exception"] == "IndexNotFoundError" and data["error"]["hint"], (name, data)
             assert "could not load" in reply.content[0].text
+            # The SDK skips this check for is_error replies; MCP Inspector does not: check as it would.
+            await client.session.validate_tool_result(name, reply.model_copy(update={"is_error": False}))

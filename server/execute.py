@@ -1,0 +1,212 @@
+"""The execute workflow: validate a program, run it in a sandbox child, merge state, fit the reply, audit.
+
+Contract: `Executor.execute` and `Executor.search` never raise for anything a program or its input
+does: every exception is translated once, at this edge, by `errors.channel_for` into the reply's
+outcome and error (internal errors get an id on the wire and their traceback on stderr only).
+Cancelling the awaiting task kills the child; the cancellation is audited, then re-raised. Every
+call writes exactly one audit line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from sandbox import ExecRequest, ForkServerClient, compile_program
+
+from .audit import AuditLog
+from .config import ServerConfig
+from .errors import Channel, ProgramEncodingError, channel_for
+from .results import Reply, TokenCounting, execution_reply, retime, search_reply
+from .skills import SkillStore
+from .state import SessionState
+
+__all__ = ["Executor", "search_program"]
+
+logger = logging.getLogger(__name__)
+
+# help() of every API name, run in a child, so knowledge://api is exactly the text programs see.
+API_REFERENCE_PROGRAM = """
+parts = [help()]
+for name in ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "index", "compact", "count_tokens",
+             "help", "state", "list_skills", "Hit"):
+    try:
+        parts.append(help(name))
+    except (ValueError, TypeError):
+        pass
+result = "\\n\\n".join(parts)
+"""
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None) -> str:
+    """The fixed, trusted program behind `search_code` (arguments embedded as Python literals)."""
+    return (
+        f"hits = search({query!r}, k={int(k)}, mode={mode!r}, rerank={bool(rerank)!r}, "
+        f"path={path_glob!r}, language={language!r})\n"
+        "result = [hit.to_dict() for hit in hits]\n"
+    )
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one call produced, before fitting."""
+
+    request_id: str
+    code_sha256: str
+    started: float
+    process_started: float | None = None
+    outcome: str = "internal_error"
+    stdout: str = ""
+    result: Any = None
+    error: dict[str, Any] | None = None
+    truncated: bool = False
+    timings: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"queue": 0.0, "validate": 0.0, "execute": 0.0, "process": 0.0, "total": 0.0}
+    )
+
+
+class Executor:
+    """Runs programs on the loaded fork server (one per served index; the client switches versions)."""
+
+    def __init__(
+        self, config: ServerConfig, client: ForkServerClient, skills: SkillStore, audit: AuditLog,
+        counter: TokenCounting,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._skills = skills
+        self._audit = audit
+        self._counter = counter
+        self._api_reference: str | None = None
+
+    async def _run(
+        self, code: str, *, timeout_s: float, state: SessionState | None, session_id: str, tool: str,
+        with_skills: bool,
+    ) -> _Run:
+        """Validate, run in a child, merge state; never raises for anything the program does."""
+        run_ = _Run(
+            request_id=uuid.uuid4().hex[:16],
+            code_sha256=hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(),
+            started=time.perf_counter(),
+        )
+        timings = run_.timings
+        try:
+            validate_started = time.perf_counter()
+            try:
+                _check_encoding(code)
+                program = compile_program(code, self._config.sandbox)
+            finally:
+                timings["validate"] = _ms(validate_started)
+            loaded = self._skills.skills() if with_skills else []
+            skills = [
+                {"name": skill.name, "description": skill.description, "program": skill.program.to_bytes()}
+                for skill in loaded
+            ]
+            request = ExecRequest(
+                request_id=run_.request_id,
+                program=program.to_bytes(),
+                timeout_s=float(timeout_s),
+                memory_mb=self._config.sandbox.memory_mb,
+                output_cap_bytes=self._config.sandbox.stdout_cap_bytes,
+                state={} if state is None else state.snapshot(),
+                skills=skills,
+            )
+            run_started = time.perf_counter()
+            try:
+                result = await self._client.execute(request)
+            except asyncio.CancelledError:  # the client cancelled: the sandbox client kills the child
+                self._audit.record(
+                    request_id=run_.request_id, tool=tool, session=session_id, code_sha256=run_.code_sha256,
+                    outcome="cancelled", timings_ms={"total": round(_ms(run_.started), 1)},
+                )
+                raise
+            wall_ms = _ms(run_started)
+            timings["queue"] = float(result.timings_ms.get("queue", 0.0))
+            timings["execute"] = float(result.timings_ms.get("execute", max(wall_ms - timings["queue"], 0.0)))
+            run_.process_started = time.perf_counter()
+            run_.outcome, run_.stdout, run_.result = result.outcome, result.stdout, result.result
+            run_.error, run_.truncated = result.error, result.truncated
+            if result.outcome == "ok" and state is not None and (result.state_set or result.state_deleted):
+                state.merge(result.state_set, result.state_deleted)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one translation, at the edge
+            translated = channel_for(exc, request_id=run_.request_id)
+            if translated.channel is Channel.INTERNAL:
+                logger.error("internal error %s in %s: %s", run_.request_id, tool, exc, exc_info=True)
+            run_.outcome, run_.error = translated.outcome, translated.error
+        if run_.process_started is None:
+            run_.process_started = time.perf_counter()
+        return run_
+
+    def _finish(self, run_: _Run, reply: Reply, *, tool: str, session_id: str) -> Reply:
+        run_.timings["process"] = _ms(run_.process_started or run_.started)
+        run_.timings["total"] = _ms(run_.started)
+        reply = retime(reply, run_.timings, self._counter)
+        self._audit.record(
+            request_id=run_.request_id, tool=tool, session=session_id, code_sha256=run_.code_sha256,
+            outcome=run_.outcome, timings_ms={key: round(value, 1) for key, value in run_.timings.items()},
+            output_tokens=reply.structured["output_tokens"], truncated=reply.structured["truncated"],
+        )
+        return reply
+
+    async def execute(
+        self, code: str, *, timeout_s: float, max_output_tokens: int, state: SessionState | None, session_id: str
+    ) -> Reply:
+        """execute_code: run the program and fit its reply to the budget."""
+        run_ = await self._run(
+            code, timeout_s=timeout_s, state=state, session_id=session_id, tool="execute_code", with_skills=True
+        )
+        reply = execution_reply(
+            outcome=run_.outcome, stdout=run_.stdout, result=run_.result, error=run_.error,
+            truncated=run_.truncated, timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
+        )
+        return self._finish(run_, reply, tool="execute_code", session_id=session_id)
+
+    async def search(
+        self, *, query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None,
+        max_output_tokens: int, session_id: str,
+    ) -> Reply:
+        """search_code: the fixed search program in a child, then a fitted list of hits."""
+        code = search_program(query, k, mode, rerank, path_glob, language)
+        run_ = await self._run(
+            code, timeout_s=self._config.timeout_s, state=None, session_id=session_id, tool="search_code",
+            with_skills=False,
+        )
+        hits = run_.result if run_.outcome == "ok" and isinstance(run_.result, list) else []
+        reply = search_reply(
+            query=query, mode=mode, rerank=rerank, hits=hits, outcome=run_.outcome, error=run_.error,
+            timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
+        )
+        return self._finish(run_, reply, tool="search_code", session_id=session_id)
+
+    async def api_reference(self) -> str:
+        """The sandbox's help() for the whole API (computed once, in a child)."""
+        if self._api_reference is None:
+            run_ = await self._run(
+                API_REFERENCE_PROGRAM, timeout_s=self._config.timeout_s, state=None, session_id="resource",
+                tool="knowledge://api", with_skills=False,
+            )
+            if run_.outcome != "ok" or not isinstance(run_.result, str):
+                raise RuntimeError(f"could not render the API reference ({run_.outcome})")
+            self._api_reference = run_.result
+        return self._api_reference
+
+
+def _check_encoding(code: str) -> None:
+    """Raise ProgramEncodingError for program text that is not UTF-8 (a lone surrogate)."""
+    try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ProgramEncodingError(
+            f"the program is not valid UTF-8: a lone surrogate at character {exc.start}"
+        ) from None
