@@ -1,21 +1,21 @@
 """The index package: source files → chunks → BM25 term frequencies + vectors → a versioned index.
 
 Public API (everything else is internal): build with `build_index(sources, out, IndexConfig(...))`,
-read with `open_index(out)` / `read_manifest(out)`; `write_index(out, IndexContents(...))` writes a
+read with `open_index(out)` / `read_manifest(out)` (IndexData: chunk kinds and symbols, the symbol
+table, the vector mask); `write_index(out, IndexContents(...))` writes a
 generated corpus as a build would; `tokenize` is the one BM25 tokenizer for queries;
 `open_index_embedder(data)` gives the query encoder an index carries (the one that made its
 vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
 """
 
-from .build import BuildReport, build_index, write_index
-from .chunk import Chunk, chunk_document
+from .build import build_index, write_index
+from .chunk import Symbol, chunk_document, chunk_file
 from .config import EMBED_PRECISIONS, IndexConfig
 from .embed import (
-    DEFAULT_EMBED_PACKAGE,
     EMBED_INSTALL_COMMAND,
     Embedder,
     ModelLocation,
-    TokenCounter,
+    ModelTokenCounter,
     load_embedder,
     open_embedder,
     open_index_embedder,
@@ -34,13 +34,11 @@ from .errors import (
 from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
 from .languages import language_for
 from .sessions import open_session, run_split
+from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
-from .walk import SKIP_REASONS, SourceDoc, SourceFile, find_secret, scan_sources, source_root, walk_sources
+from .walk import SourceDoc, scan_sources, walk_sources
 
 __all__ = [
-    "BuildReport",
-    "Chunk",
-    "DEFAULT_EMBED_PACKAGE",
     "EMBED_INSTALL_COMMAND",
     "EMBED_PRECISIONS",
     "Embedder",
@@ -53,17 +51,18 @@ __all__ = [
     "IndexLockedError",
     "IndexNotFoundError",
     "IndexStoreError",
+    "KINDS",
     "ModelLocation",
     "ModelMissingError",
-    "SKIP_REASONS",
     "SourceDoc",
     "SourceError",
-    "SourceFile",
+    "Symbol",
+    "SymbolTable",
     "TOKENIZER_SETTINGS",
-    "TokenCounter",
+    "ModelTokenCounter",
     "build_index",
     "chunk_document",
-    "find_secret",
+    "chunk_file",
     "language_for",
     "load_embedder",
     "open_embedder",
@@ -75,7 +74,6 @@ __all__ = [
     "resolve_embed_model",
     "run_split",
     "scan_sources",
-    "source_root",
     "tokenize",
     "walk_sources",
     "write_index",

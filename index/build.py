@@ -28,19 +28,20 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from .chunk import Chunk, chunk_document
+from .chunk import Chunk, Symbol, chunk_file
 from .config import IndexConfig
-from .embed import Embedder, ModelLocation, TokenCounter, load_embedder, open_token_counter, resolve_embed_model
+from .embed import Embedder, ModelLocation, ModelTokenCounter, load_embedder, open_token_counter, resolve_embed_model
 from .errors import IndexLockedError, IndexStoreError, SourceError
 from .export import RECIPE, EncoderFiles, prepare_encoder
 from .format import (
     ENCODER_FILE,
     ENCODER_TOKENIZER_FILE,
     IndexContents,
+    PreviousVersion,
     build_lock,
     check_output_dir,
     new_version_name,
-    open_index,
+    open_previous,
     prune_versions,
     switch_current,
     write_version,
@@ -123,9 +124,10 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
         docs = _collect_docs(sources, config, skipped)
         if not docs:
             raise SourceError(_empty_corpus_message(sources, skipped))
-        chunks, chunks_per_doc = _chunk_all(docs, counter, config, max_tokens)
+        chunks, chunks_per_doc, file_symbols = _chunk_all(docs, counter, config, max_tokens)
         if not chunks:
             raise SourceError(f"the documents under {root} produced no text to index (all blank)")
+        symbols, chunk_symbols = _symbol_table(chunks, chunks_per_doc, file_symbols)
         keys = _chunk_keys(chunks)
         vocab, tf, doc_lengths = _term_frequencies(chunks)
         vectors, embedded, reused, embed_seconds, encoder = None, 0, 0, 0.0, None
@@ -150,6 +152,9 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
             vectors=vectors,
             ann=ann,
             encoder=_encoder_artefacts(encoder),
+            chunk_kinds=[c.kind for c in chunks],
+            chunk_symbols=chunk_symbols,
+            symbols=symbols,
         )
         manifest = _manifest(sources, root, docs, chunks_per_doc, location, encoder, config, max_tokens, vectors,
                              ann_info, skipped, tf)
@@ -270,15 +275,68 @@ def _empty_corpus_message(sources: list[Path], skipped: Counter[str]) -> str:
 
 
 def _chunk_all(
-    docs: list[SourceDoc], counter: TokenCounter, config: IndexConfig, max_tokens: int
-) -> tuple[list[Chunk], list[int]]:
+    docs: list[SourceDoc], counter: ModelTokenCounter, config: IndexConfig, max_tokens: int
+) -> tuple[list[Chunk], list[int], list[list[Symbol]]]:
     chunks: list[Chunk] = []
     per_doc = []
+    symbols = []
     for doc in docs:
-        doc_chunks = chunk_document(doc, counter, config, max_tokens)
+        doc_chunks, doc_symbols = chunk_file(doc, counter, config, max_tokens)
         chunks.extend(doc_chunks)
         per_doc.append(len(doc_chunks))
-    return chunks, per_doc
+        symbols.append(doc_symbols)
+    return chunks, per_doc, symbols
+
+
+def _symbol_table(
+    chunks: list[Chunk], chunks_per_doc: list[int], file_symbols: list[list[Symbol]]
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The index's symbol rows (format.IndexContents.symbols) and each chunk's symbol row (-1: none).
+
+    A symbol's own chunk is the chunk titled for it (chunk.symbol), else the chunk holding its first
+    line (a method of a class small enough to be one chunk), else the nearest chunk after it."""
+    rows: list[dict[str, Any]] = []
+    chunk_symbols = np.full(len(chunks), -1, dtype=np.int32)
+    first_chunk = 0
+    for doc_row, (count, found) in enumerate(zip(chunks_per_doc, file_symbols)):
+        doc_chunks = chunks[first_chunk : first_chunk + count]
+        if found and doc_chunks:
+            ordered = sorted(found, key=lambda s: (s.start_line, -s.end_line, s.qualified_name))
+            base = len(rows)
+            by_name: dict[str, list[int]] = {}
+            for offset, symbol in enumerate(ordered):
+                by_name.setdefault(symbol.qualified_name, []).append(base + offset)
+            own: dict[int, int] = {}  # symbol row -> chunk row
+            for position, chunk in enumerate(doc_chunks):
+                candidates = by_name.get(chunk.symbol or "", [])
+                if not candidates:
+                    continue
+                row = next((r for r in candidates if ordered[r - base].start_line <= chunk.end_line
+                            and ordered[r - base].end_line >= chunk.start_line), candidates[0])
+                chunk_symbols[first_chunk + position] = row
+                own.setdefault(row, first_chunk + position)
+            for offset, symbol in enumerate(ordered):
+                row = base + offset
+                parents = by_name.get(symbol.parent or "", [])
+                parent = max((r for r in parents if r < row), default=-1)
+                rows.append({
+                    "name": symbol.name, "qualified_name": symbol.qualified_name, "kind": symbol.kind,
+                    "doc": doc_row, "start_line": symbol.start_line, "end_line": symbol.end_line,
+                    "parent": parent, "chunk": own.get(row, first_chunk + _chunk_at(doc_chunks, symbol.start_line)),
+                })
+        first_chunk += count
+    return rows, chunk_symbols
+
+
+def _chunk_at(doc_chunks: list[Chunk], line: int) -> int:
+    """Position of the first chunk holding `line`, else of the first after it, else the last."""
+    after = None
+    for position, chunk in enumerate(doc_chunks):
+        if chunk.start_line <= line <= chunk.end_line:
+            return position
+        if after is None and chunk.start_line > line:
+            after = position
+    return after if after is not None else len(doc_chunks) - 1
 
 
 def _chunk_doc_rows(chunks: list[Chunk], docs: list[SourceDoc]) -> np.ndarray:
@@ -319,16 +377,12 @@ def _term_frequencies(chunks: list[Chunk]) -> tuple[list[str], sparse.csr_matrix
     return vocab, tf, lengths
 
 
-def _current_version(out: Path) -> Any:
-    """The current version at `out` (IndexData), or None when there is none usable."""
-    try:
-        return open_index(out)
-    except IndexStoreError as exc:
-        log.info("not reusing anything from %s: %s", out, exc)
-        return None
+def _current_version(out: Path) -> PreviousVersion | None:
+    """The current version at `out` (this format or an older reusable one), or None."""
+    return open_previous(out)
 
 
-def _encoder(current: Any, location: ModelLocation, config: IndexConfig) -> EncoderFiles:
+def _encoder(current: PreviousVersion | None, location: ModelLocation, config: IndexConfig) -> EncoderFiles:
     """The current version's encoder if it was exported from the same weights, precision and recipe
     (and is intact); else the exported encoder from the model cache (export.py)."""
     entry = ((current.manifest.get("models") or {}).get("embed") or {}).get("encoder") if current else None
@@ -348,20 +402,25 @@ def _encoder(current: Any, location: ModelLocation, config: IndexConfig) -> Enco
     return prepare_encoder(location, config.embed_precision, config.model_cache_dir)
 
 
-def _previous_vectors(current: Any, encoder: EncoderFiles) -> tuple[dict[bytes, int], np.ndarray] | None:
-    """Vectors of the current version keyed by chunk key, if they were made by the same encoder."""
+def _previous_vectors(
+    current: PreviousVersion | None, encoder: EncoderFiles
+) -> tuple[dict[bytes, int], np.ndarray] | None:
+    """Vectors of the current version keyed by chunk key (rows its mask says hold one), if they were
+    made by the same encoder."""
     if current is None or current.vectors is None:
         return None
     entry = ((current.manifest.get("models") or {}).get("embed") or {}).get("encoder") or {}
     if entry.get("sha256") != encoder.sha256:
         return None
+    checked = [name for name in ("vectors.npy", "chunk_keys.npy", "vector_mask.npy") if name in current.manifest["artefacts"]]
     try:  # reused vectors must be exactly what was written: check their checksums first
-        current.verify(("vectors.npy", "chunk_keys.npy"))
+        current.verify(checked)
     except IndexStoreError as exc:
         log.warning("not reusing vectors: %s", exc)
         return None
     keys = np.asarray(current.chunk_keys)
-    return {keys[i].tobytes(): i for i in range(len(keys))}, current.vectors
+    present = np.flatnonzero(np.asarray(current.vector_mask)).tolist()
+    return {keys[i].tobytes(): i for i in present}, current.vectors
 
 
 def _vectors(

@@ -23,7 +23,7 @@ from typing import Protocol
 from .config import IndexConfig
 from .walk import SourceDoc
 
-__all__ = ["Chunk", "TokenCounting", "chunk_document"]
+__all__ = ["Chunk", "Symbol", "TokenCounting", "chunk_document", "chunk_file"]
 
 TITLE_MAX_CHARS = 80
 MAX_GAP_COMMENT_LINES = 3
@@ -39,7 +39,7 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 class TokenCounting(Protocol):
-    """What the chunker needs of the embedding model's tokenizer (see embed.TokenCounter)."""
+    """What the chunker needs of the embedding model's tokenizer (see embed.ModelTokenCounter)."""
 
     @property
     def special_tokens(self) -> int: ...
@@ -68,6 +68,8 @@ class Chunk:
     title: str
     text: str
     header: str
+    kind: str = "text"  # symbols.KINDS
+    symbol: str | None = None  # qualified name of the definition the chunk holds
 
     @property
     def indexed_text(self) -> str:
@@ -76,33 +78,55 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class Symbol:
+    """One definition in a file: `parent` is the qualified name of its container (None at top level)."""
+
+    name: str
+    qualified_name: str
+    kind: str
+    start_line: int  # 1-based, inclusive (decorators and attributes included)
+    end_line: int
+    parent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Unit:
     start: int  # 0-based line index, inclusive
     end: int  # 0-based line index, exclusive
     title: str
     is_window: bool = False  # plain text: always cut into line windows, even when it would fit
+    kind: str = "text"
+    symbol: str | None = None
 
 
 def chunk_document(doc: SourceDoc, counter: TokenCounting, config: IndexConfig, max_tokens: int) -> list[Chunk]:
     """Chunks of `doc` in line order; ids are `<doc_id>:<start>-<end>` (+ `#k` when repeated)."""
+    return chunk_file(doc, counter, config, max_tokens)[0]
+
+
+def chunk_file(
+    doc: SourceDoc, counter: TokenCounting, config: IndexConfig, max_tokens: int
+) -> tuple[list[Chunk], list[Symbol]]:
+    """chunk_document plus the file's symbols (definitions, in line order)."""
     lines = doc.text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # a final newline ends the last line; it does not start another
     if not lines and not doc.title:
-        return []
+        return [], []
     # Line token counts without special tokens: BERT-style tokenizers split on whitespace, so a
     # window's count is their sum; every chunk is still checked exactly before it is kept.
     specials = counter.special_tokens
     line_tokens = [max(0, n - specials) for n in counter.count_batch(lines)] if lines else []
+    symbols: list[Symbol] = []
     if doc.is_record:
         units = [_Unit(0, len(lines), doc.title)]
     elif doc.language == "python":
-        units = _python_units(doc.text, lines, doc.path, line_tokens, max_tokens - specials)
+        units, symbols = _python_units(doc.text, lines, doc.path, line_tokens, max_tokens - specials)
     elif doc.language == "markdown":
         units = _markdown_units(lines, doc.path)
     else:
         units = [_Unit(0, len(lines), "", is_window=True)]
-    return _Chunker(doc, lines, line_tokens, counter, config, max_tokens).chunks(units)
+    return _Chunker(doc, lines, line_tokens, counter, config, max_tokens).chunks(units), symbols
 
 
 # ---------------------------------------------------------------- Python
@@ -110,13 +134,31 @@ def chunk_document(doc: SourceDoc, counter: TokenCounting, config: IndexConfig, 
 
 def _python_units(
     text: str, lines: list[str], path: str, line_tokens: list[int], budget: int
-) -> list[_Unit]:
+) -> tuple[list[_Unit], list[Symbol]]:
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return [_Unit(0, len(lines), "", is_window=True)]  # not parseable: plain line windows
+        return [_Unit(0, len(lines), "", is_window=True)], []  # not parseable: plain line windows
     module_title = "module " + ".".join(PurePosixPath(path).with_suffix("").parts)
-    return _body_units(tree.body, lines, 0, len(lines), module_title, "", line_tokens, budget)
+    units = _body_units(tree.body, lines, 0, len(lines), module_title, "", line_tokens, budget)
+    return units, _python_symbols(tree.body, None)
+
+
+def _python_symbols(body: list[ast.stmt], parent: str | None) -> list[Symbol]:
+    """Module-level functions, classes and constant tables, and (recursively) the members of classes."""
+    found: list[Symbol] = []
+    for node in body:
+        if isinstance(node, _DEFINITIONS):
+            qualified = f"{parent}.{node.name}" if parent else node.name
+            is_class = isinstance(node, ast.ClassDef)
+            kind = "class" if is_class else ("method" if parent else "function")
+            first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            found.append(Symbol(node.name, qualified, kind, first, node.end_lineno or node.lineno, parent))
+            if is_class:
+                found.extend(_python_symbols(node.body, qualified))
+        elif parent is None and (constant := _constant_name(node)) is not None:
+            found.append(Symbol(constant, constant, "constant", node.lineno, node.end_lineno or node.lineno))
+    return found
 
 
 def _body_units(
@@ -128,6 +170,8 @@ def _body_units(
     prefix: str,
     line_tokens: list[int],
     budget: int,
+    rest_kind: str = "module",
+    rest_symbol: str | None = None,
 ) -> list[_Unit]:
     """Definitions in `body` (and, at module level, constant tables) become their own units; the lines
     between them group as `rest_title`."""
@@ -144,22 +188,25 @@ def _body_units(
             first = cursor  # a lone separator comment ("# --- helpers") joins the next definition
         last = node.end_lineno or node.lineno
         if first > cursor:
-            units.append(_Unit(cursor, first, rest_title))
+            units.append(_Unit(cursor, first, rest_title, kind=rest_kind, symbol=rest_symbol))
         cursor = last
         if not isinstance(node, _DEFINITIONS):  # a constant table
-            units.append(_Unit(first, last, f"constant {constant}"))
+            units.append(_Unit(first, last, f"constant {constant}", kind="constant", symbol=constant))
             continue
         name = f"{prefix}{node.name}"
-        title = name if prefix else ("class " if isinstance(node, ast.ClassDef) else "def ") + name
+        is_class = isinstance(node, ast.ClassDef)
+        title = name if prefix else ("class " if is_class else "def ") + name
+        kind = "class" if is_class else ("method" if prefix else "function")
         # The header line (path + title) takes a few tokens too: a class near the limit is split.
         too_big = sum(line_tokens[first:last]) + HEADER_TOKENS_ESTIMATE > budget
-        if isinstance(node, ast.ClassDef) and too_big:
+        if is_class and too_big:
             class_title = name if prefix else f"class {name}"
-            units.extend(_body_units(node.body, lines, first, last, class_title, f"{name}.", line_tokens, budget))
+            units.extend(_body_units(node.body, lines, first, last, class_title, f"{name}.", line_tokens, budget,
+                                     rest_kind="class", rest_symbol=name))
         else:
-            units.append(_Unit(first, last, title))
+            units.append(_Unit(first, last, title, kind=kind, symbol=name))
     if cursor < end:
-        units.append(_Unit(cursor, end, rest_title))
+        units.append(_Unit(cursor, end, rest_title, kind=rest_kind, symbol=rest_symbol))
     return units
 
 
@@ -211,7 +258,7 @@ def _markdown_units(lines: list[str], path: str) -> list[_Unit]:
     units: list[_Unit] = []
     preamble_end = headings[0][0] if headings else len(lines)
     if preamble_end > 0:
-        units.append(_Unit(0, preamble_end, PurePosixPath(path).name))
+        units.append(_Unit(0, preamble_end, PurePosixPath(path).name, kind="section"))
     stack: list[tuple[int, str]] = []
     pending_start: int | None = None  # a heading with no body merges into the next section
     for position, (index, level, text) in enumerate(headings):
@@ -225,7 +272,7 @@ def _markdown_units(lines: list[str], path: str) -> list[_Unit]:
             pending_start = start
             continue
         pending_start = None
-        units.append(_Unit(start, end, " > ".join(t for _, t in stack)))
+        units.append(_Unit(start, end, " > ".join(t for _, t in stack), kind="section"))
     return units
 
 
@@ -252,6 +299,7 @@ class _Chunker:
         self.max_tokens = max_tokens
         self.chunks_out: list[Chunk] = []
         self.id_counts: dict[str, int] = {}
+        self.kind, self.symbol = "text", None  # of the unit being cut: every chunk of it shares them
 
     def chunks(self, units: list[_Unit]) -> list[Chunk]:
         for unit in units:
@@ -261,6 +309,7 @@ class _Chunker:
         return self.chunks_out
 
     def _unit(self, unit: _Unit) -> None:
+        self.kind, self.symbol = unit.kind, unit.symbol
         start, end = self._trim(unit.start, unit.end)
         if start >= end:
             return
@@ -383,6 +432,8 @@ class _Chunker:
                 title=title,
                 text=text,
                 header=header,
+                kind=self.kind,
+                symbol=self.symbol,
             )
         )
 

@@ -32,7 +32,7 @@ __all__ = [
     "DEFAULT_EMBED_PACKAGE",
     "EMBED_INSTALL_COMMAND",
     "ModelLocation",
-    "TokenCounter",
+    "ModelTokenCounter",
     "Embedder",
     "resolve_embed_model",
     "file_sha256",
@@ -90,7 +90,7 @@ def resolve_embed_model(spec: str | None = None) -> ModelLocation:
     return _location(folder, model_id, name)
 
 
-class TokenCounter:
+class ModelTokenCounter:
     """The embedding model's own tokenizer (tokenizers library), with special tokens counted."""
 
     def __init__(self, tokenizer_path: Path) -> None:
@@ -205,9 +205,9 @@ def _progress(total: int, show: bool) -> Any:
     return tqdm(total=total, desc="embedding", unit="chunk", file=sys.stderr)
 
 
-def open_token_counter(location: ModelLocation) -> TokenCounter:
+def open_token_counter(location: ModelLocation) -> ModelTokenCounter:
     """The model's tokenizer alone (fast: no torch), for chunking within the model's window."""
-    return TokenCounter(location.path / "tokenizer.json")
+    return ModelTokenCounter(location.path / "tokenizer.json")
 
 
 def open_embedder(

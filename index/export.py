@@ -237,6 +237,9 @@ def _export(location: ModelLocation, precision: str, pooling: str, out: Path) ->
     try:
         # Eager attention: the SDPA path traces a mask shortcut for unpadded inputs that would
         # ignore padding in the exported graph.
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Loading weights" bar is noise in a build log
         model = AutoModel.from_pretrained(str(location.path), local_files_only=True, attn_implementation="eager")
     except (OSError, ValueError) as exc:
         raise ModelMissingError(location.model_id, EMBED_INSTALL_COMMAND, f"cannot load the model: {exc}") from exc
@@ -268,7 +271,8 @@ def _export(location: ModelLocation, precision: str, pooling: str, out: Path) ->
 
         # Per-channel weights: per-tensor INT8 drops the mean cosine to fp32 to 0.94 on MiniLM, per
         # channel keeps it at 0.995 (measured on SciFact chunks) at the same speed.
-        logging.disable(logging.INFO)  # the quantizer logs a line per tensor on the root logger
+        # The quantizer logs a line per tensor, and a "consider pre-processing" warning, on the root logger.
+        logging.disable(logging.WARNING)
         try:
             quantize_dynamic(
                 str(fp32_file), str(out / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True,

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from .errors import IndexCorruptError, IndexFormatError, IndexLockedError, IndexNotFoundError, SourceError
+from .symbols import KIND_CODES, KINDS, SymbolTable, blob_text, encode_blob
 from .tokenize import TOKENIZER_SETTINGS
 
 __all__ = [
@@ -40,9 +41,11 @@ __all__ = [
     "FORMAT_VERSION",
     "IndexContents",
     "IndexData",
+    "PreviousVersion",
     "build_lock",
     "current_version_dir",
     "open_index",
+    "open_previous",
     "prune_versions",
     "read_manifest",
     "switch_current",
@@ -51,7 +54,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: every version with vectors carries its ONNX encoder (embed.onnx)
+# 2: every version with vectors carries its ONNX encoder (embed.onnx). 3: chunk kinds and symbols, the
+# symbol table and the vector mask (a chunk may have no vector yet); a build reuses format 2's vectors.
+FORMAT_VERSION = 3
+REUSABLE_FORMATS = (2, 3)  # versions whose vectors a build may reuse by chunk key
 CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 VERSIONS_DIR = "versions"
@@ -59,6 +65,7 @@ MANIFEST_FILE = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
 ANN_FILE = "ann.faiss"
 VECTORS_FILE = "vectors.npy"
+VECTOR_MASK_FILE = "vector_mask.npy"
 ENCODER_FILE = "embed.onnx"
 ENCODER_TOKENIZER_FILE = "embed_tokenizer.json"
 _LOCK_POLL_SECONDS = 0.1
@@ -74,6 +81,11 @@ class IndexContents:
     chunk_keys: uint8 (n, 16) sha256 prefix of each chunk's indexed text (vector reuse key);
     vectors: float32 (n, dim) L2-normalised or None; ann: a faiss index or None;
     encoder: {artefact name: file} of the encoder that made the vectors (hard-linked when possible).
+    chunk_kinds: KINDS name per chunk (None: all "text"); chunk_symbols: int (n,) row of each chunk's
+    symbol in `symbols`, -1 for none (None: all -1); symbols: dicts {name, qualified_name, kind, doc,
+    start_line, end_line, parent, chunk} sorted by (doc, start_line, -end_line), where doc, parent
+    and chunk are rows (-1: no parent); vector_mask: bool (n,) which rows of `vectors` hold a vector
+    (None: all when vectors is given, else none).
     """
 
     docs: list[dict[str, str]]
@@ -90,6 +102,10 @@ class IndexContents:
     vectors: np.ndarray | None = None
     ann: Any = None
     encoder: dict[str, Path] | None = None
+    chunk_kinds: Sequence[str] | None = None
+    chunk_symbols: np.ndarray | None = None
+    symbols: Sequence[dict[str, Any]] | None = None
+    vector_mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,11 @@ class IndexData:
     doc_lengths: np.ndarray
     vectors: np.ndarray | None
     ann_path: Path | None
+    kinds: tuple[str, ...]  # decodes chunk_kind codes
+    chunk_kind: np.ndarray  # uint8 (n,) codes into kinds
+    chunk_symbol: np.ndarray  # int32 (n,) row in symbols, -1 for none
+    vector_mask: np.ndarray  # bool (n,): rows of vectors that hold a vector (all False without vectors)
+    symbols: SymbolTable
     _chunk_blob: np.ndarray = field(repr=False)
     _chunk_offsets: np.ndarray = field(repr=False)
     _doc_blob: np.ndarray = field(repr=False)
@@ -124,16 +145,31 @@ class IndexData:
 
     @property
     def has_vectors(self) -> bool:
-        """True unless the index was built with --no-vectors."""
+        """True unless the index was built with --no-vectors (some rows may still lack one: vector_mask)."""
         return self.vectors is not None
+
+    @property
+    def vector_coverage(self) -> float:
+        """Fraction of chunks that have a vector (0.0 without vectors)."""
+        n = self.n_chunks
+        return float(np.count_nonzero(self.vector_mask)) / n if n else 0.0
+
+    def kind_of(self, i: int) -> str:
+        """Chunk i's kind (KINDS: function, method, class, ..., module, section, key, text)."""
+        return self.kinds[int(self.chunk_kind[i])]
+
+    def symbol_of(self, i: int) -> str | None:
+        """Chunk i's symbol: the qualified name of the definition it holds, or None."""
+        row = int(self.chunk_symbol[i])
+        return self.symbols.qualified_name(row) if row >= 0 else None
 
     def chunk_text(self, i: int) -> str:
         """Text of chunk i (without its header line)."""
-        return _blob_text(self._chunk_blob, self._chunk_offsets, i)
+        return blob_text(self._chunk_blob, self._chunk_offsets, i)
 
     def doc_text(self, i: int) -> str:
         """Full text of doc i ("\\n" line endings), the source of read()."""
-        return _blob_text(self._doc_blob, self._doc_offsets, i)
+        return blob_text(self._doc_blob, self._doc_offsets, i)
 
     def doc_bytes(self) -> tuple[np.ndarray, np.ndarray]:
         """Every doc's UTF-8 text without decoding: (blob uint8 (n_bytes,), offsets int64 (n_docs + 1,)),
@@ -143,13 +179,34 @@ class IndexData:
     def verify(self, names: Sequence[str] | None = None) -> None:
         """Recompute the sha256 of every artefact (or of `names`); IndexCorruptError names the first
         that differs. Reads every byte: for `index info --verify` and before reusing vectors."""
-        artefacts = self.manifest["artefacts"]
-        for name in sorted(artefacts if names is None else names):
-            if name not in artefacts:
-                raise IndexCorruptError(self.path, name, "not listed in the manifest")
-            actual = _file_sha256(self.version_dir / name)
-            if actual != artefacts[name]["sha256"]:
-                raise IndexCorruptError(self.path, name, "checksum mismatch (the file changed after the build)")
+        _verify(self.path, self.version_dir, self.manifest, names)
+
+
+@dataclass(frozen=True)
+class PreviousVersion:
+    """What a build reuses from the current version, of this format or an older one (REUSABLE_FORMATS):
+    its manifest, chunk keys and the vectors the mask says exist."""
+
+    path: Path
+    version_dir: Path
+    manifest: dict[str, Any]
+    chunk_keys: np.ndarray
+    vectors: np.ndarray | None
+    vector_mask: np.ndarray | None
+
+    def verify(self, names: Sequence[str] | None = None) -> None:
+        """IndexData.verify for the artefacts a build reuses."""
+        _verify(self.path, self.version_dir, self.manifest, names)
+
+
+def _verify(path: Path, version_dir: Path, manifest: dict[str, Any], names: Sequence[str] | None) -> None:
+    artefacts = manifest["artefacts"]
+    for name in sorted(artefacts if names is None else names):
+        if name not in artefacts:
+            raise IndexCorruptError(path, name, "not listed in the manifest")
+        actual = _file_sha256(version_dir / name)
+        if actual != artefacts[name]["sha256"]:
+            raise IndexCorruptError(path, name, "checksum mismatch (the file changed after the build)")
 
 
 # ---------------------------------------------------------------- writing
@@ -214,6 +271,7 @@ def write_version(out: Path, name: str, contents: IndexContents, manifest: dict[
         complete = dict(manifest)
         complete.update(
             format_version=FORMAT_VERSION,
+            kinds=list(KINDS),
             tokenizer=TOKENIZER_SETTINGS,
             chunk_count=len(contents.chunk_ids),
             doc_count=len(contents.docs),
@@ -256,8 +314,8 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
     tf = contents.tf.tocsr()
     if tf.shape != (n, len(contents.vocab)):
         raise ValueError(f"tf has shape {tf.shape}, expected ({n}, {len(contents.vocab)})")
-    chunk_blob, chunk_offsets = _encode_blob(contents.chunk_texts)
-    doc_blob, doc_offsets = _encode_blob(contents.doc_texts)
+    chunk_blob, chunk_offsets = encode_blob(contents.chunk_texts)
+    doc_blob, doc_offsets = encode_blob(contents.doc_texts)
     arrays = {
         "chunk_doc.npy": np.asarray(contents.chunk_doc, dtype=np.int32),
         "chunk_lines.npy": np.asarray(contents.chunk_lines, dtype=np.int32).reshape(n, 2),
@@ -269,6 +327,12 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
         "tf_indptr.npy": tf.indptr.astype(np.int64),
         "doc_lengths.npy": np.asarray(contents.doc_lengths, dtype=np.float32),
     }
+    arrays.update(_code_arrays(contents, n))
+    blobs = {"chunk_text.bin": chunk_blob, "doc_text.bin": doc_blob}
+    names = [s["name"] for s in contents.symbols or ()]
+    qualified = [s["qualified_name"] for s in contents.symbols or ()]
+    blobs["symbol_name.bin"], arrays["symbol_name_offsets.npy"] = encode_blob(names)
+    blobs["symbol_qualname.bin"], arrays["symbol_qualname_offsets.npy"] = encode_blob(qualified)
     if contents.vectors is not None:
         arrays[VECTORS_FILE] = np.ascontiguousarray(contents.vectors, dtype=np.float32)
     for name, array in arrays.items():
@@ -276,8 +340,8 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
             np.save(handle, array, allow_pickle=False)
             handle.flush()
             os.fsync(handle.fileno())
-    _write_bytes(folder / "chunk_text.bin", chunk_blob)
-    _write_bytes(folder / "doc_text.bin", doc_blob)
+    for name, blob in blobs.items():
+        _write_bytes(folder / name, blob)
     for name, value in (
         ("docs.json", contents.docs),
         ("chunk_ids.json", contents.chunk_ids),
@@ -299,6 +363,39 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
     }
 
 
+def _code_arrays(contents: IndexContents, n: int) -> dict[str, np.ndarray]:
+    """Format 3's columns: chunk kinds and symbols, the vector mask and the symbol table."""
+    kinds = contents.chunk_kinds
+    chunk_kind = (
+        np.zeros(n, dtype=np.uint8) if kinds is None else np.fromiter((KIND_CODES[k] for k in kinds), np.uint8, n)
+    )
+    chunk_symbol = (
+        np.full(n, -1, dtype=np.int32) if contents.chunk_symbols is None
+        else np.asarray(contents.chunk_symbols, dtype=np.int32).reshape(n)
+    )
+    if contents.vector_mask is not None:
+        mask = np.asarray(contents.vector_mask, dtype=bool).reshape(n)
+        if mask.any() and contents.vectors is None:
+            raise ValueError("vector_mask marks vectors but no vectors were given")
+    else:
+        mask = np.full(n, contents.vectors is not None, dtype=bool)
+    symbols = list(contents.symbols or ())
+    m = len(symbols)
+    columns = {
+        "symbol_doc.npy": np.fromiter((s["doc"] for s in symbols), np.int32, m),
+        "symbol_lines.npy": np.array([[s["start_line"], s["end_line"]] for s in symbols], np.int32).reshape(m, 2),
+        "symbol_kind.npy": np.fromiter((KIND_CODES[s["kind"]] for s in symbols), np.uint8, m),
+        "symbol_parent.npy": np.fromiter((s["parent"] for s in symbols), np.int32, m),
+        "symbol_chunk.npy": np.fromiter((s["chunk"] for s in symbols), np.int32, m),
+    }
+    order = np.lexsort((-columns["symbol_lines.npy"][:, 1], columns["symbol_lines.npy"][:, 0], columns["symbol_doc.npy"]))
+    if m and not np.array_equal(order, np.arange(m)):
+        raise ValueError("symbols must be sorted by (doc, start_line, -end_line)")
+    if ((chunk_symbol < -1) | (chunk_symbol >= m)).any() or ((columns["symbol_chunk.npy"] < 0) | (columns["symbol_chunk.npy"] >= n)).any():
+        raise ValueError("a chunk's symbol row or a symbol's chunk row is out of range")
+    return {"chunk_kind.npy": chunk_kind, "chunk_symbol.npy": chunk_symbol, VECTOR_MASK_FILE: mask, **columns}
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
     """A hard link where the file system allows (the 20 MB encoder is shared by versions and the
     model cache; files are never modified in place), else a copy."""
@@ -307,13 +404,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
     except OSError:
         shutil.copyfile(source, target)
         _fsync_file(target)
-
-
-def _encode_blob(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
-    encoded = [t.encode("utf-8") for t in texts]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return b"".join(encoded), offsets
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -420,6 +510,21 @@ def _load(index_root: Path, version: Path, manifest: dict[str, Any]) -> IndexDat
         (array("tf_data.npy"), array("tf_indices.npy"), array("tf_indptr.npy")), shape=(n, len(vocab)), copy=False
     )
     vectors = array(VECTORS_FILE) if VECTORS_FILE in manifest["artefacts"] else None
+    kinds = tuple(manifest["kinds"])
+    symbol_doc = array("symbol_doc.npy")
+    symbols = SymbolTable(
+        kinds=kinds,
+        doc=symbol_doc,
+        lines=array("symbol_lines.npy"),
+        kind=array("symbol_kind.npy"),
+        parent=array("symbol_parent.npy"),
+        chunk=array("symbol_chunk.npy"),
+        _name_blob=_blob(version / "symbol_name.bin"),
+        _name_offsets=array("symbol_name_offsets.npy"),
+        _qual_blob=_blob(version / "symbol_qualname.bin"),
+        _qual_offsets=array("symbol_qualname_offsets.npy"),
+        _doc_starts=np.searchsorted(np.asarray(symbol_doc), np.arange(len(docs) + 1), side="left").astype(np.int64),
+    )
     data = IndexData(
         path=index_root,
         version_dir=version,
@@ -437,32 +542,59 @@ def _load(index_root: Path, version: Path, manifest: dict[str, Any]) -> IndexDat
         doc_lengths=array("doc_lengths.npy"),
         vectors=vectors,
         ann_path=version / ANN_FILE if ANN_FILE in manifest["artefacts"] else None,
+        kinds=kinds,
+        chunk_kind=array("chunk_kind.npy"),
+        chunk_symbol=array("chunk_symbol.npy"),
+        vector_mask=array(VECTOR_MASK_FILE),
+        symbols=symbols,
         _chunk_blob=_blob(version / "chunk_text.bin"),
         _chunk_offsets=array("chunk_text_offsets.npy"),
         _doc_blob=_blob(version / "doc_text.bin"),
         _doc_offsets=array("doc_text_offsets.npy"),
     )
     lengths = {len(data.chunk_titles), len(data.chunk_doc), len(data.chunk_lines), len(data.doc_lengths),
-               len(data._chunk_offsets) - 1}
+               len(data._chunk_offsets) - 1, len(data.chunk_kind), len(data.chunk_symbol), len(data.vector_mask)}
     if vectors is not None:
         lengths.add(len(vectors))
     if lengths != {n} or len(data._doc_offsets) - 1 != len(docs):
         raise ValueError("artefacts disagree on the number of chunks or docs")
+    m = len(symbols)
+    if {len(symbols.lines), len(symbols.kind), len(symbols.parent), len(symbols.chunk),
+            len(symbols._name_offsets) - 1, len(symbols._qual_offsets) - 1} != {m}:
+        raise ValueError("symbol table columns disagree on the number of symbols")
     return data
+
+
+def open_previous(path: Path) -> PreviousVersion | None:
+    """The current version at `path` for a build to reuse vectors from: this format or an older one in
+    REUSABLE_FORMATS (an upgrade never re-embeds unchanged text). None when there is nothing usable."""
+    try:
+        version = current_version_dir(Path(path))
+        manifest = json.loads((version / MANIFEST_FILE).read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict) or manifest.get("format_version") not in REUSABLE_FORMATS:
+            return None
+        artefacts = manifest["artefacts"]
+        for name in ("chunk_keys.npy", VECTORS_FILE, VECTOR_MASK_FILE):
+            if name in artefacts and (version / name).stat().st_size != artefacts[name]["bytes"]:
+                return None
+        keys = np.load(version / "chunk_keys.npy", mmap_mode="r", allow_pickle=False)
+        vectors = np.load(version / VECTORS_FILE, mmap_mode="r", allow_pickle=False) if VECTORS_FILE in artefacts else None
+        mask = np.load(version / VECTOR_MASK_FILE, mmap_mode="r", allow_pickle=False) if VECTOR_MASK_FILE in artefacts else None
+    except IndexNotFoundError:
+        log.debug("first build at %s: nothing to reuse", path)  # not news: this build is making it
+        return None
+    except (IndexCorruptError, OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        log.info("not reusing anything from %s: %s", path, exc)
+        return None
+    if vectors is not None and mask is None:
+        mask = np.ones(len(keys), dtype=bool)  # format 2: every row has a vector
+    return PreviousVersion(_index_root(Path(path), version), version, manifest, keys, vectors, mask)
 
 
 def _blob(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r")
-
-
-def _blob_text(blob: np.ndarray, offsets: np.ndarray, i: int) -> str:
-    count = len(offsets) - 1
-    if not -count <= i < count:
-        raise IndexError(f"text {i} out of range (0..{count - 1})")
-    i %= count
-    return blob[int(offsets[i]) : int(offsets[i + 1])].tobytes().decode("utf-8")
 
 
 def _read_current_name(out: Path) -> str | None:

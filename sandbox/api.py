@@ -30,6 +30,8 @@ __all__ = [
     "RESERVED_NAMES",
     "SandboxAPI",
     "SandboxHit",
+    "api_reference",
+    "api_signatures",
     "build_api",
     "compact_text",
     "preload_sandbox",
@@ -39,16 +41,16 @@ logger = logging.getLogger(__name__)
 
 API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "compact", "count_tokens", "help",
              "list_skills")
-# Names a skill may not take: they would shadow the API, a builtin, a module or a special global.
-RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result"} | SAFE_BUILTIN_NAMES | frozenset(REFUSED_BUILTINS) \
-    | ALLOWED_MODULES
+# Names no skill may take or bind: they would shadow the API, a builtin, a module or a special global
+# (round 2's API names are listed too, so no skill saved before they land can take them).
+RESERVED_NAMES = frozenset(API_NAMES) | {"state", "result", "Hit", "definitions", "outline", "grep", "index_status"} \
+    | SAFE_BUILTIN_NAMES | frozenset(REFUSED_BUILTINS) | ALLOWED_MODULES
 MAX_K = 100
 MAX_RERANK_HITS = 200
 MAX_COMPACT_TOKENS = 100_000
 MAX_GREP_K = search.GREP_MAX_K
 # grep stops this long before the call's deadline, so its error (not a kill) reaches the program.
 _DEADLINE_MARGIN_S = 0.25
-SEARCH_MODES = ("hybrid", "bm25", "semantic")
 _SNIPPET_CHARS = 160
 
 
@@ -107,8 +109,10 @@ class _HitView(JsonValue):
 
 SandboxHit = make_dataclass(
     "SandboxHit",
-    [(f.name, _HIT_TYPES[f.name]) if f.default is MISSING else (f.name, _HIT_TYPES[f.name], field(default=f.default))
-     for f in fields(search.Hit)],  # fields added later (index, ...) keep search.Hit's defaults
+    [
+        (f.name, _HIT_TYPES[f.name]) if f.default is MISSING else (f.name, _HIT_TYPES[f.name], field(default=f.default))
+        for f in fields(search.Hit)
+    ],
     bases=(_HitView,),
     namespace={"__module__": __name__, "__doc__": "One search result, read-only (the fields of search.Hit)."},
     frozen=True,
@@ -254,8 +258,19 @@ _DOCS: dict[str, str] = {
 }
 
 
+def api_signatures() -> list[str]:
+    """The first line of each API name's help, in help() order: the signatures tool descriptions list."""
+    return [doc.splitlines()[0] for doc in _DOCS.values()]
+
+
+def api_reference() -> str:
+    """help() followed by help(name) of every API name: the one documentation source (help() inside a
+    program, the knowledge://api resource and the execute_code description all come from `_DOCS`)."""
+    return "\n\n".join([_overview(), *_DOCS.values()])
+
+
 def _overview() -> str:
-    signatures = "\n".join(doc.splitlines()[0] for doc in _DOCS.values())
+    signatures = "\n".join(api_signatures())
     return (
         "knowledge-mcp sandbox API. Print what you need, or set `result` to a JSON value.\n\n"
         f"{signatures}\n\n"
@@ -295,8 +310,8 @@ class SandboxAPI:
                     index: str | list[str] | None = None) -> list[SandboxHit]:
             query = _check_str("query", query)
             k = _check_int("k", k, 1, MAX_K)
-            if mode not in SEARCH_MODES:
-                raise ValueError(f"mode must be one of {', '.join(repr(m) for m in SEARCH_MODES)}, got {mode!r}")
+            if mode not in search.SEARCH_MODES:
+                raise ValueError(f"mode must be one of {', '.join(repr(m) for m in search.SEARCH_MODES)}, got {mode!r}")
             rerank = _check_bool("rerank", rerank)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
             index = _check_index(index)

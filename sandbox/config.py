@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["POLICY_MODES", "PolicyConfig", "SandboxConfig"]
+__all__ = ["DEFAULT_STATE_MAX_BYTES", "DEFAULT_TOKEN_ENCODING", "MAX_TIMEOUT_S", "POLICY_MODES", "PolicyConfig", "SandboxConfig"]
 
 # "full": AST validation + RestrictedPython. The other two switch Python layers off so tests can
 # prove each remaining layer holds alone: "restricted_only" skips the AST pre-check, "plain" skips
@@ -18,8 +18,9 @@ DEFAULT_MAX_CODE_BYTES = 100_000
 DEFAULT_MAX_AST_DEPTH = 100
 DEFAULT_MAX_AST_NODES = 20_000
 DEFAULT_TIMEOUT_S = 30.0
-MAX_TIMEOUT_S = 120.0
+MAX_TIMEOUT_S = 120.0  # the one bound on a call's wall clock (CLI, env, MCP schema, rlimits)
 DEFAULT_MEMORY_MB = 512
+MIN_MEMORY_MB = 16  # less cannot even hold a traceback's formatting
 DEFAULT_STDOUT_CAP_BYTES = 1_000_000
 DEFAULT_STATE_MAX_BYTES = 64 * 1024
 DEFAULT_QUEUE_SIZE = 32
@@ -76,7 +77,9 @@ class SandboxConfig:
             raise ValueError(f"policy must be a PolicyConfig, got {type(self.policy).__name__}")
         if not 0 < self.timeout_s <= MAX_TIMEOUT_S:
             raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {self.timeout_s!r}")
-        positive = ("memory_mb", "stdout_cap_bytes", "state_max_bytes", "max_workers", "queue_size")
+        if not isinstance(self.memory_mb, int) or isinstance(self.memory_mb, bool) or self.memory_mb < MIN_MEMORY_MB:
+            raise ValueError(f"memory_mb must be an int >= {MIN_MEMORY_MB}, got {self.memory_mb!r}")
+        positive = ("stdout_cap_bytes", "state_max_bytes", "max_workers", "queue_size")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -14,6 +14,7 @@ import os
 import signal
 from dataclasses import dataclass
 
+from sandbox.config import MAX_TIMEOUT_S
 from sandbox.forkserver_common import incident
 from sandbox.protocol import ExecutionResult
 
@@ -51,7 +52,7 @@ def death_result(
     if death.kill_reason == "timeout":
         return ExecutionResult.failure(
             rid, "timeout", f"the program ran longer than its {timeout_s:g} s limit (wall clock) and was stopped",
-            hint="do less work per call, or raise timeout_s (at most 120)", timings_ms=timings,
+            hint=f"do less work per call, or raise timeout_s (at most {MAX_TIMEOUT_S:g})", timings_ms=timings,
         )
     if death.kill_reason == "cancel":
         return ExecutionResult.failure(rid, "crashed", "the call was cancelled; its process was killed", timings_ms=timings)

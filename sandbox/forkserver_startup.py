@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandbox.config import PolicyConfig, SandboxConfig
+from sandbox.config import MAX_TIMEOUT_S, PolicyConfig, SandboxConfig
 from sandbox.errors import ForkServerError
 from sandbox.forkserver import ForkServer, count_threads, read_status_kb
 from sandbox.forkserver_common import IS_LINUX, NOT_LINUX_MESSAGE, SINGLE_THREAD_ENV
@@ -133,7 +133,7 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         drop_uid=sandbox_config.drop_uid,
         drop_gid=sandbox_config.drop_gid,
         memory_mb=sandbox_config.memory_mb,
-        max_wall_s=max(sandbox_config.timeout_s, 120.0),
+        max_wall_s=max(sandbox_config.timeout_s, MAX_TIMEOUT_S),
         state_max_bytes=sandbox_config.state_max_bytes,
         cap_last_cap=_cap_last_cap(),
         warmup_program=compile_program(WARMUP_SOURCE, sandbox_config).to_bytes(),

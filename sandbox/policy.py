@@ -26,7 +26,8 @@ from RestrictedPython.transformer import (
 from sandbox.config import PolicyConfig, SandboxConfig
 from sandbox.errors import PolicyError, Violation
 from sandbox.modules import ALLOWED_MODULES, MODULE_MEMBERS
-from sandbox.validate import RULES, is_frame_attribute, validate_source
+from sandbox.guards import SAFE_BUILTIN_NAMES
+from sandbox.validate import RULES, is_frame_attribute, skill_violations, validate_source
 
 __all__ = [
     "PROGRAM_FILENAME",
@@ -35,9 +36,11 @@ __all__ = [
     "compile_program",
     "compile_skill",
     "skill_filename",
+    "skill_name",
 ]
 
 PROGRAM_FILENAME = "<agent>"
+_SKILL_PREFIX = "<skill:"
 _WIRE_TAG = "knowledge-mcp/compiled-program/1"
 _RESTRICTED_HINT = "Rewrite the flagged construct; help() lists what programs may use."
 
@@ -55,6 +58,20 @@ class CompiledProgram:
     filename: str
     source: str = field(repr=False)
     source_sha256: str
+
+    def global_names(self) -> frozenset[str]:
+        """Every global or builtin name the code (nested functions included) may look up or bind.
+
+        Attribute names are not among them: restricted code reads attributes through ``_getattr_``
+        with the name as a constant. Used to send a program only the skills it can call.
+        """
+        names: set[str] = set()
+        stack = [self.code]
+        while stack:
+            code = stack.pop()
+            names.update(code.co_names)
+            stack.extend(const for const in code.co_consts if isinstance(const, CodeType))
+        return frozenset(names)
 
     def to_bytes(self) -> bytes:
         """Serialise for the fork-server socket (marshal; trusted peers only)."""
@@ -82,7 +99,14 @@ class CompiledProgram:
 
 def skill_filename(name: str) -> str:
     """The pseudo file name a skill's frames carry in tracebacks."""
-    return f"<skill:{name}>"
+    return f"{_SKILL_PREFIX}{name}>"
+
+
+def skill_name(filename: str) -> str | None:
+    """The skill a ``skill_filename`` names (None for any other file name)."""
+    if filename.startswith(_SKILL_PREFIX) and filename.endswith(">"):
+        return filename[len(_SKILL_PREFIX):-1]
+    return None
 
 
 def compile_program(
@@ -116,10 +140,11 @@ def compile_program(
 def compile_skill(
     name: str, source: str, config: PolicyConfig | SandboxConfig, *, reserved_names: frozenset[str] = frozenset()
 ) -> CompiledProgram:
-    """Compile a skill: a program whose only top-level statements are imports and one ``def name(...)``.
+    """Compile a skill: one ``def name(...)`` (and a docstring) that runs nothing when it is defined.
 
-    ``reserved_names`` are names a skill may not take (the API names and builtins; the caller passes
-    ``api.RESERVED_NAMES``). Raises ``PolicyError`` (rule "skill") for a bad name or shape.
+    ``reserved_names`` are names no binding of the skill may take (the API names, builtins and
+    modules; the caller passes ``api.RESERVED_NAMES``). Raises ``PolicyError`` (rule "skill") for a
+    bad name or shape, listing every problem; see ``validate.skill_violations`` for the rules.
     """
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
         raise PolicyError([Violation("skill", 1, 1, f"invalid skill name {name!r}",
@@ -128,24 +153,7 @@ def compile_skill(
         raise PolicyError([Violation("skill", 1, 1, f"the skill name {name!r} would shadow an API name or builtin",
                                      "Choose another name.")])
     program = compile_program(source, config, filename=skill_filename(name))
-    tree = ast.parse(source)
-    problems: list[Violation] = []
-    defs = []
-    for stmt in tree.body:
-        if isinstance(stmt, ast.FunctionDef):
-            defs.append(stmt)
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            continue
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
-            continue  # a docstring
-        else:
-            problems.append(Violation("skill", stmt.lineno, stmt.col_offset + 1,
-                                      "a skill may contain only imports and one function definition at top level",
-                                      f"Move this statement into def {name}(...)."))
-    if len(defs) != 1 or defs[0].name != name:
-        found = ", ".join(d.name for d in defs) or "none"
-        problems.append(Violation("skill", 1, 1, f"a skill must define exactly one function named {name!r} "
-                                  f"(found: {found})", f"Define def {name}(...): ... and nothing else."))
+    problems = skill_violations(name, ast.parse(source), reserved_names, SAFE_BUILTIN_NAMES)
     if problems:
         raise PolicyError(problems)
     return program

@@ -56,19 +56,18 @@ HEADER = struct.Struct(">II")
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MAX_BLOB_BYTES = 16 * 1024 * 1024
 
-# INTERFACES.md, execute_code outcomes (exactly these).
-OUTCOMES = frozenset(
-    {
-        "ok",
-        "validation_error",
-        "runtime_error",
-        "timeout",
-        "memory_limit",
-        "blocked_syscall",
-        "crashed",
-        "busy",
-        "internal_error",
-    }
+# INTERFACES.md, execute_code outcomes (exactly these, in the documented order: the output schemas'
+# enum is built from this tuple).
+OUTCOMES = (
+    "ok",
+    "validation_error",
+    "runtime_error",
+    "timeout",
+    "memory_limit",
+    "blocked_syscall",
+    "crashed",
+    "busy",
+    "internal_error",
 )
 TIMING_KEYS = ("queue", "validate", "execute", "process", "total")
 

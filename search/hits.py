@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["Hit", "format_hits_text", "merge_overlapping", "top_k"]
+__all__ = ["DEFAULT_INDEX_NAME", "Hit", "format_hits_text", "merge_overlapping", "top_k"]
 
+DEFAULT_INDEX_NAME = "default"  # an index served without a name (INTERFACES.md section 7)
 MERGE_MAX_LINES = 80  # two default line windows: a merged hit stays a readable region
 
 
@@ -20,7 +21,10 @@ class Hit:
     """One result: a chunk of an indexed file or record (INTERFACES.md section 3).
 
     ``score`` is higher-is-better; its scale depends on the mode: BM25, cosine, fused (RRF) or the
-    cross-encoder logit after rerank. Lines are 1-based and inclusive.
+    cross-encoder logit after rerank. Lines are 1-based and inclusive. ``kind`` says what the chunk
+    is (index.KINDS: function, method, class, ..., module, section, key, text), ``symbol`` the
+    qualified name of the definition it holds (or None), ``index`` the name of the index it came
+    from (INTERFACES.md section 7; defaults keep older callers working).
     """
 
     id: str
@@ -32,7 +36,9 @@ class Hit:
     title: str
     score: float
     text: str
-    index: str = "default"  # the name of the served index the hit comes from (see search.IndexSet)
+    kind: str = "text"
+    symbol: str | None = None
+    index: str = DEFAULT_INDEX_NAME
 
     def to_dict(self) -> dict[str, object]:
         """The JSON object of the contract (plain str/int/float values)."""

@@ -21,7 +21,7 @@ from .fusion import fuse_rrf
 from .grep import GrepMatch
 from .hits import Hit
 from .rerank import CrossEncoder, resolve_rerank_model
-from .searcher import DEFAULT_INDEX_NAME, Searcher
+from .searcher import Searcher
 
 __all__ = ["IndexSet", "IndexSelection", "check_index_name"]
 
@@ -78,7 +78,7 @@ class IndexSet:
     @classmethod
     def single(cls, searcher: Searcher) -> IndexSet:
         """One searcher, served under its own name."""
-        return cls({searcher.name: searcher})
+        return cls({searcher.index_name: searcher})
 
     # ----------------------------------------------------------------- what is served
     @property
@@ -175,7 +175,7 @@ class IndexSet:
         if not holders:
             raise PathNotFoundError(path)
         if len(holders) > 1:
-            raise AmbiguousPathError(path, [searcher.name for searcher in holders])
+            raise AmbiguousPathError(path, [searcher.index_name for searcher in holders])
         return holders[0].read(path, start_line, end_line)
 
     def files(self, pattern: str = "**/*", index: IndexSelection = None) -> list[str]:

@@ -29,16 +29,15 @@ from .errors import PathNotFoundError, QueryError
 from .filters import chunk_mask, compile_glob, doc_mask
 from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
-from .hits import Hit, merge_overlapping, top_k
+from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping, top_k
 from .rerank import CrossEncoder, resolve_rerank_model
 from .sparse import SparseScorer
 
-__all__ = ["DEFAULT_INDEX_NAME", "Searcher"]
+__all__ = ["Searcher"]
 
 log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 10_000
-DEFAULT_INDEX_NAME = "default"  # the name of an index served without one
 _CACHE_ENTRIES = 64
 
 
@@ -71,7 +70,6 @@ class Searcher:
         name: str = DEFAULT_INDEX_NAME,
     ) -> None:
         self.data = data
-        self.name = name
         self.config = config
         self._sparse = sparse
         self._dense = dense
@@ -79,6 +77,7 @@ class Searcher:
         self._cross_encoder = cross_encoder
         self._masks = _LruCache(_CACHE_ENTRIES)
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
+        self.index_name = name  # the name hits carry (see search.IndexSet)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -326,7 +325,9 @@ class Searcher:
                     title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
-                    index=self.name,
+                    kind=data.kind_of(chunk),
+                    symbol=data.symbol_of(chunk),
+                    index=self.index_name,
                 )
             )
         return hits
@@ -378,7 +379,6 @@ def _check_line(name: str, line: object) -> int:
 
 
 _HIT_FIELDS = frozenset(Hit.__dataclass_fields__)
-# Fields with a default (added after the first contract, such as ``index``) may be absent from a dict.
 _REQUIRED_HIT_FIELDS = frozenset(
     name for name, spec in Hit.__dataclass_fields__.items() if spec.default is dataclasses.MISSING
 )
@@ -391,5 +391,5 @@ def _as_hit(hit: Hit | Mapping[str, object]) -> Hit:
         return Hit(**{name: hit[name] for name in _HIT_FIELDS if name in hit})
     raise QueryError(
         "rerank() takes hits returned by search(), bm25(), semantic() or hybrid() "
-        f"(or dicts with the fields {', '.join(sorted(_HIT_FIELDS))}), got {type(hit).__name__}"
+        f"(or dicts with the fields {', '.join(sorted(_REQUIRED_HIT_FIELDS))}), got {type(hit).__name__}"
     )

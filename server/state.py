@@ -15,9 +15,10 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_STATE_MAX_BYTES", "SessionState", "SessionStates", "StateTooLargeError", "state_bytes"]
+from sandbox import DEFAULT_STATE_MAX_BYTES
 
-DEFAULT_STATE_MAX_BYTES = 64 * 1024
+__all__ = ["SessionState", "SessionStates", "StateTooLargeError", "state_bytes"]
+
 
 
 class StateTooLargeError(ValueError):

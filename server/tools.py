@@ -20,7 +20,8 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from sandbox import SandboxHit
+from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
+from search import SEARCH_MODES
 
 from .errors import Channel, SkillError, channel_for
 from .results import execution_reply, search_reply, simple_reply
@@ -31,21 +32,12 @@ __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
 logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
-TIMING_KEYS = ("queue", "validate", "execute", "process", "total")
 MAX_QUERY_CHARS = 2_000
 
-Outcome = Literal[
-    "ok", "validation_error", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed", "busy",
-    "internal_error",
-]
-
-
-class Timings(TypedDict):
-    queue: float
-    validate: float
-    execute: float
-    process: float
-    total: float
+# Schema types built from the facts' owners (a Literal of a tuple lists its items).
+Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
+SearchMode = Literal[SEARCH_MODES]  # type: ignore[valid-type]
+Timings = TypedDict("Timings", dict.fromkeys(TIMING_KEYS, float))  # type: ignore[misc]
 
 
 class ErrorInfo(TypedDict):
@@ -101,24 +93,21 @@ class SkillResult(TypedDict):
 TOOL_DESCRIPTIONS = {
     "execute_code": """Run a short Python program against the indexed knowledge base and get back only what it prints
 and the value of `result`, cut to max_output_tokens. Prefer ONE program that searches, filters and
-summarises over many search_code calls. Globals:
-  search(query, k=10, mode="hybrid"|"bm25"|"semantic", rerank=True, path=None, language=None) -> [Hit]
-  bm25(query, k, path, language) / semantic(...) -> [Hit];  rerank(query, hits, k=None) -> [Hit]
-  read(path, start_line=1, end_line=None) -> str;  files(pattern="**/*") -> [path]
-  compact(obj, max_tokens=500) -> str;  count_tokens(text) -> int;  help(name=None) -> str
-  state (dict kept across calls of this session);  list_skills();  saved skills by name
+summarises over many search_code calls. Globals (plus saved skills by name):
+""" + "\n".join(f"  {line}" for line in api_signatures() if not line.startswith("Hit:")) + """
 Hit fields: """ + " ".join(HitInfo.__annotations__) + """ (h.path, h.to_dict()).
 Example: hits = search("where are rlimits applied", k=20, path="sandbox/**")
          result = [f"{h.path}:{h.start_line}" for h in hits[:3]]
 Sandboxed: no files, network, imports outside an allow-list, or names starting with "_".
-Full docs: help() or the resource knowledge://api.""",
+Full docs: help(name) in a program, or the resource knowledge://api.""",
     "search_code": """Search the indexed code and documents; returns ranked hits (path, lines, language, title,
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
 For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
-    "save_skill": """Save a reusable helper: `source` must define exactly one function named `name` (the same
-sandbox rules as execute_code). It becomes a global in every later execute_code program and survives
-restarts. It may not shadow an API name (search, read, ...) or a builtin.""",
+    "save_skill": """Save a reusable helper: `source` is exactly one function `def name(...)` (and maybe a
+docstring; imports go inside it; the sandbox rules of execute_code). Later programs of every client of this
+state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
+and no name it binds may be an API name (search, read, state, result, ...), builtin or module.""",
     "delete_skill": "Delete a saved skill by name.",
 }
 
@@ -219,7 +208,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
     async def execute_code(
         code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
         ctx: Context,
-        timeout_s: Annotated[float, Field(gt=0, le=120, description="wall-clock limit in seconds")] = 30,
+        timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, description="wall-clock limit in seconds")] = 30,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
     ) -> Annotated[CallToolResult, ExecuteCodeResult]:
         if (unready := await _unready_reply(runtime, ctx, "execute_code", max_output_tokens=max_output_tokens)) is not None:
@@ -235,7 +224,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for")],
         ctx: Context,
         k: Annotated[int, Field(ge=1, le=100, description="number of hits")] = 10,
-        mode: Annotated[Literal["hybrid", "bm25", "semantic"], Field(description="retrieval mode")] = "hybrid",
+        mode: Annotated[SearchMode, Field(description="retrieval mode")] = "hybrid",
         rerank: Annotated[bool, Field(description="rerank with the cross-encoder")] = True,
         path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,

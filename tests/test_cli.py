@@ -88,7 +88,9 @@ def test_cli_search_prints_hits_and_json(bm25_index, home):
     assert done.returncode == 0, done.stderr
     hits = json.loads(done.stdout)
     assert hits[0]["path"] == "src/ratelimit.py"
-    assert set(hits[0]) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text", "index"}
+    assert set(hits[0]) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text",
+                            "kind", "symbol", "index"}
+    assert hits[0]["index"] == "default" and hits[0]["kind"] in ("function", "class", "module", "constant")
     human = run_cli("search", "password hash", "--index", bm25_index, "--mode", "bm25", "--no-rerank",
                     "--path", "src/**", "--language", "python", tmp_home=home)
     assert human.returncode == 0 and "src/auth.py:" in human.stdout
@@ -129,6 +131,15 @@ def test_cli_usage_errors_exit_2(home, bm25_index):
     assert bad_env.returncode == 2
     assert "KNOWLEDGE_MCP_MAX_WORKERS" in one_line_error(bad_env)
     assert "Traceback" not in bad_env.stderr
+
+
+def test_cli_sandbox_limits_are_checked_once_and_name_their_source(home, bm25_index):
+    """It refuses a memory limit under 16 MB and a timeout over 120 s with exit 2 naming the variable
+    (the sandbox's own checks: one bound per limit)."""
+    for variable, value in (("KNOWLEDGE_MCP_MEMORY_MB", "8"), ("KNOWLEDGE_MCP_TIMEOUT_S", "121")):
+        done = run_cli("search", "q", "--index", bm25_index, env_extra={variable: value}, tmp_home=home)
+        assert done.returncode == 2, (variable, done.stderr)
+        assert variable in one_line_error(done) and value in one_line_error(done)
 
 
 def test_cli_config_toml_is_read_and_validated(home, tmp_path):
@@ -292,6 +303,22 @@ def test_cli_exec_logs_no_third_party_noise_at_the_default_level(bm25_index, hom
                    tmp_home=home)
     assert done.returncode == 0, done.stderr
     assert "faiss" not in done.stderr.lower() and "AVX" not in done.stderr, done.stderr
+
+
+@pytest.mark.linux_only
+@pytest.mark.model
+@pytest.mark.slow
+def test_cli_exec_root_first_build_logs_what_it_does_not_what_is_missing(tmp_path):
+    """It builds a root's first index without logging "no index at ... build one", third-party warnings
+    or progress bars, and says the seconds it reports are elapsed."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("def hello():\n    return 1\n")
+    done = run_cli("exec", "--root", tmp_path / "src", "print(1)", env_extra={"KNOWLEDGE_MCP_LOG_LEVEL": "INFO"},
+                   tmp_home=tmp_path / "home")
+    assert done.returncode == 0, done.stderr
+    for noise in ("no index at", "build one with", "pre-processing", "Loading weights", "AVX"):
+        assert noise not in done.stderr, (noise, done.stderr)
+    assert "s elapsed)" in done.stderr
 
 
 @pytest.mark.linux_only

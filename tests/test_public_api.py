@@ -48,3 +48,41 @@ def test_public_api_import_is_silent(package):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
+
+
+# Names exported for callers that are landing this round (polyglot code intelligence, wire fitting), and
+# open_index's return type; everything else in an __all__ must have a user outside its package.
+NOT_YET_IMPORTED = {
+    "sandbox": {"json_extent"},
+    "search": {"GREP_LINE_CHARS", "GrepMatch"},
+    "index": {"IndexData", "KINDS", "Symbol", "SymbolTable", "chunk_file"},
+}
+
+
+def _imported_through_packages() -> dict[str, set[str]]:
+    """Names each package's users (other packages, tests, benchmarks, scripts) take from its __init__."""
+    used: dict[str, set[str]] = {package: set() for package in PACKAGES}
+    sources = [path for folder in (*PACKAGES, "tests", "benchmarks", "scripts") for path in (ROOT / folder).rglob("*.py")]
+    for path in sources:
+        owner = path.relative_to(ROOT).parts[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in PACKAGES and node.module != owner:
+                used[node.module].update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                aliases.update({alias.asname or alias.name: alias.name for alias in node.names if alias.name in PACKAGES})
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and aliases[node.value.id] != owner):
+                used[aliases[node.value.id]].add(node.attr)
+    return used
+
+
+def test_public_api_all_lists_only_what_other_packages_use():
+    """It exports from each package only names that another package, a test or a benchmark imports from it."""
+    used = _imported_through_packages()
+    for package in PACKAGES:
+        exported = set(importlib.import_module(package).__all__)
+        unused = exported - used[package] - NOT_YET_IMPORTED.get(package, set())
+        assert unused == set(), f"{package}.__all__ exports names nobody outside it imports: {sorted(unused)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from index import Embedder, IndexConfig, ModelLocation, TokenCounter, open_embedder, open_token_counter, resolve_embed_model
+from index import Embedder, IndexConfig, ModelLocation, ModelTokenCounter, open_embedder, open_token_counter, resolve_embed_model
 
 
 @pytest.fixture(scope="session")
@@ -13,7 +13,7 @@ def model_location() -> ModelLocation:
 
 
 @pytest.fixture(scope="session")
-def token_counter(model_location: ModelLocation) -> TokenCounter:
+def token_counter(model_location: ModelLocation) -> ModelTokenCounter:
     return open_token_counter(model_location)
 
 

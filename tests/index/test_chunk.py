@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from index import IndexConfig, SourceDoc, TokenCounter, chunk_document, language_for
+from index import IndexConfig, SourceDoc, ModelTokenCounter, chunk_document, language_for
 
 MAX_TOKENS = 256
 
@@ -54,7 +54,7 @@ def _lines(text: str, start: int, end: int) -> str:
     return "\n".join(text.split("\n")[start - 1 : end])
 
 
-def test_chunk_python_units_include_decorators_comments_and_docstrings(token_counter: TokenCounter) -> None:
+def test_chunk_python_units_include_decorators_comments_and_docstrings(token_counter: ModelTokenCounter) -> None:
     """It cuts Python into module rest, `def` and `class` units with their decorators and comments."""
     chunks = chunk_document(_doc("pkg/mod.py", PYTHON_SOURCE), token_counter, IndexConfig(), MAX_TOKENS)
     got = [(c.title, c.start_line, c.end_line) for c in chunks]
@@ -92,7 +92,7 @@ def uses_rules(text):
 '''
 
 
-def test_chunk_python_constant_tables_get_their_own_named_chunks(token_counter: TokenCounter) -> None:
+def test_chunk_python_constant_tables_get_their_own_named_chunks(token_counter: ModelTokenCounter) -> None:
     """A module-level UPPER_CASE assignment of MIN_CONSTANT_LINES lines or more becomes a `constant NAME`
     chunk with the comment above it; one-liners, lower-case names and the rest stay in the module chunks."""
     chunks = chunk_document(_doc("pkg/rules.py", CONSTANTS_SOURCE), token_counter, IndexConfig(), MAX_TOKENS)
@@ -108,7 +108,7 @@ def test_chunk_python_constant_tables_get_their_own_named_chunks(token_counter: 
     assert "SHORT" not in table.text and "RUN_TAG" not in table.text
 
 
-def test_chunk_python_splits_a_big_class_into_methods(token_counter: TokenCounter) -> None:
+def test_chunk_python_splits_a_big_class_into_methods(token_counter: ModelTokenCounter) -> None:
     """It gives each method of a class too big for one chunk its own `Class.method` chunk."""
     methods = "\n".join(
         f"    @property\n    def method_{i}(self):\n        '''Return value {i} of the big table.'''\n"
@@ -123,7 +123,7 @@ def test_chunk_python_splits_a_big_class_into_methods(token_counter: TokenCounte
     assert all(c.text.lstrip().startswith("@property") for c in chunks[1:])
 
 
-def test_chunk_python_that_does_not_parse_falls_back_to_windows(token_counter: TokenCounter) -> None:
+def test_chunk_python_that_does_not_parse_falls_back_to_windows(token_counter: ModelTokenCounter) -> None:
     """It chunks a Python file with a syntax error by line windows, covering every line."""
     source = "\n".join(f"def broken_{i}(:" for i in range(100))
     config = IndexConfig(window_lines=30, chunk_overlap_lines=5)
@@ -132,7 +132,7 @@ def test_chunk_python_that_does_not_parse_falls_back_to_windows(token_counter: T
     assert chunks[0].title == "def broken_0(:"
 
 
-def test_chunk_markdown_by_headings_with_heading_path_titles(token_counter: TokenCounter) -> None:
+def test_chunk_markdown_by_headings_with_heading_path_titles(token_counter: ModelTokenCounter) -> None:
     """It cuts Markdown at headings (not inside code fences) and titles chunks with the heading path."""
     text = (
         "Intro line.\n\n# Guide\n\n## Install\n\nRun it.\n\n```sh\n# not a heading\n```\n\n"
@@ -147,7 +147,7 @@ def test_chunk_markdown_by_headings_with_heading_path_titles(token_counter: Toke
     assert "# not a heading" in chunks[1].text
 
 
-def test_chunk_text_windows_overlap(token_counter: TokenCounter) -> None:
+def test_chunk_text_windows_overlap(token_counter: ModelTokenCounter) -> None:
     """It cuts plain text into windows of window_lines with chunk_overlap_lines of overlap."""
     text = "\n".join(f"line {i}" for i in range(1, 26)) + "\n"
     config = IndexConfig(window_lines=10, chunk_overlap_lines=3)
@@ -164,7 +164,7 @@ def test_chunk_text_windows_overlap(token_counter: TokenCounter) -> None:
         ("long.py", "def f():\n    return [" + ", ".join(f"'item_{i}'" for i in range(400)) + "]\n"),
     ],
 )
-def test_chunk_every_chunk_fits_the_embedding_window(token_counter: TokenCounter, path: str, line: str) -> None:
+def test_chunk_every_chunk_fits_the_embedding_window(token_counter: ModelTokenCounter, path: str, line: str) -> None:
     """It splits over-long units and lines so every chunk's indexed text fits 256 model tokens."""
     chunks = chunk_document(_doc(path, line), token_counter, IndexConfig(), MAX_TOKENS)
     assert len(chunks) > 1
@@ -174,7 +174,7 @@ def test_chunk_every_chunk_fits_the_embedding_window(token_counter: TokenCounter
     assert len({c.chunk_id for c in chunks}) == len(chunks)
 
 
-def test_chunk_long_prose_line_splits_at_words_with_overlap(token_counter: TokenCounter) -> None:
+def test_chunk_long_prose_line_splits_at_words_with_overlap(token_counter: ModelTokenCounter) -> None:
     """It cuts a long line at word boundaries and repeats some words across neighbouring pieces."""
     words = [f"word{i}" for i in range(400)]
     chunks = chunk_document(_doc("one.txt", " ".join(words)), token_counter, IndexConfig(), MAX_TOKENS)
@@ -185,7 +185,7 @@ def test_chunk_long_prose_line_splits_at_words_with_overlap(token_counter: Token
     assert chunks[0].text.startswith("word0 ") and chunks[-1].text.endswith("word399")
 
 
-def test_chunk_record_carries_its_title_in_every_chunk(token_counter: TokenCounter) -> None:
+def test_chunk_record_carries_its_title_in_every_chunk(token_counter: ModelTokenCounter) -> None:
     """It gives every chunk of a long record the record's title, and the title heads the indexed text."""
     text = "Cells divide. " * 200
     doc = _doc("rec-1", text, title="Mitosis in yeast", is_record=True)

@@ -208,3 +208,67 @@ def test_format_output_inside_the_source_is_not_indexed(tmp_path: Path, bm25_con
     build_index([src], src / ".index", bm25_config)
     build_index([src], src / ".index", bm25_config)
     assert all(not d["path"].startswith(".index") for d in open_index(src / ".index").docs)
+
+
+SYMBOL_FILES = {
+    "pkg/cache.py": (
+        "LIMITS = {\n    'a': 1,\n    'b': 2,\n}\n\n\n"
+        "class LruCache:\n    '''Least recently used.'''\n\n    def get(self, key):\n        return key\n\n"
+        "    def evict(self):\n        pass\n\n\n"
+        "def make_cache():\n    return LruCache()\n"
+    ),
+    "README.md": "# Cache\n\nAbout caches.\n",
+}
+
+
+def test_format_carries_kinds_symbols_and_the_symbol_table(tmp_path: Path, bm25_config: IndexConfig) -> None:
+    """Format 3: each chunk's kind and symbol, the symbol table (with each definition's own chunk and
+    parent) and the vector mask read back as written."""
+    build_index([_corpus(tmp_path / "src", SYMBOL_FILES)], tmp_path / "out", bm25_config)
+    data = open_index(tmp_path / "out")
+    by_title = {data.chunk_titles[i]: i for i in range(data.n_chunks)}
+    assert data.kind_of(by_title["class LruCache"]) == "class" and data.symbol_of(by_title["class LruCache"]) == "LruCache"
+    assert data.kind_of(by_title["def make_cache"]) == "function"
+    assert data.kind_of(by_title["constant LIMITS"]) == "constant" and data.symbol_of(by_title["constant LIMITS"]) == "LIMITS"
+    assert data.kind_of(by_title["Cache"]) == "section" and data.symbol_of(by_title["Cache"]) is None
+    table = data.symbols
+    doc_row = data.doc_index["pkg/cache.py"]
+    records = [table.record(i, data.docs, data.chunk_ids) for i in table.rows_in_doc(doc_row)]
+    assert [(r["qualified_name"], r["kind"], r["start_line"], r["end_line"], r["parent"]) for r in records] == [
+        ("LIMITS", "constant", 1, 4, None),
+        ("LruCache", "class", 7, 14, None),
+        ("LruCache.get", "method", 10, 11, "LruCache"),
+        ("LruCache.evict", "method", 13, 14, "LruCache"),
+        ("make_cache", "function", 17, 18, None),
+    ]
+    class_chunk = data.chunk_ids[by_title["class LruCache"]]
+    assert [r["chunk_id"] for r in records][1:4] == [class_chunk] * 3  # the methods live in the class's chunk
+    assert {r["path"] for r in records} == {"pkg/cache.py"} and {r["language"] for r in records} == {"python"}
+    assert table.names() == ["LIMITS", "LruCache", "get", "evict", "make_cache"]
+    assert len(table.rows_in_doc(data.doc_index["README.md"])) == 0
+    assert data.vector_mask.dtype == bool and not data.vector_mask.any() and data.vector_coverage == 0.0
+
+
+@pytest.mark.model
+def test_format_upgrade_from_format_2_reuses_vectors_and_serving_it_is_refused(tmp_path: Path) -> None:
+    """A format-2 index (no kinds, symbols or mask; manifest says 2) is refused for serving with the
+    rebuild message (exit 3), and a build over it re-embeds nothing whose text is unchanged."""
+    config = IndexConfig(lock_wait_seconds=0.2)
+    src, out = _corpus(tmp_path / "src", SYMBOL_FILES), tmp_path / "out"
+    first = build_index([src], out, config)
+    version = out / "versions" / _current(out)
+    manifest = json.loads((version / "manifest.json").read_text())
+    format_3_only = [name for name in manifest["artefacts"] if name.startswith(("symbol_", "chunk_kind", "chunk_symbol", "vector_mask"))]
+    for name in format_3_only:  # what format 2 wrote: everything else, unchanged
+        (version / name).unlink()
+        del manifest["artefacts"][name]
+    manifest["format_version"] = 2
+    del manifest["kinds"]
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError) as info:
+        open_index(out)
+    assert info.value.exit_code == 3 and info.value.found == 2
+    upgraded = build_index([src], out, config)
+    assert upgraded.chunks == first.chunks and upgraded.chunks_embedded == 0 and upgraded.chunks_reused == first.chunks
+    data = open_index(out)
+    assert data.vector_mask.all() and data.vector_coverage == 1.0 and len(data.symbols) == 5

@@ -36,8 +36,9 @@ def test_api_bm25_returns_read_only_hits_with_attribute_and_item_access(api):
     assert run.outcome == "ok", run.error
     assert run.result["paths"][0] == "retry.py"
     raw = run.result["raw"][0]
-    assert set(raw) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text", "index"}
-    assert raw["index"] == "default"
+    assert set(raw) == {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text",
+                        "kind", "symbol", "index"}
+    assert raw["index"] == "default" and raw["kind"] in ("function", "module", "text", "section")
     assert raw["start_line"] == run.result["items"][0]
 
 

@@ -109,10 +109,14 @@ def test_compile_program_refuses_non_text():
 
 
 def test_compile_skill_accepts_one_function_named_like_the_skill():
-    """It compiles a skill made of imports and one def of the skill's name."""
-    program = compile_skill("top_paths", "import json\ndef top_paths(hits):\n    return [h.path for h in hits]\n",
-                            SandboxConfig(), reserved_names=RESERVED_NAMES)
+    """It compiles a docstring and one def of the skill's name, with literal defaults, builtin annotations and
+    imports inside the function; the compiled program knows which global names it may look up."""
+    source = ('"""Paths of hits."""\ndef top_paths(hits: list, k: int | None = 5, tag="x", neg=-1, pair=(1, "a")) '
+              '-> list[str]:\n    import json\n    from json import dumps\n    return [h.path for h in hits][:k]\n')
+    program = compile_skill("top_paths", source, SandboxConfig(), reserved_names=RESERVED_NAMES)
     assert program.filename == "<skill:top_paths>"
+    assert {"top_paths", "json", "dumps"} <= program.global_names()
+    assert "path" not in program.global_names()  # attributes are read through _getattr_, not by name
 
 
 @pytest.mark.parametrize(
@@ -125,11 +129,32 @@ def test_compile_skill_accepts_one_function_named_like_the_skill():
         ("named", "def other():\n    pass\n"),
         ("side", "x = 1\ndef side():\n    pass\n"),
         ("bad", "def bad():\n    return ().__class__\n"),
+        ("top_import", "import json\ndef top_import():\n    return json\n"),
+        ("aliased", "import json as search\ndef aliased():\n    return 1\n"),
+        ("inner_alias", "def inner_alias():\n    import json as read\n    return read\n"),
+        ("from_alias", "def from_alias():\n    from json import loads as state\n    return state\n"),
+        ("module_alias", "def module_alias():\n    import re as json\n    return json\n"),
+        ("assigned", "def assigned():\n    return 1\nsearch = assigned\n"),
+        ("rebinds", "def rebinds():\n    global search\n    search = len\n"),
+        ("local", "def local():\n    files = 1\n    return files\n"),
+        ("param", "def param(read):\n    return read\n"),
+        ("walrus", "def walrus():\n    return [(state := 1)]\n"),
+        ("builtin", "def builtin():\n    len = 3\n    return len\n"),
+        ("new_api", "def new_api():\n    grep = 1\n    return grep\n"),
+        ("decorated", "@print\ndef decorated():\n    pass\n"),
+        ("default_call", "def default_call(x=print('loaded')):\n    pass\n"),
+        ("kw_default", "def kw_default(*, x=[len]):\n    pass\n"),
+        ("lambda_default", "def lambda_default(x=lambda: 1):\n    pass\n"),
+        ("annotated", "def annotated(x: print('loaded')):\n    pass\n"),
+        ("returns", "def returns() -> search:\n    pass\n"),
+        ("class_only", "class class_only:\n    pass\n"),
     ],
 )
 def test_compile_skill_refuses_bad_skills(name, source):
-    """It refuses shadowing names, extra statements, a wrong function name and policy violations."""
-    with pytest.raises(PolicyError):
+    """It refuses shadowing names, any binding of an API/builtin/module name (aliases, assignments, globals,
+    parameters), top-level statements, code that would run at load time and policy violations."""
+    with pytest.raises(PolicyError) as caught:
         compile_skill(name, source, SandboxConfig(), reserved_names=RESERVED_NAMES)
+    assert caught.value.rule in ("skill", "restricted", "underscore-attribute")
 
 

@@ -67,7 +67,7 @@ def test_decode_refuses_malformed_messages(payload: bytes) -> None:
 
 def test_execution_result_refuses_unknown_outcome() -> None:
     """It accepts exactly the contract's outcomes."""
-    assert OUTCOMES == {
+    assert len(set(OUTCOMES)) == len(OUTCOMES) and set(OUTCOMES) == {
         "ok", "validation_error", "runtime_error", "timeout", "memory_limit",
         "blocked_syscall", "crashed", "busy", "internal_error",
     }

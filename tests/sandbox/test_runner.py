@@ -137,6 +137,26 @@ def test_run_program_skills_are_globals_with_their_own_traceback_name():
     assert '<skill:first_path>' in failing.error["traceback"]
 
 
+def test_run_program_skill_has_its_own_globals():
+    """A skill cannot rebind a program's names and a program's rebinding does not reach the skill: each side
+    keeps the real API; state is the one dict of the call."""
+    skill = compile_skill("count_hits", "def count_hits():\n    state['seen'] = 1\n    return len(HITS)\n",
+                          PolicyConfig(), reserved_names=RESERVED_NAMES)
+    run = _run("HITS = []\nresult = [count_hits(), len(HITS)]\n", skills=[skill])
+    assert run.outcome == "ok", run.error
+    assert run.result == [4, 0]
+    assert run.state_set == {"seen": 1}
+
+
+def test_run_program_skill_is_defined_only_when_called():
+    """A skill that fails to load fails only a program calling it, with an error naming it."""
+    skill = compile_skill("shaped", "def shaped(x: int[str]):\n    return 1\n", PolicyConfig(),
+                          reserved_names=RESERVED_NAMES)
+    assert _run("result = 2\n", skills=[skill]).result == 2
+    failing = _run("result = shaped(1)\n", skills=[skill])
+    assert failing.outcome == "runtime_error" and "skill 'shaped' failed to load" in failing.error["message"]
+
+
 @pytest.mark.parametrize("mode", ["restricted_only", "plain"])
 def test_run_program_captures_print_in_every_mode(mode):
     """It captures printed text in the restricted and plain modes alike."""

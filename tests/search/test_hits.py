@@ -5,7 +5,8 @@ import pytest
 
 from search import Hit, format_hits_text, merge_overlapping, top_k
 
-CONTRACT_FIELDS = {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text"}
+CONTRACT_FIELDS = {"id", "doc_id", "path", "start_line", "end_line", "language", "title", "score", "text",
+                   "kind", "symbol", "index"}
 
 
 def _hit(score=1.5):
@@ -13,10 +14,11 @@ def _hit(score=1.5):
 
 
 def test_hit_to_dict_has_exactly_the_contract_fields():
-    """It serialises to the nine fields of the contract with plain values."""
+    """It serialises to the fields of the contract with plain values (kind, symbol and index default)."""
     data = _hit().to_dict()
     assert set(data) == CONTRACT_FIELDS
     assert data["score"] == 1.5 and data["start_line"] == 1
+    assert (data["kind"], data["symbol"], data["index"]) == ("text", None, "default")
 
 
 def test_hit_is_immutable_and_rescored_by_copy():

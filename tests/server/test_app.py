@@ -6,6 +6,7 @@ import shutil
 import anyio
 import pytest
 
+from sandbox import API_NAMES
 from server.results import reply_json
 from tests.server.conftest import connect
 from tests.fake_secrets import AWS_ACCESS_KEY_ID
@@ -51,6 +52,8 @@ async def test_app_lists_tools_schemas_and_resources(built_index, tmp_path):
         assert resources == {"knowledge://api", "knowledge://index"}
         api = (await session.read_resource("knowledge://api")).contents[0].text
         assert "search(query" in api and "read(path" in api
+        helps = await session.call_tool("execute_code", {"code": f"result = [help()] + [help(n) for n in {API_NAMES!r}]"})
+        assert all(text in api for text in helps.structured_content["result"])  # one source: help() is the resource
         index = json.loads((await session.read_resource("knowledge://index")).contents[0].text)
         assert index["files"] == 6 and index["stale"] is False and index["indexed_at"]
 

@@ -7,9 +7,9 @@ import pytest
 from mcp import Client
 
 import search
-from sandbox import SandboxHit
+from sandbox import API_NAMES, SandboxHit
 from server.app import build_server
-from server.config import ServerConfig
+from server import ServerConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -20,6 +20,16 @@ TOOLS = {
     "save_skill": {"name": "top", "source": "def top():\n    return 1\n", "description": "one"},
     "delete_skill": {"name": "top"},
 }
+
+
+def _json_type(spec: dict) -> tuple[str, ...]:
+    """A property's JSON types: `type`, or the types of an `anyOf` (an optional field)."""
+    return (spec["type"],) if "type" in spec else tuple(option["type"] for option in spec["anyOf"])
+
+
+def _json_type_of(kind: object) -> tuple[str, ...]:
+    """The JSON types of a Python annotation (`str` or `str | None`)."""
+    return tuple("null" if arg is type(None) else JSON_TYPES[arg] for arg in typing.get_args(kind) or (kind,))
 
 
 def _server(tmp_path, **overrides):
@@ -39,8 +49,8 @@ async def test_tools_hit_schema_matches_search_hit_sandbox_hit_and_output_schema
     item = schema["properties"]["hits"]["items"]
     hit_schema = schema["$defs"][item["$ref"].rsplit("/", 1)[1]]
     assert hit_schema["required"] == [name for name, _ in expected]
-    assert {name: spec["type"] for name, spec in hit_schema["properties"].items()} == {
-        name: JSON_TYPES[kind] for name, kind in expected
+    assert {name: _json_type(spec) for name, spec in hit_schema["properties"].items()} == {
+        name: _json_type_of(kind) for name, kind in expected
     }
     assert " ".join(name for name, _ in expected) in tools["execute_code"].description
 
@@ -68,3 +78,12 @@ async def test_tools_every_tool_answers_a_load_failure_with_what_to_fix(tmp_path
             assert "could not load" in reply.content[0].text
             # The SDK skips this check for is_error replies; MCP Inspector does not: check as it would.
             await client.session.validate_tool_result(name, reply.model_copy(update={"is_error": False}))
+
+
+
+async def test_tools_execute_code_description_lists_every_api_function(tmp_path):
+    """It lists the signature of every function a program can call (from the sandbox's help texts)."""
+    async with Client(_server(tmp_path)) as client:
+        description = {tool.name: tool for tool in (await client.list_tools()).tools}["execute_code"].description
+    for name in API_NAMES:
+        assert f"\n  {name}(" in description, name
