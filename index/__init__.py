@@ -33,6 +33,14 @@ from .errors import (
 )
 from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
 from .languages import language_for
+from .qdrant import (
+    QdrantLocation,
+    QdrantUnavailableError,
+    connect_qdrant,
+    push_to_qdrant,
+    read_backend,
+    sparse_query,
+)
 from .sessions import open_session, run_split
 from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
@@ -54,6 +62,8 @@ __all__ = [
     "KINDS",
     "ModelLocation",
     "ModelMissingError",
+    "QdrantLocation",
+    "QdrantUnavailableError",
     "SourceDoc",
     "SourceError",
     "Symbol",
@@ -62,6 +72,7 @@ __all__ = [
     "ModelTokenCounter",
     "build_index",
     "chunk_document",
+    "connect_qdrant",
     "chunk_file",
     "language_for",
     "load_embedder",
@@ -70,10 +81,13 @@ __all__ = [
     "open_session",
     "open_index",
     "open_token_counter",
+    "push_to_qdrant",
+    "read_backend",
     "read_manifest",
     "resolve_embed_model",
     "run_split",
     "scan_sources",
+    "sparse_query",
     "tokenize",
     "walk_sources",
     "write_index",

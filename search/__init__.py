@@ -7,7 +7,7 @@ from .filters import compile_glob
 from .fusion import fuse_rrf
 from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
 from .hits import DEFAULT_INDEX_NAME, Hit, format_hits_text, merge_overlapping, top_k
-from .indexes import IndexSelection, IndexSet, check_index_name
+from .indexes import IndexSet, check_index_name
 from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, passage_text, resolve_rerank_model
 from .searcher import Searcher
 from .sparse import SparseScorer, bm25_weights
@@ -15,7 +15,6 @@ from .sparse import SparseScorer, bm25_weights
 __all__ = [
     "AmbiguousPathError",
     "DEFAULT_INDEX_NAME",
-    "IndexSelection",
     "IndexSet",
     "CrossEncoder",
     "GREP_LINE_CHARS",

@@ -24,7 +24,7 @@ from sandbox import api_reference
 from search import DEFAULT_INDEX_NAME
 
 from .config import ServerConfig
-from .freshness import stale_files, summarize_manifest
+from .freshness import backend_summary, stale_files, summarize_manifest
 from .results import Reply
 from .runtime import Runtime
 from .state import SessionState
@@ -107,7 +107,7 @@ def _describe_named(name: str, index_dir: Path, summary: dict[str, Any] | None =
     summary = summary if summary is not None else summarize_manifest(read_manifest(index_dir))
     return {
         "name": name,
-        "backend": summary.get("backend", "inprocess"),
+        "backend": backend_summary(index_dir)["name"],
         "files": summary.get("files"),
         "chunks": summary.get("chunks"),
         "has_vectors": summary.get("has_vectors"),

@@ -47,6 +47,8 @@ _LAYERED_KEYS: tuple[str, ...] = (
     "memory_mb",
     "log_level",
     "audit_log",
+    "qdrant_url",
+    "qdrant_api_key",
 )
 
 
@@ -70,6 +72,8 @@ class ServerConfig:
     max_root_bytes: int = DEFAULT_MAX_ROOT_BYTES
     refresh_debounce_s: float = DEFAULT_REFRESH_DEBOUNCE_S
     home_dir: Path | None = None  # the user's home, refused as a root without --force
+    qdrant_url: str | None = None  # default server of `index build --backend qdrant`
+    qdrant_api_key: str | None = field(default=None, repr=False)  # never logged, never sent to a child
 
     def __post_init__(self) -> None:
         if self.index_dir is not None and self.root is not None:
@@ -139,6 +143,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "memory_mb": _parse_int,
     "log_level": _parse_log_level,
     "audit_log": _parse_path,
+    "qdrant_url": _parse_str,
+    "qdrant_api_key": _parse_str,
 }
 
 
@@ -280,6 +286,8 @@ def load_config(
             audit_log=values["audit_log"],
             force=force and flag("command") != "index",  # `serve/exec --force` allows broad roots
             home_dir=_home(env).expanduser().resolve(),
+            qdrant_url=values["qdrant_url"],
+            qdrant_api_key=values["qdrant_api_key"],
         )
     except ValueError as exc:
         raise UsageError(f"invalid configuration: {exc}") from exc

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from index import build_index, read_manifest, scan_sources
+from index import build_index, read_backend, read_manifest, scan_sources
 
 from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
@@ -29,6 +29,7 @@ from .errors import RootRefusedError, UsageError
 __all__ = [
     "Refresher",
     "Target",
+    "backend_summary",
     "build_root_index",
     "check_index",
     "check_root",
@@ -127,6 +128,13 @@ def build_root_index(root: Path, index_dir: Path, config: ServerConfig) -> Any:
 def check_index(index_dir: Path) -> None:
     """Raise the index package's error (missing: exit 3, other format: exit 3) before serving it."""
     read_manifest(index_dir)
+    if read_backend(index_dir) is not None:
+        # The sandbox child has no network and the fork server must never hold the Qdrant key: serving
+        # a Qdrant copy needs the query broker (docs/SCALE.md), which is not built yet.
+        raise UsageError(
+            f"{index_dir} is a Qdrant-backed index; the MCP server serves in-process indexes only for now. "
+            "Search it with `knowledge-mcp search --index DIR`, or rebuild it with `index build ... --backend inprocess`"
+        )
 
 
 def index_version(index_dir: Path) -> str | None:
@@ -136,6 +144,15 @@ def index_version(index_dir: Path) -> str | None:
     except Exception:  # noqa: BLE001 - a missing or half-written index simply has no version yet
         return None
     return f"{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
+
+
+def backend_summary(index_dir: Path) -> dict[str, Any]:
+    """Where an index's queries run: {"name": "inprocess"} or its Qdrant location and collections."""
+    record = read_backend(index_dir)
+    if record is None:
+        return {"name": "inprocess"}
+    return {"name": "qdrant", "collection": record.get("collection"), "url": record.get("url"),
+            "path": record.get("path"), "versions": record.get("versions")}
 
 
 def target_version(target: Target) -> str | None:

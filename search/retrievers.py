@@ -1,0 +1,140 @@
+"""The backend seam: first-stage retrieval (BM25, vectors, hybrid fusion) in-process or in Qdrant.
+
+Contract: a retriever returns chunk rows of the opened index version with their scores, score
+descending, ties by ascending row, filtered by ``allowed`` (bool mask over rows, or None) before
+the cut to ``depth``. Everything above the seam is ours and shared by both backends: the query
+tokenizer and encoder, filters, merging overlapping hits, the rerank policy. Scores mean the same
+on both sides: BM25 (Lucene variant), cosine, and weighted RRF ``sum w / (rrf_k + rank)``.
+
+- ``InProcessRetriever``: the mmap'd CSC postings (search/sparse.py) and faiss (search/dense.py);
+  hybrid fuses the two rankings here with search/fusion.py.
+- ``QdrantRetriever``: one collection per index version (index/qdrant.py); hybrid runs in Qdrant as
+  one query: prefetch sparse + dense, RRF with our weights (Qdrant counts ranks from 0, so its k
+  is ``rrf_k - 1``: the same fused scores).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .fusion import fuse_rrf
+from .hits import top_k
+
+__all__ = ["InProcessRetriever", "QdrantRetriever"]
+
+# Qdrant's RRF adds w / (k + rank) with rank counted from 0; ours counts from 1.
+_QDRANT_RANK_OFFSET = 1
+
+
+class InProcessRetriever:
+    """Today's engine: BM25 postings and faiss in this process."""
+
+    def __init__(self, sparse: Any, dense: Any | None) -> None:
+        self._sparse = sparse
+        self._dense = dense
+
+    @property
+    def has_dense(self) -> bool:
+        return self._dense is not None
+
+    def bm25(self, terms: Sequence[str], depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._sparse.scores(terms)
+        matched = scores > 0
+        if allowed is not None:
+            matched &= allowed
+        candidate_ids = np.flatnonzero(matched)
+        if len(candidate_ids) == 0:
+            return candidate_ids, scores[candidate_ids]
+        return top_k(scores[candidate_ids], depth, candidate_ids)
+
+    def dense(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return self._dense.search(vector, depth, allowed)
+
+    def hybrid(self, terms: Sequence[str], vector: np.ndarray, depth: int, candidates: int,
+               weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        dense_ids, _ = self.dense(vector, candidates, allowed)
+        sparse_ids, _ = self.bm25(terms, candidates, allowed)
+        fused = fuse_rrf([sparse_ids.tolist(), dense_ids.tolist()], weights, rrf_k)[:depth]
+        return (
+            np.fromiter((chunk for chunk, _ in fused), dtype=np.int64, count=len(fused)),
+            np.fromiter((score for _, score in fused), dtype=np.float64, count=len(fused)),
+        )
+
+
+class QdrantRetriever:
+    """Queries one index version's Qdrant collection (see index/qdrant.py for the layout)."""
+
+    def __init__(self, client: Any, collection: str, has_dense: bool, term_ids: Mapping[str, int],
+                 where: str) -> None:
+        self._client = client
+        self._term_ids = term_ids
+        self._collection = collection
+        self._has_dense = has_dense
+        self.where = where
+
+    @property
+    def has_dense(self) -> bool:
+        return self._has_dense
+
+    def bm25(self, terms: Sequence[str], depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        counts = self._counts(terms)
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        from index import sparse_query
+
+        return self._query(query=sparse_query(counts), using="bm25", limit=depth, allowed=allowed)
+
+    def dense(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return self._query(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense", limit=depth,
+                           allowed=allowed)
+
+    def hybrid(self, terms: Sequence[str], vector: np.ndarray, depth: int, candidates: int,
+               weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        from qdrant_client import models
+
+        from index import sparse_query
+
+        query_filter = _filter(allowed)
+        prefetch = [models.Prefetch(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense",
+                                    limit=candidates, filter=query_filter)]
+        sparse_weight, dense_weight = weights
+        rrf_weights = [dense_weight]
+        counts = self._counts(terms)
+        if counts:
+            prefetch.insert(0, models.Prefetch(query=sparse_query(counts), using="bm25", limit=candidates,
+                                               filter=query_filter))
+            rrf_weights.insert(0, sparse_weight)
+        fusion = models.RrfQuery(rrf=models.Rrf(k=max(rrf_k - _QDRANT_RANK_OFFSET, 0), weights=rrf_weights))
+        return self._query(query=fusion, prefetch=prefetch, limit=depth, allowed=None)
+
+    def _counts(self, terms: Sequence[str]) -> Counter[int]:
+        """Known term ids with how often the query repeats them (as SparseScorer counts them)."""
+        return Counter(self._term_ids[term] for term in terms if term in self._term_ids)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _query(self, *, limit: int, allowed: np.ndarray | None, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None and not allowed.any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        points = self._client.query_points(
+            self._collection, limit=limit, query_filter=_filter(allowed), with_payload=False, with_vectors=False,
+            **arguments,
+        ).points
+        ids = np.fromiter((int(point.id) for point in points), dtype=np.int64, count=len(points))
+        scores = np.fromiter((point.score for point in points), dtype=np.float64, count=len(points))
+        order = np.lexsort((ids, -scores))  # our tie rule: ascending row
+        return ids[order], scores[order]
+
+
+def _filter(allowed: np.ndarray | None) -> Any:
+    """The rows a filter allows, as a Qdrant id condition (None: no filter)."""
+    if allowed is None:
+        return None
+    from qdrant_client import models
+
+    return models.Filter(must=[models.HasIdCondition(has_id=np.flatnonzero(allowed).tolist())])

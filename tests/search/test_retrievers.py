@@ -1,0 +1,133 @@
+"""The backend seam: a Qdrant-backed index (qdrant-client local mode) ranks as the in-process engine does,
+and its failures are clear exit-3 errors. Built and searched through the CLI and search.Searcher."""
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from search import SearchConfig, Searcher
+from tests.test_cli import ROOT, run_cli
+
+pytest.importorskip("qdrant_client")
+
+# This repository's own text: the search and index packages and the docs.
+SOURCES = [ROOT / "search", ROOT / "index", ROOT / "docs"]
+QUERIES = [
+    "reciprocal rank fusion weights", "BM25 saturation k1 length normalisation", "atomic switch of the CURRENT version",
+    "cross-encoder rerank depth", "glob filter on paths", "embedding model sha256 check", "token bucket",
+    "chunk overlap lines", "symbol table of definitions", "grep RE2 pattern timeout", "mmap read only arrays",
+    "lock file wait seconds", "qdrant collection alias", "idf lucene okapi epsilon", "vector mask chunks without vectors",
+]
+
+
+@pytest.fixture(scope="module")
+def qdrant_index(tmp_path_factory):
+    """This repository indexed (BM25 only) into a local-mode Qdrant store; DIR is the sidecar."""
+    base = tmp_path_factory.mktemp("qdrant")
+    out, store = base / "index", base / "store"
+    done = run_cli("index", "build", *SOURCES, "--out", out, "--no-vectors", "--backend", "qdrant",
+                   "--qdrant-path", store, "--collection", "kmcp", tmp_home=base)
+    assert done.returncode == 0, done.stderr
+    assert "qdrant_collection=kmcp-" in done.stdout
+    return out, store
+
+
+def _in_process_copy(index_dir: Path, tmp_path: Path) -> Path:
+    """The same index version without its backend record: served by the in-process engine."""
+    copy = tmp_path / "inprocess"
+    shutil.copytree(index_dir, copy, symlinks=True)
+    (copy / "backend.json").unlink()
+    return copy
+
+
+def _assert_same_ranking(expected, got, query):
+    """Same top 10 and scores; rows may swap only where their scores tie (float32 in Qdrant)."""
+    assert len(expected) == len(got), query
+    for rank, (want, have) in enumerate(zip(expected, got)):
+        assert have.score == pytest.approx(want.score, rel=1e-4), (query, rank)
+        if want.id != have.id:
+            assert any(h.id == want.id and h.score == pytest.approx(want.score, rel=1e-4) for h in got) or \
+                rank == len(expected) - 1, (query, rank, want.id, have.id)
+
+
+def test_retrievers_qdrant_bm25_matches_in_process_top10(qdrant_index, tmp_path):
+    """It ranks BM25 in Qdrant (sparse vectors of our tokenizer, IDF modifier) exactly as the in-process
+    Lucene BM25 ranks this repository's text, top 10 and scores, with and without a path filter."""
+    index_dir, _ = qdrant_index
+    in_process = Searcher.open(_in_process_copy(index_dir, tmp_path), SearchConfig(), load_models=False)
+    qdrant = Searcher.open(index_dir, SearchConfig(), load_models=False)
+    assert type(qdrant._retriever).__name__ == "QdrantRetriever"
+    for query in QUERIES:
+        for path in (None, "search/**"):
+            expected = in_process.bm25(query, k=10, path=path)
+            got = qdrant.bm25(query, k=10, path=path)
+            assert expected, query
+            _assert_same_ranking(expected, got, query)
+            assert [h.path for h in got] == [h.path for h in got if path is None or h.path.startswith("search/")]
+
+
+def test_retrievers_index_info_names_backend(qdrant_index, tmp_path):
+    """It reports the backend and collection in `index info` (text and JSON)."""
+    index_dir, store = qdrant_index
+    done = run_cli("index", "info", index_dir, "--json", tmp_home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    backend = json.loads(done.stdout)["backend"]
+    assert backend["name"] == "qdrant" and backend["collection"] == "kmcp" and backend["path"] == str(store)
+    text = run_cli("index", "info", index_dir, tmp_home=tmp_path).stdout
+    assert "backend:        qdrant, collection kmcp" in text
+
+
+def test_retrievers_missing_collection_is_exit_3(qdrant_index, tmp_path):
+    """It exits 3 naming the missing collection and how to rebuild when the version's collection is gone."""
+    index_dir, store = qdrant_index
+    copy = tmp_path / "copy"
+    shutil.copytree(index_dir, copy, symlinks=True)
+    record = json.loads((copy / "backend.json").read_text())
+    record["versions"] = {version: "kmcp-gone" for version in record["versions"]}
+    (copy / "backend.json").write_text(json.dumps(record))
+    done = run_cli("search", "token bucket", "--index", copy, "--mode", "bm25", "--no-rerank", tmp_home=tmp_path)
+    assert done.returncode == 3, done.stderr
+    assert "no collection 'kmcp-gone'" in done.stderr and "--backend qdrant" in done.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_retrievers_unreachable_qdrant_is_exit_3_and_builds_nothing_remote(tmp_path):
+    """It exits 3 with the URL and what to check when Qdrant is unreachable, and never prints the key."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("def f():\n    return 1\n")
+    url = f"http://127.0.0.1:{_closed_port()}"
+    done = run_cli("index", "build", source, "--out", tmp_path / "index", "--no-vectors", "--backend", "qdrant",
+                   "--qdrant-url", url, tmp_home=tmp_path, env_extra={"KNOWLEDGE_MCP_QDRANT_API_KEY": "s3cret-key"})
+    assert done.returncode == 3, done.stderr
+    assert url in done.stderr and "server is running" in done.stderr
+    assert "s3cret-key" not in done.stderr + done.stdout
+    assert not (tmp_path / "index" / "CURRENT").exists()  # checked before the build, not after
+
+
+def test_retrievers_backend_flags_are_checked(tmp_path):
+    """It refuses Qdrant flags without --backend qdrant, and --backend qdrant without a location (exit 2)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.py").write_text("x = 1\n")
+    done = run_cli("index", "build", source, "--out", tmp_path / "i", "--qdrant-path", tmp_path / "s", tmp_home=tmp_path)
+    assert done.returncode == 2 and "--backend qdrant" in done.stderr
+    done = run_cli("index", "build", source, "--out", tmp_path / "i", "--backend", "qdrant", tmp_home=tmp_path)
+    assert done.returncode == 2 and "--qdrant-url" in done.stderr
+
+
+def test_retrievers_serve_refuses_qdrant_index_until_the_broker(qdrant_index, tmp_path):
+    """It refuses to serve a Qdrant-backed index from the sandbox (no network there, no key in the fork
+    server) with exit 2 and what to use instead, instead of starting a half-working server."""
+    index_dir, _ = qdrant_index
+    done = run_cli("exec", "--index", index_dir, "print(1)", tmp_home=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Qdrant-backed index" in done.stderr and "search --index DIR" in done.stderr
