@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 import common
+from metrics import percentile
 from tests.reliability import soak
 from tests.server.corpus import write_corpus
 
@@ -36,11 +37,6 @@ def soak_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _drift(before: int, after: int) -> float:
     return round((after - before) / before, 4) if before else 0.0
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 4) if ordered else 0.0
 
 
 async def _soak(index_dir: Path, home: Path) -> dict:
@@ -117,8 +113,8 @@ async def _soak(index_dir: Path, home: Path) -> dict:
         "max_rss_drift_second_half": max(s["rss_drift_second_half"] for s in per_server.values()),
         "seconds": round(seconds, 1),
         "calls_per_s": round(len(outcomes) / seconds, 2),
-        "normal_call_p50_s": _percentile(normal_seconds, 0.5),
-        "normal_call_p95_s": _percentile(normal_seconds, 0.95),
+        "normal_call_p50_s": round(percentile(normal_seconds, 0.5), 4),
+        "normal_call_p95_s": round(percentile(normal_seconds, 0.95), 4),
         "normal_call_mean_s": round(statistics.fmean(normal_seconds), 4),
         "servers": per_server,
     }
@@ -126,10 +122,11 @@ async def _soak(index_dir: Path, home: Path) -> dict:
 
 def test_reliability_soak_1000_calls(soak_index: Path, tmp_path: Path, benchmark) -> None:
     metrics = benchmark.pedantic(lambda: anyio.run(_soak, soak_index, tmp_path), rounds=1, iterations=1)
-    metrics["goals_met"] = (
-        metrics["lost_replies"] == 0 and metrics["duplicate_replies"] == 0 and metrics["wrong_outcomes"] == 0
-        and metrics["zombies"] == 0 and metrics["max_fd_drift"] < DRIFT_GOAL and metrics["max_rss_drift"] < DRIFT_GOAL
-    )
+    metrics = common.with_goals(metrics, {
+        **{key: (metrics[key], "==", 0) for key in ("lost_replies", "duplicate_replies", "wrong_outcomes", "zombies")},
+        "max_fd_drift": (metrics["max_fd_drift"], "<", DRIFT_GOAL),
+        "max_rss_drift": (metrics["max_rss_drift"], "<", DRIFT_GOAL),
+    })
     common.emit(
         "reliability_soak",
         {"calls": CALLS_A + CALLS_B, "in_flight": {"a": 4, "b": 2}, "hostile_every": soak.HOSTILE_EVERY,

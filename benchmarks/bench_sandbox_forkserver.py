@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import common
+from metrics import percentile
 from sandbox import ExecRequest, ForkServerClient, PolicyConfig, SandboxConfig
 from sandbox.forkserver_client import fork_server_environment
 from sandbox.policy import compile_program
@@ -30,6 +31,8 @@ SPACED_CALLS = 50
 SPACING_S = 0.1
 SPAWN_RUNS = 5
 WARMUP_CALLS = 10
+P50_GOAL_MS, P99_GOAL_MS = 10.0, 30.0
+CHILD_PRIVATE_GOAL_MB = 64.0
 SEARCH_PROGRAM = (
     "hits = search('reciprocal rank fusion of ranked lists', k=5, rerank={rerank})\n"
     "import time\n"  # keeps the child alive while its memory is read from outside
@@ -39,9 +42,10 @@ SEARCH_PROGRAM = (
 SPAWN_STACK = "import numpy, faiss, onnxruntime, tokenizers, search, sandbox, index; from sandbox import api, runner"
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+def _latency_goals(metrics: dict) -> dict:
+    """p50 <= 10 ms and p99 <= 30 ms, back to back and spaced."""
+    return {key: (metrics[key], "<=", P50_GOAL_MS if key.endswith("p50_ms") else P99_GOAL_MS)
+            for key in ("back_to_back_p50_ms", "back_to_back_p99_ms", "spaced_p50_ms", "spaced_p99_ms")}
 
 
 def _private_mb(pid: int) -> float:
@@ -135,9 +139,9 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
     p50 = statistics.median(back_to_back)
     metrics = {
         "back_to_back_p50_ms": round(p50, 2),
-        "back_to_back_p99_ms": round(_percentile(back_to_back, 0.99), 2),
+        "back_to_back_p99_ms": round(percentile(back_to_back, 0.99), 2),
         "spaced_p50_ms": round(statistics.median(spaced), 2),
-        "spaced_p99_ms": round(_percentile(spaced, 0.99), 2),
+        "spaced_p99_ms": round(percentile(spaced, 0.99), 2),
         "fresh_interpreter_p50_ms": round(statistics.median(spawn_ms), 1),
         "spawn_over_forkserver_ratio": round(statistics.median(spawn_ms) / p50, 1),
         "rerank_child_private_peak_mb": private_mb["rerank"][0],
@@ -148,6 +152,11 @@ def test_forkserver_overhead_and_memory(index_dir: Path, benchmark) -> None:
         "forkserver_threads": ready.threads,
         "forkserver_start_s": round(start_s, 2),
     }
+    metrics = common.with_goals(metrics, {
+        **_latency_goals(metrics),
+        "rerank_child_private_peak_mb": (metrics["rerank_child_private_peak_mb"], "<=", CHILD_PRIVATE_GOAL_MB),
+        "search_child_private_peak_mb": (metrics["search_child_private_peak_mb"], "<=", CHILD_PRIVATE_GOAL_MB),
+    })
     common.emit("sandbox_forkserver", {"max_workers": 2, "spare_children": config.spare_children, "search_threads": 2, "mode": "full"}, metrics)
 
 
@@ -187,8 +196,9 @@ def test_forkserver_overhead_without_index(benchmark) -> None:
         loop.close()
     metrics = {
         "back_to_back_p50_ms": round(statistics.median(back_to_back), 2),
-        "back_to_back_p99_ms": round(_percentile(back_to_back, 0.99), 2),
+        "back_to_back_p99_ms": round(percentile(back_to_back, 0.99), 2),
         "spaced_p50_ms": round(statistics.median(spaced), 2),
-        "spaced_p99_ms": round(_percentile(spaced, 0.99), 2),
+        "spaced_p99_ms": round(percentile(spaced, 0.99), 2),
     }
+    metrics = common.with_goals(metrics, _latency_goals(metrics))
     common.emit("sandbox_forkserver_no_index", {"max_workers": 2, "spare_children": config.spare_children, "mode": "full"}, metrics)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,17 @@ def emit(bench: str, config: dict, metrics: dict) -> dict:
     line = {"bench": bench, "config": config, "metrics": metrics, "machine": machine(), "git_sha": git_sha()}
     print(json.dumps(line), flush=True)
     return line
+
+
+def with_goals(metrics: dict, goals: Mapping[str, tuple[float, str, float]]) -> dict:
+    """`metrics` plus one entry per stated goal and their conjunction: metrics["goals"][name] =
+    {"value", "goal", "goal_met"} and metrics["goal_met"]. goals: {name: (value, "<=" | "<" | ">=" | ">" | "==", bound)}."""
+    checks = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
+    entries = {
+        name: {"value": value, "goal": f"{op} {bound}", "goal_met": bool(checks[op](value, bound))}
+        for name, (value, op, bound) in goals.items()
+    }
+    return {**metrics, "goals": entries, "goal_met": all(entry["goal_met"] for entry in entries.values())}
 
 
 def build_cached_index(name: str, sources: list[Path], **config_fields) -> Path:

@@ -77,6 +77,15 @@ def kfold_select(
     return mean_metrics(held_out), chosen
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (q in [0, 1]) by nearest rank: the sorted value at index round(q * (n - 1)); 0.0
+    for no values. The one percentile of the benchmarks (p95, p99 of latencies)."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    ordered = sorted(values)
+    return float(ordered[round(q * (len(ordered) - 1))]) if ordered else 0.0
+
+
 def documents_by_best_chunk(doc_ids: Sequence[str], limit: int) -> list[str]:
     """Each doc id once, in order of its first (best) chunk, at most limit."""
     seen: dict[str, None] = {}

@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import Protocol
 
 from .config import IndexConfig
+from .syntax import SYNTAX_LANGUAGES, Definition, definitions
 from .walk import SourceDoc
 
 __all__ = ["Chunk", "Symbol", "TokenCounting", "chunk_document", "chunk_file"]
@@ -36,6 +37,17 @@ HEADER_TOKENS_ESTIMATE = 16  # path + title line above a chunk, for the "does th
 SENTENCE_ENDS = frozenset(".!?;")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_RST_ADORNMENT = re.compile(r"^([=\-`:'\"~^_*+#<>.])\1{2,}\s*$")
+_ADOC_HEADING = re.compile(r"^(={1,6})\s+(\S.*)$")
+_YAML_KEY = re.compile(r"^([A-Za-z0-9_\"'][^:#]*?):(?:\s|$)")
+_TOML_TABLE = re.compile(r"^\s*(\[\[?[^\]]+\]\]?)\s*(?:#.*)?$")
+_JSON_KEY = re.compile(r'^(\s*)"((?:[^"\\]|\\.)*)"\s*:')
+_HASH_COMMENTS = frozenset({"ruby", "shell", "php"})
+
+
+def _comment_prefixes(language: str) -> tuple[str, ...]:
+    """Line starts that mark a comment (`#` is a preprocessor line in C, an attribute in Rust)."""
+    return ("#", "//", "/*", "*") if language in _HASH_COMMENTS else ("//", "/*", "*")
 
 
 class TokenCounting(Protocol):
@@ -97,6 +109,7 @@ class _Unit:
     is_window: bool = False  # plain text: always cut into line windows, even when it would fit
     kind: str = "text"
     symbol: str | None = None
+    context: str = ""  # a member of a split container: its signature, after the title in the header
 
 
 def chunk_document(doc: SourceDoc, counter: TokenCounting, config: IndexConfig, max_tokens: int) -> list[Chunk]:
@@ -122,8 +135,14 @@ def chunk_file(
         units = [_Unit(0, len(lines), doc.title)]
     elif doc.language == "python":
         units, symbols = _python_units(doc.text, lines, doc.path, line_tokens, max_tokens - specials)
-    elif doc.language == "markdown":
-        units = _markdown_units(lines, doc.path)
+    elif doc.language in SYNTAX_LANGUAGES and (found := definitions(doc.path, doc.language, doc.text)) is not None:
+        units = _definition_units(found, lines, 0, len(lines), _module_title(doc.path), "module", None,
+                                  line_tokens, max_tokens - specials, _comment_prefixes(doc.language))
+        symbols = _definition_symbols(found)
+    elif doc.language in _HEADED:
+        units = _heading_units(lines, doc.path, _HEADED[doc.language](lines))
+    elif doc.language in _KEYED and sum(line_tokens) + HEADER_TOKENS_ESTIMATE > max_tokens - specials:
+        units = _key_units(lines, _KEYED[doc.language](lines), doc.path)
     else:
         units = [_Unit(0, len(lines), "", is_window=True)]
     return _Chunker(doc, lines, line_tokens, counter, config, max_tokens).chunks(units), symbols
@@ -139,7 +158,7 @@ def _python_units(
         tree = ast.parse(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return [_Unit(0, len(lines), "", is_window=True)], []  # not parseable: plain line windows
-    module_title = "module " + ".".join(PurePosixPath(path).with_suffix("").parts)
+    module_title = _module_title(path)
     units = _body_units(tree.body, lines, 0, len(lines), module_title, "", line_tokens, budget)
     return units, _python_symbols(tree.body, None)
 
@@ -224,9 +243,9 @@ def _constant_name(node: ast.stmt) -> str | None:
     return None
 
 
-def _is_comment_gap(gap: list[str]) -> bool:
+def _is_comment_gap(gap: list[str], prefixes: tuple[str, ...] = ("#",)) -> bool:
     filled = [line for line in gap if line.strip()]
-    return len(filled) <= MAX_GAP_COMMENT_LINES and all(line.lstrip().startswith("#") for line in filled)
+    return len(filled) <= MAX_GAP_COMMENT_LINES and all(line.lstrip().startswith(prefixes) for line in filled)
 
 
 def _attach_comments_above(lines: list[str], first: int, floor: int) -> int:
@@ -236,10 +255,68 @@ def _attach_comments_above(lines: list[str], first: int, floor: int) -> int:
     return first
 
 
-# ---------------------------------------------------------------- Markdown
+def _module_title(path: str) -> str:
+    return "module " + ".".join(PurePosixPath(path).with_suffix("").parts)
 
 
-def _markdown_units(lines: list[str], path: str) -> list[_Unit]:
+# ---------------------------------------------------------------- tree-sitter languages
+
+
+def _definition_units(
+    found: list[Definition],
+    lines: list[str],
+    start: int,
+    end: int,
+    rest_title: str,
+    rest_kind: str,
+    rest_symbol: str | None,
+    line_tokens: list[int],
+    budget: int,
+    comments: tuple[str, ...],
+    in_container: bool = False,
+) -> list[_Unit]:
+    """As _body_units for Python: one unit per definition, the lines between grouped as `rest_title`;
+    a container too big for one chunk is cut into its members (each titled `Container.member`, its
+    signature in the header) and the container's own lines."""
+    units: list[_Unit] = []
+    cursor = start
+    for definition in found:
+        first = max(definition.first, cursor)
+        last = min(definition.end, end)
+        if last <= cursor:
+            continue
+        if _is_comment_gap(lines[cursor:first], comments):
+            first = cursor  # a lone separator comment joins the next definition
+        if first > cursor:
+            units.append(_Unit(cursor, first, rest_title, kind=rest_kind, symbol=rest_symbol))
+        cursor = last
+        too_big = sum(line_tokens[first:last]) + HEADER_TOKENS_ESTIMATE > budget
+        context = definition.signature if in_container else ""
+        if definition.members and too_big:
+            units.extend(_definition_units(definition.members, lines, first, last, definition.title, definition.kind,
+                                           definition.qualified_name, line_tokens, budget, comments, in_container=True))
+        else:
+            units.append(_Unit(first, last, definition.title, kind=definition.kind,
+                               symbol=definition.qualified_name, context=context))
+    if cursor < end:
+        units.append(_Unit(cursor, end, rest_title, kind=rest_kind, symbol=rest_symbol))
+    return units
+
+
+def _definition_symbols(found: list[Definition]) -> list[Symbol]:
+    symbols: list[Symbol] = []
+    for definition in found:
+        symbols.append(Symbol(definition.name, definition.qualified_name, definition.kind, definition.start + 1,
+                              definition.end, definition.parent))
+        if definition.members:
+            symbols.extend(_definition_symbols(definition.members))
+    return symbols
+
+
+# ---------------------------------------------------------------- headings: Markdown, reST, AsciiDoc
+
+
+def _markdown_headings(lines: list[str]) -> list[tuple[int, int, str]]:
     headings: list[tuple[int, int, str]] = []  # (line index, level, text)
     fence: str | None = None
     for index, line in enumerate(lines):
@@ -255,6 +332,40 @@ def _markdown_units(lines: list[str], path: str) -> list[_Unit]:
             heading = _HEADING.match(line)
             if heading:
                 headings.append((index, len(heading.group(1)), heading.group(2).strip() or "#"))
+    return headings
+
+
+def _rst_headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    """reST section titles: a text line underlined (and maybe overlined) by one repeated punctuation
+    character at least as long; levels in order of first appearance of each adornment style."""
+    styles: dict[tuple[str, bool], int] = {}
+    headings: list[tuple[int, int, str]] = []
+    index = 0
+    while index + 1 < len(lines):
+        text, under = lines[index].rstrip(), lines[index + 1].rstrip()
+        if text.strip() and not _RST_ADORNMENT.match(text) and _RST_ADORNMENT.match(under) and len(under) >= len(text.strip()):
+            over = index > 0 and _RST_ADORNMENT.match(lines[index - 1].rstrip() or " ") is not None \
+                and lines[index - 1].rstrip()[0] == under[0]
+            level = styles.setdefault((under[0], over), len(styles) + 1)
+            headings.append((index - 1 if over else index, level, text.strip()))
+            index += 2
+            continue
+        index += 1
+    return headings
+
+
+def _asciidoc_headings(lines: list[str]) -> list[tuple[int, int, str]]:
+    headings: list[tuple[int, int, str]] = []
+    fenced = False
+    for index, line in enumerate(lines):
+        if line.startswith(("----", "....", "```")):
+            fenced = not fenced
+        elif not fenced and (match := _ADOC_HEADING.match(line)):
+            headings.append((index, len(match.group(1)), match.group(2).strip()))
+    return headings
+
+
+def _heading_units(lines: list[str], path: str, headings: list[tuple[int, int, str]]) -> list[_Unit]:
     units: list[_Unit] = []
     preamble_end = headings[0][0] if headings else len(lines)
     if preamble_end > 0:
@@ -274,6 +385,59 @@ def _markdown_units(lines: list[str], path: str) -> list[_Unit]:
         pending_start = None
         units.append(_Unit(start, end, " > ".join(t for _, t in stack), kind="section"))
     return units
+
+
+# ---------------------------------------------------------------- YAML, JSON, TOML: top-level keys
+
+
+def _yaml_keys(lines: list[str]) -> list[tuple[int, str]]:
+    keys = []
+    for index, line in enumerate(lines):
+        if line.startswith("---"):
+            keys.append((index, "---"))
+        elif (match := _YAML_KEY.match(line)) is not None:
+            keys.append((index, match.group(1).strip("'\"") + ":"))
+    return keys
+
+
+def _toml_keys(lines: list[str]) -> list[tuple[int, str]]:
+    return [(i, m.group(1)) for i, line in enumerate(lines) if (m := _TOML_TABLE.match(line)) is not None]
+
+
+def _json_keys(lines: list[str]) -> list[tuple[int, str]]:
+    """Keys of the top-level object: the `"key":` lines at the indentation of the first one."""
+    keys: list[tuple[int, str]] = []
+    indent: int | None = None
+    for index, line in enumerate(lines):
+        match = _JSON_KEY.match(line)
+        if match is None:
+            continue
+        width = len(match.group(1))
+        if indent is None and index > 0:
+            indent = width
+        if width == indent:
+            keys.append((index, f'"{match.group(2)}"'))
+    return keys
+
+
+def _key_units(lines: list[str], keys: list[tuple[int, str]], path: str) -> list[_Unit]:
+    """One unit per top-level key (the comments above it included); what comes before the first is the
+    file's head. A key too big is cut into line windows by the chunker, titled with the key."""
+    if not keys:
+        return [_Unit(0, len(lines), "", is_window=True)]
+    units: list[_Unit] = []
+    starts = [_attach_comments_above(lines, index, 0) for index, _ in keys]
+    if starts[0] > 0:
+        units.append(_Unit(0, starts[0], PurePosixPath(path).name, kind="key"))
+    for position, (first, (_, name)) in enumerate(zip(starts, keys)):
+        end = starts[position + 1] if position + 1 < len(keys) else len(lines)
+        if end > first:
+            units.append(_Unit(first, end, name, kind="key"))
+    return units
+
+
+_HEADED = {"markdown": _markdown_headings, "rst": _rst_headings, "asciidoc": _asciidoc_headings}
+_KEYED = {"yaml": _yaml_keys, "toml": _toml_keys, "json": _json_keys}
 
 
 # ---------------------------------------------------------------- windows and chunks
@@ -300,6 +464,7 @@ class _Chunker:
         self.chunks_out: list[Chunk] = []
         self.id_counts: dict[str, int] = {}
         self.kind, self.symbol = "text", None  # of the unit being cut: every chunk of it shares them
+        self.context = ""
 
     def chunks(self, units: list[_Unit]) -> list[Chunk]:
         for unit in units:
@@ -309,7 +474,7 @@ class _Chunker:
         return self.chunks_out
 
     def _unit(self, unit: _Unit) -> None:
-        self.kind, self.symbol = unit.kind, unit.symbol
+        self.kind, self.symbol, self.context = unit.kind, unit.symbol, unit.context
         start, end = self._trim(unit.start, unit.end)
         if start >= end:
             return
@@ -388,7 +553,9 @@ class _Chunker:
     def _header(self, title: str, structural: bool) -> str:
         if self.doc.is_record:
             return self.doc.title
-        return f"{self.doc.path} {title}" if structural and title else self.doc.path
+        if not (structural and title):
+            return self.doc.path
+        return f"{self.doc.path} {title}: {self.context}" if self.context else f"{self.doc.path} {title}"
 
     def _budget(self, header: str) -> int:
         header_tokens = self.counter.count(header + "\n") - self.counter.special_tokens if header else 0

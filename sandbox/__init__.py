@@ -10,7 +10,7 @@ from sandbox.api import (
 )
 from sandbox.config import DEFAULT_STATE_MAX_BYTES, MAX_TIMEOUT_S, PolicyConfig, SandboxConfig
 from sandbox.errors import BusyError, ForkServerError, PolicyError
-from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent, safe_text
+from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent
 from sandbox.forkserver_client import ForkServerClient
 from sandbox.policy import CompiledProgram, compile_program, compile_skill
 from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest
@@ -47,6 +47,5 @@ __all__ = [
     "cut_json",
     "json_extent",
     "run_program",
-    "safe_text",
     "validate_source",
 ]

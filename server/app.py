@@ -91,7 +91,7 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
     root = target.root or (Path(manifest["root"]) if manifest.get("root") else None)
     changed = stale_files(manifest, root)
     return {
-        **{key: value for key, value in summary.items() if key != "root"},
+        **{key: value for key, value in summary.items() if key not in ("root", "sources")},  # host paths
         "indexed_at": summary.get("built_at"),
         "stale": bool(changed),
         "stale_examples": changed[:5],

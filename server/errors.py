@@ -11,6 +11,7 @@ Tree::
 
 Contract: `exit_code_for(exc)` maps any exception to a CLI exit code by its `exit_code` class
 attribute (errors of index/, search/ and sandbox/ carry one too); anything without one is 1.
+Host paths never reach the wire: messages pass `hide_host_paths`.
 `channel_for(exc, request_id=...)` is the one place that turns an exception into a tool reply's
 outcome and `error` object (the table `_TRANSLATIONS` below): an `is_error` tool result the model
 can act on, or an internal error whose details stay on stderr.
@@ -19,6 +20,8 @@ can act on, or an internal error whose details stay on stderr.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,7 @@ __all__ = [
     "WireError",
     "channel_for",
     "exit_code_for",
+    "hide_host_paths",
 ]
 
 EXIT_OK = 0
@@ -115,8 +119,23 @@ INTERNAL_HINT = "retry; if it persists, report the id"
 BUSY_MESSAGE = "every worker is busy and the queue is full"
 
 
-def channel_for(exc: BaseException, *, request_id: str) -> WireError:
-    """How the MCP server answers `exc` (see the table above); `request_id` names an internal error."""
+# An absolute path: a "/" that starts a token (not inside a relative path, a URL or a glob), then
+# path characters. What it names is the server's business; the caller sees a placeholder.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/*-])/(?:[\w.@+~-]+/)*[\w.@+~-]+/?")
+
+
+def hide_host_paths(text: str, known: Mapping[str, str] | None = None) -> str:
+    """`text` with the host paths in `known` replaced by their labels (longest first) and any other
+    absolute path by `<path>`: messages built for a terminal, before they go on the wire."""
+    for path, label in sorted((known or {}).items(), key=lambda item: -len(item[0])):
+        if path and path != "/":
+            text = text.replace(path, label)
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def channel_for(exc: BaseException, *, request_id: str, host_paths: Mapping[str, str] | None = None) -> WireError:
+    """How the MCP server answers `exc` (see the table above); `request_id` names an internal error;
+    `host_paths` labels the configured directories in the messages of load failures."""
     for kind, outcome, name, hint in _TRANSLATIONS:
         if isinstance(exc, kind):
             if isinstance(exc, PolicyError):
@@ -125,7 +144,7 @@ def channel_for(exc: BaseException, *, request_id: str) -> WireError:
             message = str(exc) or (BUSY_MESSAGE if isinstance(exc, BusyError) else type(exc).__name__)
             return WireError(Channel.TOOL_ERROR, outcome, _error(name or type(exc).__name__, message, hint))
     if exit_code_for(exc) in (EXIT_USAGE, EXIT_INDEX, EXIT_MODEL):
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = hide_host_paths(" ".join(str(exc).split()), host_paths) or type(exc).__name__
         return WireError(Channel.TOOL_ERROR, "internal_error", _error(type(exc).__name__, message, LOAD_FAILURE_HINT))
     return WireError(Channel.INTERNAL, "internal_error", _error(
         "InternalError", f"internal error {request_id}; the server log has the details", INTERNAL_HINT,

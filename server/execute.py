@@ -22,7 +22,7 @@ from sandbox import TIMING_KEYS, ExecRequest, ForkServerClient, compile_program
 from .audit import AuditLog
 from .config import ServerConfig
 from .errors import Channel, ProgramEncodingError, channel_for
-from .results import Reply, TokenCounting, execution_reply, retime, search_reply
+from .results import Reply, TokenCounting, execution_reply, reply_off_loop, retime, search_reply
 from .skills import SkillStore, called_skills_hint
 from .state import SessionState
 
@@ -150,7 +150,8 @@ class Executor:
         run_ = await self._run(
             code, timeout_s=timeout_s, state=state, session_id=session_id, tool="execute_code", with_skills=True
         )
-        reply = execution_reply(
+        reply = await reply_off_loop(  # redacting and fitting a big output must not stall other sessions
+            execution_reply, timeout_s - _ms(run_.started) / 1000.0,
             outcome=run_.outcome, stdout=run_.stdout, result=run_.result, error=run_.error,
             truncated=run_.truncated, timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
         )
@@ -167,7 +168,8 @@ class Executor:
             with_skills=False,
         )
         hits = run_.result if run_.outcome == "ok" and isinstance(run_.result, list) else []
-        reply = search_reply(
+        reply = await reply_off_loop(
+            search_reply, self._config.sandbox.timeout_s - _ms(run_.started) / 1000.0,
             query=query, mode=mode, rerank=rerank, hits=hits, outcome=run_.outcome, error=run_.error,
             timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
         )

@@ -1,30 +1,42 @@
-"""Pure result processing: redact, fit a reply to its token budget, render the text block.
+"""Pure result processing: bound, redact, fit a reply to its token budget, render the text block.
 
 Contract: a `Reply` has one text block and a structuredContent dict. The budget bounds
 `count(text) + count(reply_json(structured))`, where `reply_json` is compact JSON
 (`separators=(",", ":")`, `ensure_ascii=False`); `structured["output_tokens"]` equals that sum
-exactly. Fitting never cuts through JSON: it cuts stdout to its head and tail with a marker, cuts
-long strings (hit snippets first; short fields such as paths stay whole), then drops list items
-from the end with a marker item, and sets `truncated`. Secrets are redacted before counting.
+exactly, for every outcome (errors and the last-resort minimal reply included).
+Processing is linear in the input and bounded: every text (stdout, each string of `result`, each
+error field, each hit field) is first capped at `cap_chars(budget)` (4x the budget at 4 characters a
+token; stdout keeps its head and tail), redacted on the way (a secret crossing a cap is dropped
+whole), its lone surrogates escaped, and `result` is cut to MAX_JSON_DEPTH levels; then fitting cuts
+stdout to its head and tail with a marker, cuts long strings (hit snippets first; short fields such
+as paths stay whole), then drops list items from the end with a marker item, and sets `truncated`.
+Cuts use sandbox.cut_json, so every marker starts with CUT_MARK. The work costs milliseconds per
+100 KB, so callers on an event loop run it in a worker thread (see runtime).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mcp_types import CallToolResult, TextContent
 
-from sandbox import OUTCOMES, TIMING_KEYS
+from sandbox import CUT_MARK, OUTCOMES, TIMING_KEYS, cut_json, json_extent
 
-from .redact import redact_text, redact_value
+from .redact import redact_window
 
 __all__ = [
     "Reply",
+    "reply_off_loop",
     "TokenCounting",
+    "cap_chars",
     "execution_reply",
     "reply_json",
     "reply_tokens",
@@ -33,12 +45,30 @@ __all__ = [
     "simple_reply",
 ]
 
+logger = logging.getLogger(__name__)
+
 STR_FLOOR_CHARS = 48  # strings this short (paths, names, ids) survive the snippet-cutting phase
+LAST_STR_FLOOR_CHARS = 16  # ... and these survive the last phase
 TEXT_SNIPPET_LINES = 2  # snippet lines per hit in the human rendering of search results
 RESULT_PREVIEW_CHARS = 300  # a longer result shows as a preview in the text block
 RESULT_PREVIEW_HITS = 10
 MAX_TIMING_MS = 999999.9  # widest timing value (16 min); wider ones are clamped
-SEARCH_STEPS = 14  # binary-search steps per phase (2**-14 precision of the kept share)
+SEARCH_STEPS = 14  # most counts per fitting phase (and 2**-14, the finest share it tells apart)
+SEARCH_PRECISION = 0.01  # a fit this close under the budget is good enough
+CAP_BUDGETS = 4  # every text is capped at this many reply budgets before any other work
+CAP_CHARS_PER_TOKEN = 4  # ... counted at this many characters a token (measuring tokens costs more)
+# Exception-name lengths (tokens) the last-resort reply tries; None: no error object at all.
+MINIMAL_NAME_TOKENS: tuple[int | None, ...] = (16, 8, 4, 2, 0, None)
+ERROR_TEXT_FIELDS = ("exception", "message", "hint", "traceback")
+ENCODE_PIECE_CHARS = 8192  # ~1.5 ms of tokenizing (which holds the GIL) at a time
+REPLY_MIN_DEADLINE_S = 2.0  # fitting gets at least this long, whatever is left of the call's deadline
+# A string the sandbox already cut (sandbox.cut_json's marker): the text before it ends blind.
+_CHILD_CUT = re.compile(re.escape(CUT_MARK) + r"\[\+\d+ chars\]\Z")
+
+
+def cap_chars(budget_tokens: int) -> int:
+    """Characters any one text may keep before fitting, for a reply budget of `budget_tokens`."""
+    return CAP_BUDGETS * budget_tokens * CAP_CHARS_PER_TOKEN
 
 
 class TokenCounting(Protocol):
@@ -77,101 +107,140 @@ def reply_tokens(text: str, structured: Mapping[str, Any], counter: TokenCountin
     return counter.count(text) + counter.count(reply_json(structured))
 
 
+async def reply_off_loop(build: Callable[..., Reply], deadline_s: float, **kwargs: Any) -> Reply:
+    """`build(**kwargs)` (execution_reply or search_reply) in a worker thread, so the event loop keeps
+    serving other calls while a big output is redacted and fitted (tens of ms per MB of output).
+    Past `deadline_s` (at least REPLY_MIN_DEADLINE_S) the reply is built again without the
+    program's data (stdout, result, hits), which takes no time."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(functools.partial(build, **kwargs)), max(deadline_s, REPLY_MIN_DEADLINE_S)
+        )
+    except TimeoutError:
+        logger.warning("fitting a reply overran the call's deadline; replying without the program's output")
+    lean = dict(kwargs)
+    for key, empty in (("stdout", ""), ("result", None), ("hits", [])):
+        if key in lean:
+            lean[key] = empty
+    if "truncated" in lean:
+        lean["truncated"] = True
+    error = kwargs.get("error")
+    if error is not None:
+        name = error.get("exception")
+        lean["error"] = {"exception": name if isinstance(name, str) and len(name) <= 100 else None,
+                         "message": "the reply took too long to prepare; its data was dropped",
+                         "line": None, "hint": None, "traceback": None}
+    return build(**lean)
+
+
+# ---------------------------------------------------------------- bounding (before any counting)
+
+
+def _redacted(text: str, keep: int | None) -> tuple[str, int]:
+    """cut_json's text hook: `text` (or its first `keep` characters) redacted and surrogate-safe;
+    returns the shown text and how many characters of `text` it stands for."""
+    end = len(text) if keep is None else min(keep, len(text))
+    if end == len(text) and (child_cut := _CHILD_CUT.search(text, max(0, end - 40))) is not None:
+        # Cut in the child: nothing after the cut is known, so a partial word before it is dropped.
+        shown, _, _ = redact_window(text[: child_cut.start()], end_is_cut=True)
+        return shown + text[child_cut.start():], len(text)
+    shown, _, kept_to = redact_window(text, 0, end)
+    return shown, kept_to
+
+
+def _bound_value(value: Any, cap: int) -> tuple[Any, bool]:
+    """`value` capped at `cap` characters in all and MAX_JSON_DEPTH levels, redacted."""
+    return cut_json(value, budget_chars=cap, text=_redacted)
+
+
+def _bound_error(error: Mapping[str, Any], cap: int) -> tuple[dict[str, Any], bool]:
+    """The five error fields, each text capped at `cap` characters and redacted; odd types coerced."""
+    fields: dict[str, Any] = {}
+    for key in ERROR_TEXT_FIELDS:
+        value = error.get(key)
+        fields[key] = None if value is None else value if isinstance(value, str) else str(value)[: cap + 1]
+    line = error.get("line")
+    fields["line"] = line if isinstance(line, int) and not isinstance(line, bool) else None
+    bounded, was_cut = cut_json(fields, str_chars=cap, text=_redacted)
+    return {key: bounded[key] for key in ("exception", "message", "line", "hint", "traceback")}, was_cut
+
+
+def _bound_hits(hits: Sequence[Mapping[str, Any]], cap: int) -> list[dict[str, Any]]:
+    out = []
+    for hit in hits:
+        bounded, _ = cut_json(dict(hit), str_chars=cap, text=_redacted)
+        out.append(bounded)
+    return out
+
+
 # ---------------------------------------------------------------- cutting primitives
 
 
 @dataclass(frozen=True, slots=True)
 class _Cut:
-    """How much to keep: stdout tokens, characters per long string, items per list (None = all)."""
+    """How much to keep: stdout tokens, characters per long string, items per list (None = all).
+
+    str_chars < 0 means the last phase: every string longer than LAST_STR_FLOOR_CHARS goes."""
 
     stdout_tokens: int | None = None
     str_chars: int | None = None
     list_items: int | None = None
 
 
-def _cut_string(text: str, max_chars: int | None) -> tuple[str, bool]:
-    """Cut a long string to `max_chars` (never below STR_FLOOR_CHARS; a negative value = to nothing)."""
-    if max_chars is None:
-        return text, False
-    keep = max(max_chars, STR_FLOOR_CHARS) if max_chars >= 0 else 0
-    if len(text) <= max(keep, 16 if max_chars < 0 else keep):
-        return text, False
-    return f"{text[:keep]}…[+{len(text) - keep} chars]", True
+def _cut_value(value: Any, cut: _Cut, *, floor: int = STR_FLOOR_CHARS) -> tuple[Any, bool]:
+    """`value` with long strings and lists cut per `cut` (sandbox.cut_json); always valid JSON."""
+    if cut.str_chars is None:
+        return cut_json(value, list_items=cut.list_items)
+    if cut.str_chars < 0:
+        return cut_json(value, str_chars=0, str_floor=LAST_STR_FLOOR_CHARS, list_items=cut.list_items)
+    return cut_json(value, str_chars=max(cut.str_chars, floor), str_floor=floor, list_items=cut.list_items)
 
 
-def _cut_snippet(text: str, max_chars: int | None) -> tuple[str, bool]:
-    """Cut a hit's text to `max_chars` (no floor: snippets go before hits do)."""
-    if max_chars is None or len(text) <= max(max_chars, 0):
-        return text, False
-    keep = max(max_chars, 0)
-    return f"{text[:keep]}…[+{len(text) - keep} chars]", True
-
-
-def _cut_json(value: Any, cut: _Cut) -> tuple[Any, bool]:
-    """A copy of `value` with long strings and lists cut per `cut`; always valid JSON."""
-    if isinstance(value, str):
-        return _cut_string(value, cut.str_chars)
-    if isinstance(value, list):
-        items = value
-        was_cut = False
-        if cut.list_items is not None and len(items) > cut.list_items:
-            items = items[: cut.list_items]
-            was_cut = True
-        out = []
-        for item in items:
-            new, item_cut = _cut_json(item, cut)
-            out.append(new)
-            was_cut |= item_cut
-        if len(value) > len(items):
-            out.append(f"…[{len(value) - len(items)} more items cut]")
-        return out, was_cut
-    if isinstance(value, dict):
-        out_dict = {}
-        was_cut = False
-        for key, item in value.items():
-            new, item_cut = _cut_json(item, cut)
-            out_dict[key] = new
-            was_cut |= item_cut
-        return out_dict, was_cut
-    return value, False
-
-
-def _json_extent(value: Any) -> tuple[int, int]:
-    """(longest string, longest list) inside a JSON value."""
-    if isinstance(value, str):
-        return len(value), 0
-    if isinstance(value, list):
-        longest_str, longest_list = 0, len(value)
-        for item in value:
-            s, n = _json_extent(item)
-            longest_str, longest_list = max(longest_str, s), max(longest_list, n)
-        return longest_str, longest_list
-    if isinstance(value, dict):
-        longest_str, longest_list = 0, 0
-        for item in value.values():
-            s, n = _json_extent(item)
-            longest_str, longest_list = max(longest_str, s), max(longest_list, n)
-        return longest_str, longest_list
-    return 0, 0
+def _encode_in_pieces(text: str, counter: TokenCounting) -> list[int]:
+    """Tokens of `text`, encoded ENCODE_PIECE_CHARS at a time: the tokenizer holds the GIL for a whole
+    call, and the event loop must get it back every few milliseconds. Tokens next to a seam may
+    differ from one whole encoding; these only choose where stdout is cut (the reply is counted whole)."""
+    tokens: list[int] = []
+    for start in range(0, len(text), ENCODE_PIECE_CHARS):
+        tokens.extend(counter.encode(text[start : start + ENCODE_PIECE_CHARS]))
+    return tokens
 
 
 class _Stdout:
-    """Stdout encoded once, so head/tail cuts of any size are cheap."""
+    """Stdout capped, redacted and encoded once, so head/tail cuts of any size are cheap.
 
-    def __init__(self, text: str, counter: TokenCounting) -> None:
-        self.text = text
+    Only the first 2/3 and the last 1/3 of `cap` characters are ever read past a line count."""
+
+    def __init__(self, text: str, cap: int, counter: TokenCounting, *, cut_by_sandbox: bool = False) -> None:
         self.counter = counter
-        self.tokens = counter.encode(text) if text else []
+        self.total_chars = len(text)
         self.lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+        if len(text) <= cap:
+            self.head, _, _ = redact_window(text, end_is_cut=cut_by_sandbox)
+            self.tail, self.precut = "", False
+        else:
+            head_end = (cap * 2) // 3
+            self.head, _, kept_to = redact_window(text, 0, head_end)
+            self.tail, kept_from, _ = redact_window(text, len(text) - (cap - head_end), end_is_cut=cut_by_sandbox)
+            self.precut = True
+        self.head_tokens = _encode_in_pieces(self.head, counter)
+        self.tail_tokens = _encode_in_pieces(self.tail, counter)
+
+    @property
+    def token_count(self) -> int:
+        return len(self.head_tokens) + len(self.tail_tokens)
 
     def cut(self, max_tokens: int | None) -> tuple[str, bool]:
-        total = len(self.tokens)
-        if max_tokens is None or total <= max_tokens:
-            return self.text, False
-        head_n = (max_tokens * 2) // 3
-        tail_n = max_tokens - head_n
-        head = self.counter.decode(self.tokens[:head_n]) if head_n else ""
-        tail = self.counter.decode(self.tokens[total - tail_n :]) if tail_n else ""
+        if not self.precut and (max_tokens is None or len(self.head_tokens) <= max_tokens):
+            return self.head, False
+        head_src, tail_src = (self.head_tokens, self.tail_tokens) if self.precut else (self.head_tokens,) * 2
+        total = self.token_count if self.precut else len(self.head_tokens)
+        budget = total if max_tokens is None else min(max_tokens, total)
+        head_n = min((budget * 2) // 3, len(head_src))
+        tail_n = min(budget - head_n, len(tail_src))
+        head_n = min(budget - tail_n, len(head_src))
+        head = self.counter.decode(head_src[:head_n]) if head_n else ""
+        tail = self.counter.decode(tail_src[len(tail_src) - tail_n :]) if tail_n else ""
         # Prefer whole lines when that keeps most of the allowance.
         if "\n" in head and head.rfind("\n") >= len(head) // 2:
             head = head[: head.rfind("\n") + 1]
@@ -179,8 +248,8 @@ class _Stdout:
             tail = tail[tail.find("\n") + 1 :]
         head, tail = head.replace("\ufffd", ""), tail.replace("\ufffd", "")
         cut_lines = max(self.lines - head.count("\n") - tail.count("\n"), 0)
-        cut_chars = max(len(self.text) - len(head) - len(tail), 0)
-        marker = f"…[stdout cut: {cut_lines} lines, {cut_chars} chars omitted of {self.lines} lines]…"
+        cut_chars = max(self.total_chars - len(head) - len(tail), 0)
+        marker = f"{CUT_MARK}[stdout cut: {cut_lines} lines, {cut_chars} chars omitted of {self.lines} lines]{CUT_MARK}"
         sep_head = "" if not head or head.endswith("\n") else "\n"
         sep_tail = "\n" if tail else ""
         return f"{head}{sep_head}{marker}{sep_tail}{tail}", True
@@ -192,37 +261,48 @@ class _Stdout:
 Build = Callable[[_Cut], tuple[str, dict[str, Any], bool]]
 
 
-def _fits(build: Build, cut: _Cut, counter: TokenCounting, budget: int) -> tuple[bool, tuple[str, dict[str, Any], bool]]:
+def _measure(build: Build, cut: _Cut, counter: TokenCounting) -> tuple[int, tuple[str, dict[str, Any], bool]]:
     text, structured, was_cut = build(cut)
-    return reply_tokens(text, structured, counter) <= budget, (text, structured, was_cut)
+    return reply_tokens(text, structured, counter), (text, structured, was_cut)
 
 
-def _search(make_cut: Callable[[float], _Cut], build: Build, counter: TokenCounting, budget: int):
-    """Largest share in [0, 1] whose cut fits; None when even share 0 does not fit."""
-    ok, built = _fits(build, make_cut(0.0), counter, budget)
-    if not ok:
+def _search(
+    make_cut: Callable[[float], _Cut], build: Build, counter: TokenCounting, budget: int, whole_tokens: int | None
+):
+    """A share in [0, 1] whose cut fits, within SEARCH_PRECISION of the budget or of the largest such
+    share; None when even share 0 does not fit. Guesses by interpolating the token count between the
+    shares known to fit and not to fit (it is close to linear), so a few counts suffice."""
+    low_tokens, best = _measure(build, make_cut(0.0), counter)
+    if low_tokens > budget:
         return None
-    low, best = 0.0, built
-    high = 1.0
+    low, high, high_tokens = 0.0, 1.0, whole_tokens
     for _ in range(SEARCH_STEPS):
-        mid = (low + high) / 2
-        ok, candidate = _fits(build, make_cut(mid), counter, budget)
-        if ok:
-            low, best = mid, candidate
+        if high - low < 2.0 ** -SEARCH_STEPS or budget - low_tokens <= max(2, budget * SEARCH_PRECISION):
+            break
+        if high_tokens is None or high_tokens <= low_tokens:
+            guess = (low + high) / 2
+        else:  # aim just under the budget; never closer than 5% of the bracket to either end
+            guess = low + (high - low) * (budget - low_tokens) / (high_tokens - low_tokens) * 0.99
+            guess = min(max(guess, low + (high - low) * 0.05), high - (high - low) * 0.05)
+        tokens, candidate = _measure(build, make_cut(guess), counter)
+        if tokens <= budget:
+            low, low_tokens, best = guess, tokens, candidate
         else:
-            high = mid
+            high, high_tokens = guess, tokens
     return best
 
 
 def _fit(build: Build, stdout_tokens: int, longest_str: int, longest_list: int, counter: TokenCounting, budget: int):
     """Try everything whole, then cut strings/stdout, then lists, then all strings to nothing."""
-    ok, built = _fits(build, _Cut(), counter, budget)
-    if ok:
-        return built
+    whole_tokens = None
+    if stdout_tokens <= 2 * budget:  # else it cannot fit (stdout shows in the text and the JSON): skip the count
+        whole_tokens, built = _measure(build, _Cut(), counter)
+        if whole_tokens <= budget:
+            return built
     # Phase 1: snippets and stdout shrink together; lists stay whole.
     found = _search(
         lambda share: _Cut(stdout_tokens=math.floor(share * stdout_tokens), str_chars=math.floor(share * longest_str)),
-        build, counter, budget,
+        build, counter, budget, whole_tokens,
     )
     if found is not None:
         return found
@@ -231,13 +311,13 @@ def _fit(build: Build, stdout_tokens: int, longest_str: int, longest_list: int, 
         lambda share: _Cut(
             stdout_tokens=math.floor(share * stdout_tokens), str_chars=0, list_items=math.floor(share * longest_list)
         ),
-        build, counter, budget,
+        build, counter, budget, None,
     )
     if found is not None:
         return found
     # Phase 3: even short strings go.
-    found = _search(lambda share: _Cut(stdout_tokens=0, str_chars=-1, list_items=0), build, counter, budget)
-    return found
+    tokens, built = _measure(build, _Cut(stdout_tokens=0, str_chars=-1, list_items=0), counter)
+    return built if tokens <= budget else None
 
 
 def _finalize(text: str, structured: dict[str, Any], counter: TokenCounting) -> tuple[str, dict[str, Any]]:
@@ -270,24 +350,23 @@ def execution_reply(
     max_output_tokens: int,
 ) -> Reply:
     """The execute_code reply `{ok, outcome, stdout, result, error, truncated, output_tokens, timings_ms}`
-    fitted to `max_output_tokens`; `isError` for every outcome but `ok`."""
+    fitted to `max_output_tokens`; `isError` for every outcome but `ok`. `truncated` says the
+    sandbox already cut stdout or the result."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
-    stdout = redact_text(stdout or "")
-    result = redact_value(result)
-    error_dict = redact_value(_error_fields(error)) if error is not None else None
-    timings = _timings(timings_ms)
-    whole_stdout = _Stdout(stdout, counter)
-    str_extent, list_extent = _json_extent([result, error_dict])
     budget = max_output_tokens
+    cap = cap_chars(budget)
+    whole_stdout = _Stdout(stdout or "", cap, counter, cut_by_sandbox=truncated)
+    result, result_capped = _bound_value(result, cap)
+    error_dict, error_capped = _bound_error(error, cap) if error is not None else (None, False)
+    truncated = truncated or whole_stdout.precut or result_capped or error_capped
+    timings = _timings(timings_ms)
+    str_extent, list_extent = json_extent([result, error_dict])
 
     def build(cut: _Cut) -> tuple[str, dict[str, Any], bool]:
         out, out_cut = whole_stdout.cut(cut.stdout_tokens)
-        res, res_cut = _cut_json(result, cut)
-        err, err_cut = _cut_json(error_dict, _Cut(str_chars=cut.str_chars)) if error_dict is not None else (None, False)
-        if cut.str_chars is not None and cut.str_chars < 0 and err is not None:
-            err = {key: (value[:40] if isinstance(value, str) else value) for key, value in err.items()}
-            err_cut = True
+        res, res_cut = _cut_value(result, cut)
+        err, err_cut = _cut_value(error_dict, _Cut(str_chars=cut.str_chars)) if error_dict is not None else (None, False)
         was_cut = out_cut or res_cut or err_cut
         structured = {
             "ok": outcome == "ok",
@@ -301,40 +380,50 @@ def execution_reply(
         }
         return _render_execution(structured), structured, was_cut
 
-    built = _fit(build, len(whole_stdout.tokens), str_extent, list_extent, counter, budget)
+    built = _fit(build, whole_stdout.token_count, str_extent, list_extent, counter, budget)
     if built is None:
-        built = _minimal_execution(outcome, timings, error_dict)
+        built = _minimal_execution(outcome, timings, error_dict, counter, budget)
     text, structured, _ = built
     text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=outcome != "ok")
 
 
-def _minimal_execution(outcome: str, timings: dict[str, float], error: dict[str, Any] | None):
-    err = None
-    if error is not None:
-        err = {key: None for key in error}
-        err["exception"] = (error.get("exception") or "")[:40] or None
-    structured = {
-        "ok": outcome == "ok",
-        "outcome": outcome,
-        "stdout": "",
-        "result": None,
-        "error": err,
-        "truncated": True,
-        "output_tokens": 0,
-        "timings_ms": timings,
-    }
-    return f"{outcome} (reply cut to fit the budget)", structured, True
+def _short_name(name: Any, tokens: int | None, counter: TokenCounting) -> str | None:
+    """`name` cut to at most `tokens` tokens (whole characters only), or None."""
+    if not isinstance(name, str) or not name or not tokens or tokens <= 0:
+        return None
+    encoded = counter.encode(name[: tokens * 8])
+    if len(encoded) <= tokens and len(name) <= tokens * 8:
+        return name
+    return counter.decode(encoded[:tokens]).replace("\ufffd", "") or None
 
 
-def _error_fields(error: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "exception": error.get("exception"),
-        "message": error.get("message"),
-        "line": error.get("line"),
-        "hint": error.get("hint"),
-        "traceback": error.get("traceback"),
-    }
+def _minimal_error(error: Mapping[str, Any] | None, tokens: int | None, counter: TokenCounting) -> dict[str, Any] | None:
+    if error is None or tokens is None:
+        return None
+    return {"exception": _short_name(error.get("exception"), tokens, counter), "message": None, "line": None,
+            "hint": None, "traceback": None}
+
+
+def _minimal_execution(
+    outcome: str, timings: dict[str, float], error: Mapping[str, Any] | None, counter: TokenCounting, budget: int
+) -> tuple[str, dict[str, Any], bool]:
+    """The last-resort reply: no data, the exception name cut by tokens until the whole fits."""
+    for name_tokens in MINIMAL_NAME_TOKENS:
+        structured = {
+            "ok": outcome == "ok",
+            "outcome": outcome,
+            "stdout": "",
+            "result": None,
+            "error": _minimal_error(error, name_tokens, counter),
+            "truncated": True,
+            "output_tokens": budget,
+            "timings_ms": timings,
+        }
+        text = _render_execution(structured)
+        if reply_tokens(text, structured, counter) <= budget:
+            break
+    return text, structured, True
 
 
 def _timings(timings_ms: Mapping[str, float] | None) -> dict[str, float]:
@@ -346,10 +435,16 @@ def _timings(timings_ms: Mapping[str, float] | None) -> dict[str, float]:
 
 
 def retime(reply: Reply, timings_ms: Mapping[str, float], counter: TokenCounting) -> Reply:
-    """`reply` with its real timings and the matching `output_tokens` (fit first with timings None)."""
+    """`reply` with its real timings and the matching `output_tokens` (fit first with timings None).
+
+    Only the timings change: the text keeps every cut it was fitted with (its status line is
+    re-rendered, never the rest), and real timings are never wider than the placeholders."""
     structured = dict(reply.structured)
+    text = reply.text
+    old_head = _head(structured) if "stdout" in structured else None
     structured["timings_ms"] = _timings(timings_ms)
-    text = _render_execution(structured) if "stdout" in structured else reply.text
+    if old_head is not None and text.startswith(old_head):
+        text = _head(structured) + text[len(old_head):]
     text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=reply.is_error)
 
@@ -379,13 +474,15 @@ def _preview_result(result: Any) -> str:
     return f"{whole[:RESULT_PREVIEW_CHARS]}… ({len(whole)} chars; the whole value is in structuredContent.result)"
 
 
+def _head(structured: Mapping[str, Any]) -> str:
+    """The status line of an execute_code text block (the only part that shows timings)."""
+    head = f"{structured['outcome']} · {structured['timings_ms']['total']:.1f} ms"
+    return head + " · truncated" if structured["truncated"] else head
+
+
 def _render_execution(structured: Mapping[str, Any]) -> str:
     """Human rendering: one status line, stdout, `result = ...`, the error; no second copy of the JSON."""
-    timings = structured["timings_ms"]
-    head = f"{structured['outcome']} · {timings['total']:.1f} ms"
-    if structured["truncated"]:
-        head += " · truncated"
-    parts = [head]
+    parts = [_head(structured)]
     if structured["stdout"]:
         parts.append(structured["stdout"].rstrip("\n"))
     if structured["result"] is not None:
@@ -418,12 +515,13 @@ def search_reply(
     timings_ms}`: hits keep every field; snippets are cut first, then hits dropped from the end."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
-    clean_hits = [redact_value(dict(hit)) for hit in hits]
-    error_dict = redact_value(_error_fields(error)) if error is not None else None
+    cap = cap_chars(max_output_tokens)
+    clean_hits = _bound_hits(hits, cap)
+    error_dict, _ = _bound_error(error, cap) if error is not None else (None, False)
     timings = _timings(timings_ms)
     longest_text = max((len(hit.get("text") or "") for hit in clean_hits), default=0)
 
-    def build(cut: _Cut) -> tuple[str, dict[str, Any], bool]:
+    def build(cut: _Cut, query: str = query) -> tuple[str, dict[str, Any], bool]:
         kept = clean_hits if cut.list_items is None else clean_hits[: cut.list_items]
         was_cut = len(kept) < len(clean_hits)
         out_hits = []
@@ -431,6 +529,8 @@ def search_reply(
             text, text_cut = _cut_snippet(hit.get("text") or "", cut.str_chars)
             out_hits.append({**hit, "text": text})
             was_cut |= text_cut
+        err, err_cut = _cut_value(error_dict, _Cut(str_chars=cut.str_chars)) if error_dict is not None else (None, False)
+        was_cut |= err_cut
         structured = {
             "ok": outcome == "ok",
             "outcome": outcome,
@@ -439,7 +539,7 @@ def search_reply(
             "rerank": rerank,
             "hits": out_hits,
             "total_hits": len(clean_hits),
-            "error": error_dict,
+            "error": err,
             "truncated": was_cut,
             "output_tokens": max_output_tokens,
             "timings_ms": timings,
@@ -447,12 +547,25 @@ def search_reply(
         return _render_search(structured), structured, was_cut
 
     built = _fit(build, 0, longest_text, len(clean_hits), counter, max_output_tokens)
-    if built is None:  # not even an empty hit list fits: drop the echoed query too
-        query = query[:40]
-        built = build(_Cut(str_chars=0, list_items=0))
+    if built is None:  # not even an empty hit list fits: cut the echoed query and the error by tokens
+        for name_tokens in MINIMAL_NAME_TOKENS:
+            text, structured, _ = build(_Cut(str_chars=-1, list_items=0), _short_name(query, name_tokens, counter) or "")
+            structured["error"] = _minimal_error(error_dict, name_tokens, counter)
+            structured["truncated"] = True
+            text = _render_search(structured)
+            if reply_tokens(text, structured, counter) <= max_output_tokens:
+                break
+        built = text, structured, True
     text, structured, _ = built
     text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=outcome != "ok")
+
+
+def _cut_snippet(text: str, max_chars: int | None) -> tuple[str, bool]:
+    """Cut a hit's text to `max_chars` (no floor: snippets go before hits do)."""
+    if max_chars is None:
+        return text, False
+    return cut_json(text, str_chars=max(max_chars, 0))
 
 
 def _render_search(structured: Mapping[str, Any]) -> str:
@@ -477,9 +590,10 @@ def _render_search(structured: Mapping[str, Any]) -> str:
 
 
 def simple_reply(structured: dict[str, Any], text: str, *, is_error: bool, counter: TokenCounting | None = None) -> Reply:
-    """A small reply (skill tools); redacted, and with `output_tokens` when a counter is given."""
-    structured = redact_value(structured)
-    text = redact_text(text)
+    """A small reply (skill tools, load failures); redacted, surrogate-safe, and with `output_tokens`
+    when a counter is given."""
+    structured, _ = cut_json(structured, text=_redacted)
+    text, _ = _redacted(text, None)
     if counter is not None:
         text, structured = _finalize(text, structured, counter)
     return Reply(text=text, structured=structured, is_error=is_error)

@@ -92,7 +92,7 @@ class Runtime:
             target = self.target = await asyncio.to_thread(choose_target, self.config, client_roots, cwd)
             fingerprint = None
             if target.root is not None:
-                self.status = f"indexing {target.root}"
+                self.status = "indexing the source root"  # progress text: no host path on the wire
                 fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
                 await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config)
             for index_dir in target.index_dirs:
@@ -147,6 +147,16 @@ class Runtime:
             await client.close()
 
     # -------------------------------------------------------------- calls (after wait_ready)
+
+    def host_paths(self) -> dict[str, str]:
+        """The configured host directories and their labels on the wire (see errors.hide_host_paths)."""
+        config, target = self.config, self.target
+        labelled = {
+            config.state_dir: "<state dir>", config.cache_dir: "<cache dir>", config.index_dir: "<index dir>",
+            config.root: "<root>", config.home_dir: "~",
+            target and target.index_dir: "<index dir>", target and target.root: "<root>",
+        }
+        return {str(path): label for path, label in labelled.items() if path}
 
     def _loaded(self) -> Executor:
         assert self._executor is not None, "wait_ready() first"

@@ -23,7 +23,7 @@ from typing_extensions import TypedDict
 from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
 from search import SEARCH_MODES
 
-from .errors import Channel, SkillError, channel_for
+from .errors import Channel, SkillError, channel_for, hide_host_paths
 from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
@@ -171,7 +171,7 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
     """The reply when the index or fork server could not load (the message says what to do), in the
     shape of `tool`'s output schema like every other reply of that tool."""
     request_id = uuid.uuid4().hex[:16]
-    translated = channel_for(exc, request_id=request_id)
+    translated = channel_for(exc, request_id=request_id, host_paths=runtime.host_paths())
     if translated.channel is Channel.INTERNAL:
         logger.error("internal error %s: the server could not load: %s", request_id, exc)
     message = translated.error["message"]
@@ -251,7 +251,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         try:
             runtime.skills.save(name, source, description)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s saved", name)
         return _skill_reply(runtime, "saved", name, None)
 
@@ -264,7 +264,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         try:
             runtime.skills.delete(name)
         except SkillError as exc:
-            return _skill_reply(runtime, "refused", name, str(exc))
+            return _skill_reply(runtime, "refused", name, hide_host_paths(str(exc), runtime.host_paths()))
         logger.info("skill %s deleted", name)
         return _skill_reply(runtime, "deleted", name, None)
 

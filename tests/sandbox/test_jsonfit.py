@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from sandbox import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, safe_text
-from sandbox.jsonfit import shrink_json
+from sandbox import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json
+from sandbox.jsonfit import safe_text, shrink_json
 
 
 def _depth(value):

@@ -1,11 +1,13 @@
 """Tests of server.results: the token budget, head/tail cuts, hit compaction, exact output_tokens."""
 
 import json
+import time
 
 import pytest
 
+from sandbox import DEPTH_MARK, MAX_JSON_DEPTH
 from server import execution_reply, reply_tokens, search_reply
-from server.results import reply_json, retime
+from server.results import cap_chars, reply_json, retime
 from tests.fake_secrets import AWS_ACCESS_KEY_ID
 
 LONG_STDOUT = "".join(f"line {i}: value={i * 7}\n" for i in range(3000))
@@ -123,3 +125,127 @@ def test_search_reply_cuts_snippets_before_hits(token_counter):
     assert len(reply.structured["hits"]) == 10
     assert reply.structured["truncated"] is True
     assert all(len(h["text"]) < len(hits[0]["text"]) for h in reply.structured["hits"])
+
+
+# ---------------------------------------------------------------- issue 10: bounded, linear, wire-safe, in budget
+
+ADVERSARIAL_STDOUTS = {
+    # The shapes that made the old secret-assignment patterns backtrack (quadratic or worse).
+    "a-": "a-" * 500_000,
+    "password-run": "password" + "a-" * 500_000,
+    "name-chars": "api_key." * 125_000,
+    "non-ascii": "é-" * 500_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL_STDOUTS))
+def test_execution_reply_adversarial_megabyte_is_processed_quickly(token_counter, name):
+    """A 1 MB stdout built against the redaction patterns is processed in linear time (a generous bound:
+    the old code took ~20 s for 12 KB of 'a-' and hours for 1 MB; the goal is in benchmarks/)."""
+    started = time.perf_counter()
+    reply = execution_reply(outcome="ok", stdout=ADVERSARIAL_STDOUTS[name], counter=token_counter, max_output_tokens=2000)
+    assert time.perf_counter() - started < 5.0
+    assert reply.structured["truncated"] is True
+    assert reply.structured["output_tokens"] == reply_tokens(reply.text, reply.structured, token_counter) <= 2000
+
+
+def test_execution_reply_secret_crossing_the_cap_is_dropped_whole(token_counter):
+    """A secret that straddles the 4x-budget cap is never half-shown, wherever the cap falls."""
+    for shift in range(0, 24, 3):
+        stdout = "x " * ((cap_chars(2000) * 2 // 3 - shift) // 2) + AWS_ACCESS_KEY_ID + "\n" + "y\n" * 40_000
+        reply = execution_reply(outcome="ok", stdout=stdout, counter=token_counter, max_output_tokens=2000)
+        shown = reply.structured["stdout"]
+        assert AWS_ACCESS_KEY_ID[:4] not in shown.replace("[REDACTED:aws-access-key]", ""), shift
+    tail = "z " * 100 + 'password = "' + "p" * 20 + "q" * 60 + '"'
+    reply = execution_reply(outcome="ok", stdout="w\n" * 300_000 + tail, counter=token_counter, max_output_tokens=2000)
+    assert "ppp" not in reply.structured["stdout"] and "qqq" not in reply.structured["stdout"]
+
+
+def test_execution_reply_secret_in_a_cut_result_string_is_not_half_shown(token_counter):
+    """A result string cut at the cap (or already cut by the sandbox) never ends in part of a secret."""
+    long = "x " * (cap_chars(100) // 2 - 8) + AWS_ACCESS_KEY_ID + " tail" * 10
+    reply = execution_reply(outcome="ok", result={"a": long}, counter=token_counter, max_output_tokens=100)
+    assert "AKIA" not in reply_json(reply.structured) + reply.text
+    child_cut = "notes " + AWS_ACCESS_KEY_ID[:12] + "…[+300 chars]"
+    reply = execution_reply(outcome="ok", result=[child_cut], counter=token_counter, max_output_tokens=2000)
+    assert AWS_ACCESS_KEY_ID[:8] not in reply_json(reply.structured) + reply.text
+
+
+def _nested(levels, leaf="leaf"):
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("levels", [200, 300, 900])
+def test_execution_reply_caps_result_depth(token_counter, levels):
+    """A deeply nested result is cut at MAX_JSON_DEPTH levels with the marker, and the reply is valid."""
+    reply = execution_reply(outcome="ok", result={"deep": _nested(levels)}, counter=token_counter, max_output_tokens=2000)
+    dumped = reply_json(reply.structured)
+    assert DEPTH_MARK in dumped and reply.structured["truncated"] is True
+    depth = max_depth = 0
+    for char in dumped:
+        depth += char in "[{"
+        depth -= char in "]}"
+        max_depth = max(max_depth, depth)
+    assert max_depth <= MAX_JSON_DEPTH + 2  # structuredContent and the "deep" dict wrap the result
+
+
+def test_execution_reply_escapes_lone_surrogates_everywhere(token_counter):
+    """Lone surrogates in stdout, result (keys and values) and error come back as backslash escapes."""
+    reply = execution_reply(
+        outcome="runtime_error", stdout="out\udcff\n", result={"k\ud800": ["v\udfff"]},
+        error={"exception": "E\udc80", "message": "m\ud801", "line": 1, "hint": None, "traceback": "t\udcaa"},
+        counter=token_counter, max_output_tokens=500,
+    )
+    (reply_json(reply.structured) + reply.text).encode("utf-8")  # strict UTF-8: no lone surrogate left
+    assert reply.structured["stdout"].startswith("out\\udcff")
+    assert reply.structured["result"] == {"k\\ud800": ["v\\udfff"]}
+    assert reply.structured["error"]["message"] == "m\\ud801"
+
+
+LONG_NAMES = {
+    "cyrillic": "Ошибка" * 7,  # 42 characters, several tokens each
+    "math-letters": "𝔈𝔯𝔯𝔬𝔯" * 8,
+    "cjk": "错误异常" * 10,
+    "emoji": "💥🔥" * 20,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_NAMES))
+@pytest.mark.parametrize("budget", [100, 120])
+def test_execution_reply_long_non_ascii_exception_name_fits(token_counter, name, budget):
+    """A long non-ASCII exception name and a huge message still fit the smallest budget, retimed too."""
+    error = {"exception": LONG_NAMES[name], "message": LONG_NAMES[name] * 500, "line": 3,
+             "hint": LONG_NAMES[name] * 50, "traceback": LONG_NAMES[name] * 2000}
+    reply = execution_reply(outcome="runtime_error", stdout=LONG_NAMES[name] * 1000, error=error,
+                            counter=token_counter, max_output_tokens=budget)
+    reply = retime(reply, TIMINGS, token_counter)
+    total = reply_tokens(reply.text, reply.structured, token_counter)
+    assert total <= budget and reply.structured["output_tokens"] == total
+    assert reply.structured["outcome"] == "runtime_error" and reply.structured["truncated"] is True
+
+
+def test_retime_does_not_put_a_cut_exception_name_back(token_counter):
+    """Retiming re-renders only the status line: a name cut to fit stays cut in the text."""
+    error = {"exception": "Ж" * 300, "message": None, "line": None, "hint": None, "traceback": None}
+    reply = execution_reply(outcome="runtime_error", error=error, counter=token_counter, max_output_tokens=100)
+    timed = retime(reply, TIMINGS, token_counter)
+    assert "Ж" * 300 not in timed.text
+    assert reply_tokens(timed.text, timed.structured, token_counter) == timed.structured["output_tokens"] <= 100
+
+
+@pytest.mark.parametrize("budget", [100, 300])
+def test_search_reply_error_is_cut_to_the_budget(token_counter, budget):
+    """A search_code error reply with a long message and a long non-ASCII query fits the budget."""
+    error = {"exception": "ValueError", "message": "bad glob: " + "[" * 5000 + "Ω" * 5000, "line": None,
+             "hint": "fix the glob " * 200, "traceback": "tb\n" * 3000}
+    reply = search_reply(query="查询" * 1000, mode="hybrid", rerank=True, hits=[], outcome="runtime_error",
+                         error=error, counter=token_counter, max_output_tokens=budget)
+    reply = retime(reply, TIMINGS, token_counter)
+    total = reply_tokens(reply.text, reply.structured, token_counter)
+    assert total <= budget and reply.structured["output_tokens"] == total
+    assert reply.is_error and reply.structured["outcome"] == "runtime_error" and reply.structured["truncated"]
+    if budget >= 300:  # at 100 the bare search schema leaves no room for an error object
+        assert reply.structured["error"]["exception"] == "ValueError"
