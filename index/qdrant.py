@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ class QdrantLocation:
     collection: str
     url: str | None = None
     path: str | None = None
+    shards: int = 1  # a cluster: docs/SCALE.md (about 10-15M points per shard)
+    replicas: int = 1  # copies of each shard (2: a node may fail without losing reads)
+    edge: bool = False  # path is a folder of qdrant-edge-py shards (the embedded engine), one per version
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.path is None):
@@ -76,6 +80,8 @@ class QdrantLocation:
             raise ValueError(
                 f"collection name {self.collection!r} is not valid; use letters, digits, '_' and '-' (e.g. 'myrepo')"
             )
+        if self.shards < 1 or self.replicas < 1:
+            raise ValueError(f"shards and replicas must be >= 1, got {self.shards} and {self.replicas}")
 
     @property
     def where(self) -> str:
@@ -83,14 +89,19 @@ class QdrantLocation:
         return self.url if self.url is not None else f"local path {self.path}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"collection": self.collection, "url": self.url, "path": self.path}
+        return {"collection": self.collection, "url": self.url, "path": self.path, "shards": self.shards,
+                "replicas": self.replicas, "engine": "edge" if self.edge else "client"}
 
 
 def connect_qdrant(location: QdrantLocation, api_key: str | None = None, timeout_s: float = 10.0) -> Any:
     """A ``QdrantClient`` for ``location`` (local mode for a path), checked with one cheap call.
 
     Raises QdrantUnavailableError naming the URL and what to check (server running, URL, key).
+    For the embedded engine (``edge``) there is nothing to connect to: returns None.
     """
+    if location.edge:
+        Path(location.path).mkdir(parents=True, exist_ok=True)
+        return None
     from qdrant_client import QdrantClient
 
     try:
@@ -158,9 +169,15 @@ def push_to_qdrant(data: Any, location: QdrantLocation, api_key: str | None, k1:
     physical = version_collection(location.collection, version)
     client = connect_qdrant(location, api_key)
     try:
-        if not client.collection_exists(physical):
-            _write_version(client, data, physical, k1, b, models)
-        client.update_collection_aliases(change_aliases_operations=_alias_switch(client, location.collection, physical, models))
+        if location.edge:
+            if not (Path(location.path) / physical).is_dir():
+                _write_edge_version(data, Path(location.path) / physical, k1, b)
+        else:
+            if not client.collection_exists(physical):
+                _write_version(client, data, physical, location, k1, b, models)
+            client.update_collection_aliases(
+                change_aliases_operations=_alias_switch(client, location.collection, physical, models)
+            )
         record = {
             "backend": "qdrant",
             **location.to_dict(),
@@ -171,12 +188,17 @@ def push_to_qdrant(data: Any, location: QdrantLocation, api_key: str | None, k1:
         record["versions"] = {**kept, version: physical}
         _write_json_atomic(data.path / BACKEND_FILE, record)
         for old_version, old_collection in ((previous or {}).get("versions") or {}).items():
-            if old_version not in record["versions"]:
-                for name in (old_collection, old_collection + "-docs"):
-                    if client.collection_exists(name):
-                        client.delete_collection(name)
+            if old_version in record["versions"]:
+                continue
+            if location.edge:
+                shutil.rmtree(Path(location.path) / old_collection, ignore_errors=True)
+                continue
+            for name in (old_collection, old_collection + "-docs"):
+                if client.collection_exists(name):
+                    client.delete_collection(name)
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return physical
 
 
@@ -188,20 +210,28 @@ def _alias_switch(client: Any, alias: str, physical: str, models: Any) -> list[A
     return operations
 
 
-def _write_version(client: Any, data: Any, physical: str, k1: float, b: float, models: Any) -> None:
+def _write_version(client: Any, data: Any, physical: str, location: QdrantLocation, k1: float, b: float,
+                   models: Any) -> None:
     """Create ``physical`` (and its -docs twin) and upload every chunk and document; a failure
     deletes both, so a half-written version is never left behind."""
     vectors_config = {}
     if data.vectors is not None:
-        vectors_config[DENSE] = models.VectorParams(size=int(data.vectors.shape[1]), distance=models.Distance.COSINE)
+        # Originals on disk, int8 copies in RAM (4x less), rescored with the originals: docs/SCALE.md.
+        vectors_config[DENSE] = models.VectorParams(
+            size=int(data.vectors.shape[1]), distance=models.Distance.COSINE, on_disk=True,
+            quantization_config=models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, quantile=0.99, always_ram=True)),
+        )
+    spread = {"shard_number": location.shards, "replication_factor": location.replicas}
     try:
         client.create_collection(
             physical,
             vectors_config=vectors_config,
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            on_disk_payload=True,
+            on_disk_payload=True,  # chunk texts are read only for the final hits
+            **spread,
         )
-        client.create_collection(physical + "-docs", vectors_config={})
+        client.create_collection(physical + "-docs", vectors_config={}, on_disk_payload=True, **spread)
         weights = bm25_document_weights(data.tf, data.doc_lengths, k1, b)
         chunk_doc = np.asarray(data.chunk_doc)
         lines = np.asarray(data.chunk_lines)
@@ -214,13 +244,8 @@ def _write_version(client: Any, data: Any, physical: str, k1: float, b: float, m
             }
             if mask is not None and mask[row]:
                 vector[DENSE] = np.asarray(data.vectors[row], dtype=np.float32).tolist()
-            doc = data.docs[int(chunk_doc[row])]
-            points.append(models.PointStruct(id=row, vector=vector, payload={
-                "path": doc["path"], "doc_id": str(doc["doc_id"]), "language": doc["language"],
-                "start_line": int(lines[row, 0]), "end_line": int(lines[row, 1]), "title": data.chunk_titles[row],
-                "kind": data.kind_of(row), "symbol": data.symbol_of(row), "chunk_id": data.chunk_ids[row],
-                "text": data.chunk_text(row),
-            }))
+            points.append(models.PointStruct(id=row, vector=vector,
+                                             payload=_chunk_payload(data, row, chunk_doc, lines)))
             if len(points) >= UPLOAD_BATCH:
                 client.upsert(physical, points, wait=True)
                 points = []
@@ -240,6 +265,51 @@ def _write_version(client: Any, data: Any, physical: str, k1: float, b: float, m
             except Exception:  # noqa: BLE001 - best effort; the original error matters
                 pass
         raise
+
+
+def _chunk_payload(data: Any, row: int, chunk_doc: np.ndarray, lines: np.ndarray) -> dict[str, Any]:
+    doc = data.docs[int(chunk_doc[row])]
+    return {
+        "path": doc["path"], "doc_id": str(doc["doc_id"]), "language": doc["language"],
+        "start_line": int(lines[row, 0]), "end_line": int(lines[row, 1]), "title": data.chunk_titles[row],
+        "kind": data.kind_of(row), "symbol": data.symbol_of(row), "chunk_id": data.chunk_ids[row],
+        "text": data.chunk_text(row),
+    }
+
+
+def _write_edge_version(data: Any, shard_dir: Path, k1: float, b: float) -> None:
+    """One qdrant-edge-py shard per version (the embedded engine: same vectors, payload and IDF
+    modifier as a collection); written under a temporary name and renamed when complete."""
+    import qdrant_edge as edge
+
+    vectors = {}
+    if data.vectors is not None:
+        vectors[DENSE] = edge.EdgeVectorParams(size=int(data.vectors.shape[1]), distance=edge.Distance.Cosine)
+    config = edge.EdgeConfig(vectors=vectors, sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)})
+    partial = shard_dir.with_name(shard_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shard = edge.EdgeShard.create(str(partial), config)
+    try:
+        weights = bm25_document_weights(data.tf, data.doc_lengths, k1, b)
+        chunk_doc, lines = np.asarray(data.chunk_doc), np.asarray(data.chunk_lines)
+        mask = np.asarray(data.vector_mask) if data.vectors is not None else None
+        points = []
+        for row in range(data.n_chunks):
+            start, stop = weights.indptr[row], weights.indptr[row + 1]
+            vector: dict[str, Any] = {SPARSE: edge.SparseVector(
+                indices=weights.indices[start:stop].tolist(), values=weights.data[start:stop].tolist())}
+            if mask is not None and mask[row]:
+                vector[DENSE] = np.asarray(data.vectors[row], dtype=np.float32).tolist()
+            points.append(edge.Point(id=row, vector=vector, payload=_chunk_payload(data, row, chunk_doc, lines)))
+            if len(points) >= UPLOAD_BATCH:
+                shard.update(edge.UpdateOperation.upsert_points(points))
+                points = []
+        if points:
+            shard.update(edge.UpdateOperation.upsert_points(points))
+        shard.flush()
+    finally:
+        shard.close()
+    os.replace(partial, shard_dir)
 
 
 def read_backend(index_dir: Path) -> dict[str, Any] | None:

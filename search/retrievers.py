@@ -11,6 +11,7 @@ on both sides: BM25 (Lucene variant), cosine, and weighted RRF ``sum w / (rrf_k 
 - ``QdrantRetriever``: one collection per index version (index/qdrant.py); hybrid runs in Qdrant as
   one query: prefetch sparse + dense, RRF with our weights (Qdrant counts ranks from 0, so its k
   is ``rrf_k - 1``: the same fused scores).
+- ``EdgeRetriever``: the same queries on a qdrant-edge-py shard (the Qdrant engine in-process).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from .fusion import fuse_rrf
 from .hits import top_k
 
-__all__ = ["InProcessRetriever", "QdrantRetriever"]
+__all__ = ["EdgeRetriever", "InProcessRetriever", "QdrantRetriever"]
 
 # Qdrant's RRF adds w / (k + rank) with rank counted from 0; ours counts from 1.
 _QDRANT_RANK_OFFSET = 1
@@ -138,3 +139,67 @@ def _filter(allowed: np.ndarray | None) -> Any:
     from qdrant_client import models
 
     return models.Filter(must=[models.HasIdCondition(has_id=np.flatnonzero(allowed).tolist())])
+
+
+class EdgeRetriever(QdrantRetriever):
+    """The same queries on a qdrant-edge-py shard (the Qdrant engine embedded in this process)."""
+
+    def __init__(self, shard: Any, has_dense: bool, term_ids: Mapping[str, int], where: str) -> None:
+        super().__init__(shard, "", has_dense, term_ids, where)
+
+    def bm25(self, terms: Sequence[str], depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        import qdrant_edge as edge
+
+        counts = self._counts(terms)
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return self._query(query=edge.Query.Nearest(_edge_sparse(counts), using="bm25"), limit=depth, allowed=allowed)
+
+    def dense(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        import qdrant_edge as edge
+
+        query = edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using="dense")
+        return self._query(query=query, limit=depth, allowed=allowed)
+
+    def hybrid(self, terms: Sequence[str], vector: np.ndarray, depth: int, candidates: int,
+               weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        import qdrant_edge as edge
+
+        query_filter = _edge_filter(allowed)
+        prefetches = [edge.Prefetch(limit=candidates, filter=query_filter, query=edge.Query.Nearest(
+            np.asarray(vector, dtype=np.float32).tolist(), using="dense"))]
+        sparse_weight, dense_weight = weights
+        rrf_weights = [dense_weight]
+        counts = self._counts(terms)
+        if counts:
+            prefetches.insert(0, edge.Prefetch(limit=candidates, filter=query_filter,
+                                               query=edge.Query.Nearest(_edge_sparse(counts), using="bm25")))
+            rrf_weights.insert(0, sparse_weight)
+        fusion = edge.Fusion.Rrf(k=max(rrf_k - _QDRANT_RANK_OFFSET, 0), weights=rrf_weights)
+        return self._query(query=fusion, prefetches=prefetches, limit=depth, allowed=None)
+
+    def _query(self, *, limit: int, allowed: np.ndarray | None, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
+        import qdrant_edge as edge
+
+        if allowed is not None and not allowed.any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        points = self._client.query(edge.QueryRequest(limit=limit, filter=_edge_filter(allowed), **arguments))
+        ids = np.fromiter((int(point.id) for point in points), dtype=np.int64, count=len(points))
+        scores = np.fromiter((point.score for point in points), dtype=np.float64, count=len(points))
+        order = np.lexsort((ids, -scores))
+        return ids[order], scores[order]
+
+
+def _edge_sparse(counts: Counter[int]) -> Any:
+    import qdrant_edge as edge
+
+    ids = sorted(counts)
+    return edge.SparseVector(indices=ids, values=[float(counts[i]) for i in ids])
+
+
+def _edge_filter(allowed: np.ndarray | None) -> Any:
+    if allowed is None:
+        return None
+    import qdrant_edge as edge
+
+    return edge.Filter(must=[edge.HasIdCondition(point_ids=set(np.flatnonzero(allowed).tolist()))])

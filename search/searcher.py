@@ -40,7 +40,7 @@ from .filters import chunk_mask, compile_glob, doc_mask
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping
 from .rerank import CrossEncoder, resolve_rerank_model
-from .retrievers import InProcessRetriever, QdrantRetriever
+from .retrievers import EdgeRetriever, InProcessRetriever, QdrantRetriever
 from .sparse import SparseScorer
 
 __all__ = ["Searcher"]
@@ -78,7 +78,7 @@ class Searcher:
         embedder: object | None,
         cross_encoder: CrossEncoder | None,
         name: str = DEFAULT_INDEX_NAME,
-        retriever: InProcessRetriever | QdrantRetriever | None = None,
+        retriever: InProcessRetriever | QdrantRetriever | EdgeRetriever | None = None,
     ) -> None:
         self.data = data
         self.config = config
@@ -345,7 +345,7 @@ class Searcher:
 
 
 def _open_qdrant_retriever(data: object, backend: Mapping[str, object], config: SearchConfig,
-                           api_key: str | None) -> QdrantRetriever:
+                           api_key: str | None) -> QdrantRetriever | EdgeRetriever:
     """The retriever of an index built with --backend qdrant: this version's collection, checked."""
     version = data.version_dir.name
     collection = (backend.get("versions") or {}).get(version)
@@ -360,7 +360,10 @@ def _open_qdrant_retriever(data: object, backend: Mapping[str, object], config: 
             f"this index's Qdrant copy holds Lucene BM25 with k1={built.get('k1')}, b={built.get('b')}; "
             f"the search config asks for {config.bm25_variant} k1={config.k1}, b={config.b} (rebuild to change them)"
         )
-    location = QdrantLocation(collection=str(backend["collection"]), url=backend.get("url"), path=backend.get("path"))
+    location = QdrantLocation(collection=str(backend["collection"]), url=backend.get("url"), path=backend.get("path"),
+                              edge=backend.get("engine") == "edge")
+    if location.edge:
+        return _open_edge_retriever(data, Path(str(location.path)) / str(collection), location)
     client = connect_qdrant(location, api_key)
     if not client.collection_exists(collection):
         client.close()
@@ -369,6 +372,18 @@ def _open_qdrant_retriever(data: object, backend: Mapping[str, object], config: 
             f"rebuild with `knowledge-mcp index build ... --out {data.path} --backend qdrant`"
         )
     return QdrantRetriever(client, collection, data.vectors is not None, data.term_ids, location.where)
+
+
+def _open_edge_retriever(data: object, shard_dir: Path, location: QdrantLocation) -> EdgeRetriever:
+    if not shard_dir.is_dir():
+        raise QdrantUnavailableError(
+            f"no qdrant-edge shard {shard_dir.name!r} under {location.path} (version {data.version_dir.name} of "
+            f"{data.path}); rebuild with `knowledge-mcp index build ... --out {data.path} --backend qdrant`"
+        )
+    import qdrant_edge
+
+    shard = qdrant_edge.EdgeShard.load(str(shard_dir))
+    return EdgeRetriever(shard, data.vectors is not None, data.term_ids, f"edge shard {shard_dir}")
 
 
 def _check_embed_model(data: object, config: SearchConfig) -> None:

@@ -115,7 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "an index already in Qdrant stays there unless --backend inprocess")
     build.add_argument("--qdrant-url", metavar="URL", help="Qdrant server (http or https; key from KNOWLEDGE_MCP_QDRANT_API_KEY)")
     build.add_argument("--qdrant-path", metavar="P", help="Qdrant local mode: storage folder (one process at a time)")
+    build.add_argument("--qdrant-edge", action="store_true",
+                       help="with --qdrant-path: the embedded Qdrant engine (qdrant-edge-py), one shard folder per version")
     build.add_argument("--collection", metavar="NAME", help="Qdrant collection (alias) name (default: DIR's name)")
+    build.add_argument("--qdrant-shards", type=_positive_int, default=1, metavar="N",
+                       help="shards of a new collection (a cluster; docs/SCALE.md)")
+    build.add_argument("--qdrant-replicas", type=_positive_int, default=1, metavar="N",
+                       help="copies of each shard (2 survives a node failure)")
     info = index_commands.add_parser("info", help="summarise an index's manifest")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -154,7 +160,9 @@ def _cmd_index_build(args: argparse.Namespace, config: ServerConfig, out: TextIO
     if location is not None:  # fail before a long build when Qdrant is unreachable (exit 3)
         from index import connect_qdrant
 
-        connect_qdrant(location, config.qdrant_api_key).close()
+        client = connect_qdrant(location, config.qdrant_api_key)
+        if client is not None:
+            client.close()
     report = build_index([Path(s) for s in args.sources], Path(args.out), config.index)
     summary = _as_dict(report)
     if location is not None:
@@ -176,13 +184,15 @@ def _qdrant_location(args: argparse.Namespace, config: ServerConfig) -> Any:
     out = Path(args.out)
     recorded = read_backend(out) if (out / "backend.json").exists() else None
     backend = args.backend or ("qdrant" if recorded else "inprocess")
-    given = [flag for flag in ("qdrant_url", "qdrant_path", "collection") if getattr(args, flag)]
+    given = [flag for flag in ("qdrant_url", "qdrant_path", "qdrant_edge", "collection") if getattr(args, flag)]
     if backend == "inprocess":
         if given:
             raise UsageError(f"--{given[0].replace('_', '-')} needs --backend qdrant")
         return None
     if args.qdrant_url and args.qdrant_path:
         raise UsageError("give one of --qdrant-url URL and --qdrant-path P, not both")
+    if args.qdrant_edge and not args.qdrant_path:
+        raise UsageError("--qdrant-edge needs --qdrant-path P (the folder of the embedded engine's shards)")
     url = args.qdrant_url or (None if args.qdrant_path else (recorded or {}).get("url") or config.qdrant_url)
     path = args.qdrant_path or (None if url else (recorded or {}).get("path"))
     if url is None and path is None:
@@ -194,7 +204,9 @@ def _qdrant_location(args: argparse.Namespace, config: ServerConfig) -> Any:
     collection = args.collection or (recorded or {}).get("collection") or out.resolve().name
     try:
         return QdrantLocation(collection=collection, url=url,
-                              path=str(Path(path).expanduser().resolve()) if path else None)
+                              path=str(Path(path).expanduser().resolve()) if path else None,
+                              shards=args.qdrant_shards, replicas=args.qdrant_replicas,
+                              edge=bool(args.qdrant_edge or (recorded or {}).get("engine") == "edge") and path is not None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -23,16 +23,26 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def qdrant_index(tmp_path_factory):
-    """This repository indexed (BM25 only) into a local-mode Qdrant store; DIR is the sidecar."""
-    base = tmp_path_factory.mktemp("qdrant")
+def _build(base: Path, *extra) -> tuple[Path, Path]:
     out, store = base / "index", base / "store"
     done = run_cli("index", "build", *SOURCES, "--out", out, "--no-vectors", "--backend", "qdrant",
-                   "--qdrant-path", store, "--collection", "kmcp", tmp_home=base)
+                   "--qdrant-path", store, "--collection", "kmcp", *extra, tmp_home=base)
     assert done.returncode == 0, done.stderr
     assert "qdrant_collection=kmcp-" in done.stdout
     return out, store
+
+
+@pytest.fixture(scope="module")
+def qdrant_index(tmp_path_factory):
+    """This repository indexed (BM25 only) into a local-mode Qdrant store; DIR is the sidecar."""
+    return _build(tmp_path_factory.mktemp("qdrant"))
+
+
+@pytest.fixture(scope="module")
+def edge_index(tmp_path_factory):
+    """The same, into qdrant-edge-py (the Qdrant engine embedded in this process)."""
+    pytest.importorskip("qdrant_edge")
+    return _build(tmp_path_factory.mktemp("edge"), "--qdrant-edge")
 
 
 def _in_process_copy(index_dir: Path, tmp_path: Path) -> Path:
@@ -53,13 +63,14 @@ def _assert_same_ranking(expected, got, query):
                 rank == len(expected) - 1, (query, rank, want.id, have.id)
 
 
-def test_retrievers_qdrant_bm25_matches_in_process_top10(qdrant_index, tmp_path):
-    """It ranks BM25 in Qdrant (sparse vectors of our tokenizer, IDF modifier) exactly as the in-process
-    Lucene BM25 ranks this repository's text, top 10 and scores, with and without a path filter."""
-    index_dir, _ = qdrant_index
+@pytest.mark.parametrize("engine", ["qdrant_index", "edge_index"])
+def test_retrievers_qdrant_bm25_matches_in_process_top10(engine, request, tmp_path):
+    """It ranks BM25 in Qdrant (sparse vectors of our tokenizer, IDF modifier), through qdrant-client's
+    local mode and through qdrant-edge-py, exactly as the in-process Lucene BM25 ranks this repository's
+    text: top 10 and scores, with and without a path filter."""
+    index_dir, _ = request.getfixturevalue(engine)
     in_process = Searcher.open(_in_process_copy(index_dir, tmp_path), SearchConfig(), load_models=False)
     qdrant = Searcher.open(index_dir, SearchConfig(), load_models=False)
-    assert type(qdrant._retriever).__name__ == "QdrantRetriever"
     for query in QUERIES:
         for path in (None, "search/**"):
             expected = in_process.bm25(query, k=10, path=path)
@@ -131,3 +142,19 @@ def test_retrievers_serve_refuses_qdrant_index_until_the_broker(qdrant_index, tm
     done = run_cli("exec", "--index", index_dir, "print(1)", tmp_home=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "Qdrant-backed index" in done.stderr and "search --index DIR" in done.stderr
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_retrievers_qdrant_semantic_and_hybrid_match_in_process(tmp_path):
+    """It ranks by vectors and fuses sparse + dense with our RRF weights inside Qdrant (one query with two
+    prefetches), giving the in-process engine's top 10 and fused scores."""
+    out = tmp_path / "index"
+    done = run_cli("index", "build", ROOT / "docs", "--out", out, "--backend", "qdrant", "--qdrant-path",
+                   tmp_path / "store", tmp_home=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stderr
+    in_process = Searcher.open(_in_process_copy(out, tmp_path), SearchConfig(), load_models=True)
+    qdrant = Searcher.open(out, SearchConfig(), load_models=True)
+    for query in QUERIES[:8]:
+        _assert_same_ranking(in_process.semantic(query, k=10), qdrant.semantic(query, k=10), query)
+        _assert_same_ranking(in_process.hybrid(query, k=10), qdrant.hybrid(query, k=10), query)
