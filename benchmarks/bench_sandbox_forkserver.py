@@ -11,6 +11,8 @@ Run: .venv/bin/pytest benchmarks/bench_sandbox_forkserver.py -o python_files='be
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -202,3 +204,89 @@ def test_forkserver_overhead_without_index(benchmark) -> None:
     }
     metrics = common.with_goals(metrics, _latency_goals(metrics))
     common.emit("sandbox_forkserver_no_index", {"max_workers": 2, "spare_children": config.spare_children, "mode": "full"}, metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# old build vs this one, interleaved (issue 10: the memfd hand-off must keep the trivial p50 within 10%)
+
+# The build to compare against: main just before request and result bodies moved to memfds.
+BASELINE_REF = os.environ.get("KMCP_BASELINE_REF", "7383c1275ce2c711d640263e04a8533bd1b0102b")
+INTERLEAVED_ROUNDS = 30
+CALLS_PER_ROUND = 10
+P50_RATIO_GOAL = 1.10
+# Runs in each build's own interpreter (the two builds' modules share names): N trivial calls per line.
+DRIVER = """
+import asyncio, json, sys, time
+from sandbox import ExecRequest, ForkServerClient, PolicyConfig, SandboxConfig
+from sandbox.policy import compile_program
+config = SandboxConfig(policy=PolicyConfig(mode="full"), max_workers=2)
+program = compile_program("result = 1", config).to_bytes()
+loop = asyncio.new_event_loop()
+client = ForkServerClient(config, log_level="WARNING")
+loop.run_until_complete(client.start())
+count = 0
+def call():
+    global count
+    count += 1
+    request = ExecRequest(request_id=f"i{count}", program=program, timeout_s=10.0, memory_mb=config.memory_mb,
+                          output_cap_bytes=config.stdout_cap_bytes)
+    return loop.run_until_complete(client.execute(request))
+for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+        t0 = time.perf_counter()
+        assert call().outcome == "ok"
+        times.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps(times), flush=True)
+loop.run_until_complete(client.close())
+"""
+
+
+class _Build:
+    """One build's driver process (its own fork server) answering "run N calls" requests."""
+
+    def __init__(self, root: Path) -> None:
+        env = {**fork_server_environment(), "PYTHONPATH": str(root)}
+        self.proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=root, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def calls(self, n: int) -> list[float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def test_forkserver_trivial_call_old_vs_new_interleaved(tmp_path: Path) -> None:
+    """The trivial call's p50 on this build vs BASELINE_REF, measured in alternating rounds of one run."""
+    old_root = tmp_path / "baseline"
+    subprocess.run(["git", "-C", str(common.REPO), "worktree", "add", "--detach", str(old_root), BASELINE_REF],
+                   check=True, capture_output=True)
+    builds: dict[str, _Build] = {}
+    try:
+        builds = {"old": _Build(old_root), "new": _Build(common.REPO)}
+        for build in builds.values():
+            build.calls(WARMUP_CALLS)
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for round_index in range(INTERLEAVED_ROUNDS):
+            order = ("old", "new") if round_index % 2 == 0 else ("new", "old")
+            for name in order:
+                times[name] += builds[name].calls(CALLS_PER_ROUND)
+    finally:
+        for build in builds.values():
+            build.close()
+        subprocess.run(["git", "-C", str(common.REPO), "worktree", "remove", "--force", str(old_root)], check=False)
+    old_p50, new_p50 = statistics.median(times["old"]), statistics.median(times["new"])
+    ratio = new_p50 / old_p50
+    metrics = {
+        "old_p50_ms": round(old_p50, 3), "new_p50_ms": round(new_p50, 3), "p50_ratio": round(ratio, 3),
+        "old_p99_ms": round(percentile(times["old"], 0.99), 3), "new_p99_ms": round(percentile(times["new"], 0.99), 3),
+        "calls_each": len(times["new"]),
+    }
+    metrics = common.with_goals(metrics, {"p50_ratio": (metrics["p50_ratio"], "<=", P50_RATIO_GOAL)})
+    common.emit("sandbox_forkserver_old_vs_new", {"baseline": BASELINE_REF[:12], "mode": "full", "index": False}, metrics)

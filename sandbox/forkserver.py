@@ -31,22 +31,24 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sandbox.config import SandboxConfig
 from sandbox.forkserver_common import incident
+from sandbox.forkserver_inbox import Inbox, MemfdBody
 from sandbox.forkserver_outcomes import ChildDeath, death_result, describe_status
 from sandbox.protocol import (
     BlockedSyscall,
     Cancel,
     ChildReady,
-    ExecRequest,
+    ExecStart,
     ExecutionResult,
-    FrameDecoder,
     Message,
     ProtocolError,
+    ResultEnvelope,
+    ResultStart,
     Stats,
     StatsRequest,
     write_message,
@@ -56,14 +58,14 @@ __all__ = ["ForkServer", "count_threads", "read_status_kb"]
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK_BYTES = 1 << 20
 SPAWN_FAILURES_BEFORE_GIVING_UP = 3
 REFILL_DELAY_S = 0.05  # a call still running after this long is not a quick one: fork spares anyway
 
 
 @dataclass(slots=True)
 class _Pending:
-    request: ExecRequest
+    request: ExecStart
+    body: MemfdBody  # the encoded ExecRequest, never read by the fork server
     enqueued_at: float
 
 
@@ -72,14 +74,14 @@ class _Child:
     pid: int
     sock: socket.socket
     memory_mb: int
-    decoder: FrameDecoder = field(default_factory=FrameDecoder)
+    inbox: Inbox
     is_ready: bool = False
     ready_error: str | None = None
     pending: _Pending | None = None  # the request this child serves (sent once it is ready)
     started_at: float | None = None
     deadline: float | None = None
     kill_reason: str | None = None  # "timeout" | "cancel" | "protocol" | "retire"
-    result: ExecutionResult | None = None
+    has_result: bool = False
     blocked: BlockedSyscall | None = None
     is_answered: bool = False  # the client already got this request's result
     is_sock_open: bool = True
@@ -95,7 +97,7 @@ class ForkServer:
 
     def __init__(self, conn: socket.socket, ctx: Any, config: SandboxConfig, rss_bytes: int) -> None:
         self._conn = conn
-        self._conn_decoder = FrameDecoder()
+        self._conn_inbox = Inbox(conn)
         self._ctx = ctx
         self._config = config
         self._rss_bytes = rss_bytes
@@ -172,20 +174,18 @@ class ForkServer:
 
     # ------------------------------------------------------------------ the server side
     def _read_client(self) -> None:
-        data = self._conn.recv(READ_CHUNK_BYTES)
-        if not data:
+        try:
+            messages = self._conn_inbox.pump()
+        except (ProtocolError, OSError):
+            log.exception("malformed frame from the server (or a broken socket); fork server exits")
+            self._is_running = False
+            return
+        if self._conn_inbox.is_eof:
             log.info("server closed the connection; fork server exits")
             self._is_running = False
-            return
-        try:
-            messages = self._conn_decoder.feed(data)
-        except ProtocolError:
-            log.exception("malformed frame from the server; fork server exits")
-            self._is_running = False
-            return
-        for message in messages:
-            if isinstance(message, ExecRequest):
-                self._accept(message)
+        for message, body in messages:
+            if isinstance(message, ExecStart) and body is not None:
+                self._accept(message, body)
             elif isinstance(message, Cancel):
                 self._cancel(message.request_id)
             elif isinstance(message, StatsRequest):
@@ -203,13 +203,15 @@ class ForkServer:
     def _answer(self, result: ExecutionResult) -> None:
         self._send_client(result)
 
-    def _accept(self, request: ExecRequest) -> None:
+    def _accept(self, request: ExecStart, body: MemfdBody) -> None:
         if self._is_known(request.request_id):
+            body.close()
             self._answer(
                 ExecutionResult.failure(request.request_id, "internal_error", incident("duplicate request id %s", request.request_id))
             )
             return
         if len(self._queue) >= self._config.queue_size and self._assigned() >= self._config.max_workers:
+            body.close()
             self._answer(
                 ExecutionResult.failure(
                     request.request_id,
@@ -219,13 +221,14 @@ class ForkServer:
                 )
             )
             return
-        self._queue.append(_Pending(request=request, enqueued_at=time.monotonic()))
+        self._queue.append(_Pending(request=request, body=body, enqueued_at=time.monotonic()))
         self._dispatch()  # so the next message of the same batch sees the true queue length
 
     def _cancel(self, request_id: str) -> None:
         for pending in list(self._queue):
             if pending.request.request_id == request_id:
                 self._queue.remove(pending)
+                pending.body.close()
                 self._answer(ExecutionResult.failure(request_id, "crashed", "the call was cancelled before it started"))
                 return
         for child in self._children.values():
@@ -250,7 +253,7 @@ class ForkServer:
 
             run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb))
         child_sock.close()
-        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb)
+        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb, inbox=Inbox(parent_sock))
         self._children[pid] = child
         self._by_fd[parent_sock.fileno()] = child
         return child
@@ -275,7 +278,9 @@ class ForkServer:
         if self._queue and self._spawn_failures >= SPAWN_FAILURES_BEFORE_GIVING_UP:
             message = incident("sandbox children fail to start: %s", self._last_spawn_error)
             while self._queue:
-                self._answer(ExecutionResult.failure(self._queue.popleft().request.request_id, "internal_error", message))
+                pending = self._queue.popleft()
+                pending.body.close()
+                self._answer(ExecutionResult.failure(pending.request.request_id, "internal_error", message))
             self._spawn_failures = SPAWN_FAILURES_BEFORE_GIVING_UP - 1  # one more try on the next call
             return
         while self._queue and self._assigned() < self._config.max_workers:
@@ -297,7 +302,7 @@ class ForkServer:
         child.started_at = now
         child.deadline = now + child.pending.request.timeout_s
         try:
-            write_message(child.sock.fileno(), child.pending.request)
+            child.pending.body.send_to(child.sock.fileno())
         except OSError:
             # The child died between ChildReady and now: give the request to another child.
             log.warning("child %d died before taking its request; retrying on another", child.pid)
@@ -305,25 +310,24 @@ class ForkServer:
             child.started_at = child.deadline = None
             self._kill(child, "retire")
             self._queue.appendleft(pending)
+            return
+        child.pending.body.close()  # the child has the request; its bytes are freed with the memfd
 
     def _read_child(self, child: _Child) -> None:
         try:
-            data = child.sock.recv(READ_CHUNK_BYTES)
-        except OSError:
-            data = b""
-        if not data:
-            self._close_sock(child)
-            return
-        try:
-            messages = child.decoder.feed(data)
+            messages = child.inbox.pump()
         except ProtocolError as exc:
             log.error("child %d broke the protocol: %s", child.pid, exc)
             self._kill(child, "protocol")
             return
-        for message in messages:
-            self._on_child_message(child, message)
+        except OSError:
+            messages, child.inbox.is_eof = [], True
+        for message, body in messages:
+            self._on_child_message(child, message, body)
+        if child.inbox.is_eof:
+            self._close_sock(child)
 
-    def _on_child_message(self, child: _Child, message: Message) -> None:
+    def _on_child_message(self, child: _Child, message: Message, body: MemfdBody | None = None) -> None:
         if isinstance(message, ChildReady) and not child.is_ready and child.started_at is None:
             if message.error:
                 child.ready_error = message.error
@@ -335,20 +339,32 @@ class ForkServer:
             child.is_ready = True
             if child.pending is not None:
                 self._start(child)
-        elif isinstance(message, ExecutionResult) and child.started_at is not None and child.result is None:
-            child.result = message
+        elif isinstance(message, ResultStart) and body is not None and child.started_at is not None and not child.has_result:
+            child.has_result = True
+            try:
+                if child.kill_reason is None:
+                    self._answer_body(child, body)
+                    child.is_answered = True
+            finally:
+                body.close()
+        elif (isinstance(message, ExecutionResult) and message.outcome == "internal_error"
+              and child.started_at is not None and not child.has_result):
+            child.has_result = True  # only our own failures come inline (their traceback is for our log)
             if child.kill_reason is None:
                 self._answer(self._finish_result(child, message))
                 child.is_answered = True
         elif isinstance(message, BlockedSyscall) and child.blocked is None:
             child.blocked = message
         else:
+            if body is not None:
+                body.close()
             log.error("child %d sent an unexpected %s; killed", child.pid, type(message).__name__)
             self._kill(child, "protocol")
 
     def _close_sock(self, child: _Child) -> None:
         if child.is_sock_open:
             self._by_fd.pop(child.sock.fileno(), None)
+            child.inbox.close()
             child.sock.close()
             child.is_sock_open = False
 
@@ -387,22 +403,16 @@ class ForkServer:
         """Read what a dead child left in its socket (its end is closed: this never blocks)."""
         if not child.is_sock_open:
             return
-        child.sock.setblocking(False)
-        while child.is_sock_open:
-            try:
-                data = child.sock.recv(READ_CHUNK_BYTES)
-            except (BlockingIOError, OSError):
-                return
-            if not data:
-                return
-            try:
-                messages = child.decoder.feed(data)
-            except ProtocolError as exc:
-                log.error("child %d broke the protocol: %s", child.pid, exc)
-                child.kill_reason = child.kill_reason or "protocol"
-                return
-            for message in messages:
-                self._on_child_message(child, message)
+        try:
+            messages = child.inbox.pump()
+        except ProtocolError as exc:
+            log.error("child %d broke the protocol: %s", child.pid, exc)
+            child.kill_reason = child.kill_reason or "protocol"
+            return
+        except OSError:
+            return
+        for message, body in messages:
+            self._on_child_message(child, message, body)
 
     def _finish(self, child: _Child, status: int, rusage: Any) -> None:
         if child.pending is None or child.started_at is None:
@@ -418,6 +428,21 @@ class ForkServer:
         result = self._death_result(child, status, rusage)
         self._answer(result)
         child.is_answered = True
+
+    def _answer_body(self, child: _Child, body: MemfdBody) -> None:
+        """Send the server a child's result body as it is, with this call's id and our timings."""
+        assert child.pending is not None and child.started_at is not None
+        execute_ms = (time.monotonic() - child.started_at) * 1000
+        envelope = ResultEnvelope(
+            request_id=child.pending.request.request_id, body_bytes=body.size,
+            timings_ms={"queue": round(child.queued_ms, 3), "execute": round(execute_ms, 3)},
+        )
+        try:
+            write_message(self._conn.fileno(), envelope)
+            body.send_to(self._conn.fileno())
+        except OSError:
+            log.warning("cannot write to the server (gone?); fork server exits")
+            self._is_running = False
 
     def _finish_result(self, child: _Child, result: ExecutionResult) -> ExecutionResult:
         assert child.pending is not None and child.started_at is not None
@@ -457,6 +482,9 @@ class ForkServer:
         )
 
     def _shutdown(self) -> None:
+        while self._queue:
+            self._queue.popleft().body.close()
+        self._conn_inbox.close()
         for child in list(self._children.values()):
             self._kill(child, child.kill_reason or "retire")
         for pid, child in list(self._children.items()):

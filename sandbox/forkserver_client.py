@@ -48,9 +48,12 @@ from sandbox.protocol import (
     Message,
     ProtocolError,
     Ready,
+    ResultEnvelope,
     Stats,
     StatsRequest,
+    decode_body,
     decode_frame,
+    encode_exec,
     encode_message,
 )
 
@@ -81,7 +84,10 @@ class _Connection:
     ready_at: float = field(default_factory=time.monotonic)
 
     async def send(self, message: Message) -> None:
-        self.writer.write(encode_message(message))
+        await self.send_bytes(encode_message(message))
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.writer.write(data)
         await self.writer.drain()
 
 
@@ -192,7 +198,7 @@ class ForkServerClient:
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         conn.pending[request.request_id] = future
         try:
-            await conn.send(request)
+            await conn.send_bytes(encode_exec(request))  # envelope + body: the fork server never reads the body
         except (ConnectionError, OSError):
             pass  # the reader sees the EOF and fails the future
         try:
@@ -428,11 +434,18 @@ def _has_fileno(stream: Any) -> bool:
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Message:
+    """One message; a ``ResultEnvelope`` comes back as the child's result, with its id and timings."""
     header = await reader.readexactly(HEADER.size)
     json_len, blob_len = HEADER.unpack(header)
     if json_len > MAX_JSON_BYTES or blob_len > MAX_BLOB_BYTES:
         raise ProtocolError(f"frame of {json_len}+{blob_len} bytes exceeds the limits")
     payload = await reader.readexactly(json_len)
     blob = await reader.readexactly(blob_len) if blob_len else b""
-    return decode_frame(payload, blob)
+    message = decode_frame(payload, blob)
+    if isinstance(message, ResultEnvelope):
+        result = decode_body(await reader.readexactly(message.body_bytes))
+        if not isinstance(result, ExecutionResult):
+            raise ProtocolError(f"a result envelope holds a {type(result).__name__}")
+        return result.with_request_id(message.request_id).with_timings(**message.timings_ms)
+    return message
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import copy
 import operator
 from collections.abc import Callable, Mapping
 from types import (
@@ -25,8 +26,8 @@ from types import (
 
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
-from sandbox.modules import ModuleProxy, guarded_import
-from sandbox.validate import is_frame_attribute
+from sandbox.modules import JsonValue, ModuleProxy, guarded_import
+from sandbox.validate import EXCEPT_ONLY_NAMES, is_frame_attribute
 
 __all__ = [
     "SAFE_BUILTIN_NAMES",
@@ -62,6 +63,15 @@ _WRITABLE_TYPES = frozenset({
     collections.deque, collections.defaultdict, collections.OrderedDict, collections.Counter,
     collections.ChainMap,
 })
+
+# Builtin exceptions whose C fields index raw memory (start/end of the Unicode errors, unchecked
+# when CPython 3.11 renders them): a subclass instance would be writable, so none may be defined.
+_RAW_MEMORY_EXCEPTIONS = (UnicodeDecodeError, UnicodeEncodeError, UnicodeTranslateError)
+
+# Mutable containers: read from a library class, module member or other shared object, a program
+# gets a copy (``_fresh_copy``), so neither ``x[k] = v`` nor ``x.update(...)`` reaches the original.
+_MUTABLE_CONTAINERS = (list, dict, set, bytearray, collections.deque)
+_COPY_DEPTH = 32  # deeper plain containers inside a shared attribute are copied no further (never seen)
 
 _CLASS_NAMESPACE_DUNDERS = frozenset({"__module__", "__qualname__", "__init__", "__doc__"})
 
@@ -175,7 +185,23 @@ class Guards:
         value = getattr(obj, name)
         if is_forbidden_object(value):
             raise AttributeError(f"attribute {name!r} of {_describe(obj)} is not accessible in the sandbox")
+        if isinstance(value, _MUTABLE_CONTAINERS + (tuple,)) and not self._is_own_attribute(obj, name, value):
+            return _fresh_copy(value, _COPY_DEPTH)
         return value
+
+    def _is_own_attribute(self, obj: object, name: str, value: object) -> bool:
+        """True when ``obj.name`` belongs to the program: its own class or instance, an API result, or
+        an instance attribute of a library object it made (``SequenceMatcher(...).b2j``)."""
+        if (type(obj) in self._user_classes or isinstance(obj, JsonValue)
+                or (isinstance(obj, type) and obj in self._user_classes)):
+            return True
+        if isinstance(obj, (type, ModuleProxy)):
+            return False  # class attributes and module members are shared by every program
+        try:
+            own = object.__getattribute__(obj, "__dict__")
+        except AttributeError:
+            return False
+        return type(own) is dict and own.get(name) is value
 
     def getitem(self, obj: object, key: object) -> object:
         """``obj[key]`` for user code (``_getitem_``)."""
@@ -228,7 +254,7 @@ class Guards:
         for base in bases:
             is_own = isinstance(base, type) and base in self._user_classes
             is_exception = (isinstance(base, type) and issubclass(base, Exception)
-                            and base.__module__ == "builtins")
+                            and base.__module__ == "builtins" and not issubclass(base, _RAW_MEMORY_EXCEPTIONS))
             if not (is_own or is_exception):
                 raise TypeError(f"class {name} may derive only from your own classes or builtin exceptions, "
                                 f"not from {_describe(base)}")
@@ -240,8 +266,31 @@ class Guards:
         return cls
 
 
-def _safe_builtins(guards: Guards) -> dict[str, object]:
-    table: dict[str, object] = {name: getattr(builtins, name) for name in _SAFE_FUNCTIONS + _SAFE_EXCEPTIONS}
+def _fresh_copy(value: object, depth: int) -> object:
+    """A copy of the plain containers in ``value`` (other objects shared as they are)."""
+    if depth <= 0:
+        return value
+    kind = type(value)
+    if kind is tuple:
+        return tuple(_fresh_copy(item, depth - 1) for item in value)  # type: ignore[attr-defined]
+    if not isinstance(value, _MUTABLE_CONTAINERS):
+        return value
+    copied = copy.copy(value)  # keeps defaultdict factories, OrderedDict order, deque maxlen
+    if isinstance(copied, dict):
+        for key in copied:
+            copied[key] = _fresh_copy(copied[key], depth - 1)
+    elif isinstance(copied, list):
+        copied[:] = [_fresh_copy(item, depth - 1) for item in copied]
+    return copied
+
+
+def _safe_builtins(guards: Guards, mode: str) -> dict[str, object]:
+    names = _SAFE_FUNCTIONS + _SAFE_EXCEPTIONS
+    if mode != "full":
+        # Only the AST layer keeps these to except clauses (validate.EXCEPT_ONLY_NAMES): without it
+        # a program could build one with a negative start and read memory when it is rendered.
+        names = [name for name in names if name not in EXCEPT_ONLY_NAMES]
+    table: dict[str, object] = {name: getattr(builtins, name) for name in names}
     table.update({"Ellipsis": Ellipsis, "NotImplemented": NotImplemented, "True": True, "False": False,
                   "None": None})
     table["__import__"] = guarded_import
@@ -275,7 +324,7 @@ def build_globals(namespace: Mapping[str, object], mode: str, output: OutputBuff
     guards = Guards()
     restricted = mode != "plain"
     scope: dict[str, object] = {
-        "__builtins__": _safe_builtins(guards) if restricted else _plain_builtins(output),
+        "__builtins__": _safe_builtins(guards, mode) if restricted else _plain_builtins(output),
         "__name__": "agent",
         "__metaclass__": guards.make_class,
         "_getattr_": guards.getattr,

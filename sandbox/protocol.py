@@ -10,10 +10,17 @@ server treats everything a child sends as untrusted.
 
 Messages, by direction::
 
-    server -> fork server   Init, ExecRequest, Cancel, StatsRequest
-    fork server -> server   Ready, ExecutionResult, Stats
-    fork server -> child    ExecRequest
-    child -> fork server    ChildReady, ExecutionResult, BlockedSyscall
+    server -> fork server   Init, ExecStart + body, Cancel, StatsRequest
+    fork server -> server   Ready, ExecutionResult, ResultEnvelope + body, Stats
+    fork server -> child    ExecRequest (the body of ExecStart, copied from a memfd)
+    child -> fork server    ChildReady, ResultStart + body, ExecutionResult (internal_error only),
+                            BlockedSyscall
+
+A *body* is one complete encoded frame (``ExecRequest`` or ``ExecutionResult``) that follows a
+small envelope naming its length. The fork server never decodes a body: it moves the bytes
+between sockets through a memfd, so no program, state, skill, stdout or result of a call ever
+lands in its heap, which every later child inherits (``encode_exec`` / ``encode_result`` build
+envelope + body; ``decode_body`` reads one).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from sandbox.errors import ForkServerError
 __all__ = [
     "HEADER",
     "MAX_BLOB_BYTES",
+    "MAX_BODY_BYTES",
     "MAX_JSON_BYTES",
     "OUTCOMES",
     "BlockedSyscall",
@@ -38,14 +46,20 @@ __all__ = [
     "ExecRequest",
     "ExecutionResult",
     "FrameDecoder",
+    "ExecStart",
     "Init",
     "Message",
     "ProtocolError",
     "Ready",
+    "ResultEnvelope",
+    "ResultStart",
     "Stats",
     "StatsRequest",
+    "decode_body",
     "decode_frame",
+    "encode_exec",
     "encode_message",
+    "encode_result",
     "read_message",
     "write_message",
 ]
@@ -298,9 +312,60 @@ class BlockedSyscall(Message):
     number: int
 
 
+MAX_BODY_BYTES = HEADER.size + MAX_JSON_BYTES + MAX_BLOB_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ExecStart(Message):
+    """Envelope of one call: what the fork server needs to route it; ``body_bytes`` of the encoded
+    ``ExecRequest`` follow (the fork server copies them to a memfd unread)."""
+
+    TYPE: ClassVar[str] = "exec_start"
+    request_id: str
+    timeout_s: float
+    memory_mb: int
+    body_bytes: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request_id, str) or not self.request_id or len(self.request_id) > 200:
+            raise ProtocolError(f"request_id must be a non-empty string of at most 200 chars, got {self.request_id!r}")
+        if not _is_number(self.timeout_s) or not 0 < self.timeout_s <= 3600:
+            raise ProtocolError(f"timeout_s must be in (0, 3600], got {self.timeout_s!r}")
+        if not _is_int(self.memory_mb) or self.memory_mb < 1:
+            raise ProtocolError(f"memory_mb must be a positive int, got {self.memory_mb!r}")
+        _check_body(self.body_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultStart(Message):
+    """A child's result follows: ``body_bytes`` of an encoded ``ExecutionResult``."""
+
+    TYPE: ClassVar[str] = "result_start"
+    body_bytes: int
+
+    def __post_init__(self) -> None:
+        _check_body(self.body_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEnvelope(Message):
+    """The fork server's wrapper of a child's result body: whose it is and the fork server's timings."""
+
+    TYPE: ClassVar[str] = "result_envelope"
+    request_id: str
+    body_bytes: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_body(self.body_bytes)
+        if not isinstance(self.timings_ms, dict) or not all(_is_number(v) for v in self.timings_ms.values()):
+            raise ProtocolError("timings_ms must map names to numbers")
+
+
 _MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Init, Ready, ExecRequest, ExecutionResult, Cancel, StatsRequest, Stats, ChildReady, BlockedSyscall)
+    for cls in (Init, Ready, ExecRequest, ExecutionResult, Cancel, StatsRequest, Stats, ChildReady, BlockedSyscall,
+                ExecStart, ResultStart, ResultEnvelope)
 }
 
 
@@ -314,6 +379,32 @@ def encode_message(message: Message) -> bytes:
     blob = message.blob()
     _check_sizes(len(payload), len(blob))
     return HEADER.pack(len(payload), len(blob)) + payload + blob
+
+
+def encode_exec(request: ExecRequest) -> bytes:
+    """``ExecStart`` + the encoded request: what the server sends the fork server for one call."""
+    body = encode_message(request)
+    start = ExecStart(request_id=request.request_id, timeout_s=request.timeout_s, memory_mb=request.memory_mb,
+                      body_bytes=len(body))
+    return encode_message(start) + body
+
+
+def encode_result(result: ExecutionResult) -> bytes:
+    """``ResultStart`` + the encoded result: what a child sends the fork server."""
+    body = encode_message(result)
+    return encode_message(ResultStart(body_bytes=len(body))) + body
+
+
+def decode_body(body: bytes | bytearray | memoryview) -> Message:
+    """The message in one body (a complete frame, as ``encode_message`` made it)."""
+    if len(body) < HEADER.size:
+        raise ProtocolError(f"a body of {len(body)} bytes is shorter than a frame header")
+    json_len, blob_len = HEADER.unpack_from(body)
+    _check_sizes(json_len, blob_len)
+    if HEADER.size + json_len + blob_len != len(body):
+        raise ProtocolError(f"a body of {len(body)} bytes holds a frame of {HEADER.size + json_len + blob_len}")
+    view = memoryview(body)
+    return decode_frame(bytes(view[HEADER.size : HEADER.size + json_len]), bytes(view[HEADER.size + json_len :]))
 
 
 def decode_frame(payload: bytes, blob: bytes) -> Message:
@@ -406,6 +497,11 @@ def _check_sizes(
         raise ProtocolError(f"frame JSON of {json_len} bytes exceeds the {max_json}-byte limit")
     if blob_len > max_blob:
         raise ProtocolError(f"frame blob of {blob_len} bytes exceeds the {max_blob}-byte limit")
+
+
+def _check_body(body_bytes: object) -> None:
+    if not _is_int(body_bytes) or not HEADER.size <= body_bytes <= MAX_BODY_BYTES:  # type: ignore[operator]
+        raise ProtocolError(f"body_bytes must be an int in [{HEADER.size}, {MAX_BODY_BYTES}], got {body_bytes!r}")
 
 
 def _take_fields(cls: type[Message], payload: dict[str, Any]) -> dict[str, Any]:

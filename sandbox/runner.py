@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import Protocol
 
 from sandbox.config import DEFAULT_STATE_MAX_BYTES
-from sandbox.guards import OutputBuffer, build_globals
-from sandbox.jsonfit import shrink_json
+from sandbox.guards import SAFE_BUILTIN_NAMES, OutputBuffer, build_globals
+from sandbox.jsonfit import MAX_JSON_DEPTH, cut_json, safe_text, shrink_json
 from sandbox.modules import ALLOWED_MODULES, json_default
 from sandbox.policy import CompiledProgram, skill_name
 from sandbox.validate import REFUSED_BUILTINS
@@ -84,8 +84,30 @@ def run_program(
 
     ``state`` is the session's state (a JSON object); the program gets a private copy and the
     result lists the keys it set or deleted. ``result_cap_bytes`` (default: ``stdout_cap_bytes``)
-    bounds the JSON of ``result``; a larger one is cut and marked ``truncated``.
+    bounds the JSON of ``result``; a larger one is cut and marked ``truncated``. Every text that
+    leaves (stdout, error, result, state) is valid UTF-8: lone surrogates become ``\\udcxx``.
     """
+    run = _run(program, api, state=state, skills=skills, stdout_cap_bytes=stdout_cap_bytes,
+               state_max_bytes=state_max_bytes, result_cap_bytes=result_cap_bytes)
+    return RunResult(
+        run.outcome, stdout=safe_text(run.stdout), result=run.result, truncated=run.truncated,
+        error={key: safe_text(value) if isinstance(value, str) else value for key, value in run.error.items()}
+        if run.error is not None else None,
+        state_set={safe_text(key): cut_json(value)[0] for key, value in run.state_set.items()},  # escapes only
+        state_deleted=[safe_text(key) for key in run.state_deleted],
+    )
+
+
+def _run(
+    program: CompiledProgram,
+    api: NamespaceProvider | Mapping[str, object],
+    *,
+    state: Mapping[str, object],
+    skills: Sequence[CompiledProgram],
+    stdout_cap_bytes: int,
+    state_max_bytes: int,
+    result_cap_bytes: int | None,
+) -> RunResult:
     namespace = dict(api if isinstance(api, Mapping) else api.namespace())
     initial_json = {key: json.dumps(value) for key, value in _copy_state(state).items()}
     working_state = {key: json.loads(text) for key, text in initial_json.items()}
@@ -105,7 +127,7 @@ def run_program(
                                            None, "Process less data at once: smaller k, slices, generators.", ""))
     except BaseException as exc:  # noqa: BLE001 - anything user code raises is a result
         return RunResult("runtime_error", stdout=output.getvalue(), truncated=output.truncated,
-                         error=_describe_exception(exc, sources))
+                         error=_describe_hostile_exception(exc, sources))
 
     stdout, truncated = output.getvalue(), output.truncated
     cap = stdout_cap_bytes if result_cap_bytes is None else result_cap_bytes
@@ -140,14 +162,15 @@ def _lazy_skills(
 
     Its own globals (the API, ``state``, the other skills) mean nothing a skill does can rebind a
     name of the program, and nothing the program rebinds changes what a skill calls. A skill that
-    fails to load fails only the call, with an error naming it. Names the API already has are
-    never replaced (``compile_skill`` refuses them anyway).
+    fails to load fails only the call, with an error naming it. No API name, builtin or module is
+    ever replaced by a skill (``compile_skill`` refuses those names too).
     """
     stand_ins: dict[str, Callable[..., object]] = {}
     for skill in skills:
         name = skill_name(skill.filename)
-        if name is None or name in namespace or name in stand_ins:
-            continue
+        if name is None or name in namespace or name in stand_ins or name in SAFE_BUILTIN_NAMES \
+                or name in REFUSED_BUILTINS or name in ALLOWED_MODULES:
+            continue  # never in place of the API, a builtin or a module (compile_skill refuses those names too)
         stand_ins[name] = _lazy_skill(name, skill, namespace, stand_ins, output)
     return stand_ins
 
@@ -196,6 +219,8 @@ def _state_changes(
     for key, value in final_state.items():
         if not isinstance(key, str):
             raise TypeError(f"state keys must be strings, got {type(key).__name__} {key!r}")
+        if _nesting_exceeds(value, MAX_JSON_DEPTH):
+            raise ValueError(f"state[{key!r}] nests deeper than {MAX_JSON_DEPTH} levels; flatten it")
         try:
             text = json.dumps(value, default=json_default, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -207,6 +232,22 @@ def _state_changes(
         raise ValueError(f"state would be {total} bytes of JSON; the limit is {max_bytes} bytes")
     state_deleted = sorted(key for key in initial_json if key not in final_state)
     return state_set, state_deleted
+
+
+def _nesting_exceeds(value: object, limit: int) -> bool:
+    """True when lists/dicts/tuples in ``value`` nest deeper than ``limit`` (iterative: any depth)."""
+    stack = [(value, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            if depth >= limit:
+                return True
+            seen += 1
+            if seen > 1_000_000:  # a cycle or a huge value: json.dumps refuses or caps it below
+                return False
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _message(exc: BaseException) -> str:
@@ -268,6 +309,17 @@ def _format_traceback(frames: list[tuple[str, int, str, str]], exception: str, m
     return "\n".join(lines)
 
 
+def _describe_hostile_exception(exc: BaseException, sources: Mapping[str, list[str]]) -> dict[str, object]:
+    """``_describe_exception``, or a plain description when the program's exception fights back
+    (attributes of odd types, a message that cannot be rendered): always a runtime_error."""
+    try:
+        return _describe_exception(exc, sources)
+    except Exception:  # noqa: BLE001 - program data must never become an internal error
+        name = getattr(type(exc), "__name__", "Exception")
+        return _error_dict(name if isinstance(name, str) else "Exception", "the exception could not be described",
+                           None, None, "")
+
+
 def _describe_exception(exc: BaseException, sources: Mapping[str, list[str]]) -> dict[str, object]:
     exception = type(exc).__name__
     message = _message(exc)
@@ -280,8 +332,8 @@ def _hint_for(exc: BaseException, message: str) -> str | None:
     if isinstance(exc, RecursionError):
         return "The recursion went too deep; use a loop or an explicit stack."
     if isinstance(exc, NameError):
-        name = getattr(exc, "name", None) or ""
-        if name in REFUSED_BUILTINS:
+        name = getattr(exc, "name", None)
+        if isinstance(name, str) and name in REFUSED_BUILTINS:  # a program's NameError may carry anything
             return f"{name}() is not available in the sandbox: {REFUSED_BUILTINS[name]}."
         return "Use the API (help()), the builtins help() lists, allowed modules, or your own names."
     if isinstance(exc, ImportError):

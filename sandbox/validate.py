@@ -16,6 +16,7 @@ from sandbox.modules import ALLOWED_MODULES, MODULE_MEMBERS
 
 __all__ = [
     "FRAME_ATTRIBUTE_PREFIXES",
+    "EXCEPT_ONLY_NAMES",
     "REFUSED_ATTRIBUTES",
     "REFUSED_BUILTINS",
     "RULES",
@@ -38,6 +39,7 @@ RULES: dict[str, str] = {
     "frame-attribute": "Frames, code objects and tracebacks are not reachable in the sandbox.",
     "format-attribute": "Use an f-string such as f\"{x} {y}\" instead of str.format / format_map.",
     "class-keyword": "Define plain classes: class Name(Base): ...",
+    "except-only-name": "Catch it with `except UnicodeError` (or this name) and read its message; never build one.",
 }
 
 # Builtins the contract refuses, each with what to use instead.
@@ -67,6 +69,10 @@ REFUSED_BUILTINS: dict[str, str] = {
 # Frame, code, generator, coroutine and traceback attributes (and the Python 2 spellings) all
 # lead to globals, builtins or code: refused whatever the object is.
 FRAME_ATTRIBUTE_PREFIXES = ("gi_", "cr_", "ag_", "tb_", "co_", "f_", "func_", "im_")
+# Exception classes whose C fields index raw memory (CPython 3.11 does not bound-check the start
+# and end of the Unicode errors when it renders them: cpython issue 123378). Programs may catch
+# them by name, nothing more: no call, no alias, no subclass, no isinstance.
+EXCEPT_ONLY_NAMES = frozenset({"UnicodeDecodeError", "UnicodeEncodeError", "UnicodeTranslateError"})
 # str.format and format_map follow "{0.attr[key]}" field names: attribute access the guards never see.
 REFUSED_ATTRIBUTES = frozenset({"format", "format_map"})
 
@@ -179,6 +185,16 @@ def _bound_names(tree: ast.AST) -> frozenset[str]:
     return frozenset(names)
 
 
+def _except_type_names(tree: ast.AST) -> set[int]:
+    """ids of the Name nodes that form the type of an except clause (``except X`` / ``except (X, Y)``)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ExceptHandler) and node.type is not None:
+            names = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            found.update(id(name) for name in names if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Load))
+    return found
+
+
 class _PolicyChecker:
     """One pass over the tree collecting violations; keeps the class-body context for __init__."""
 
@@ -186,9 +202,11 @@ class _PolicyChecker:
         self._lines = source.splitlines()
         self.violations: list[Violation] = []
         self._bound: frozenset[str] = frozenset()
+        self._except_type_names: set[int] = set()
 
     def check(self, tree: ast.Module) -> None:
         self._bound = _bound_names(tree)
+        self._except_type_names = _except_type_names(tree)
         for node, in_class_body in self._walk(tree):
             self._check_node(node, in_class_body)
 
@@ -256,6 +274,8 @@ class _PolicyChecker:
             self._check_import_from(node)
 
     def _check_name(self, node: ast.AST, name: str, *, is_definition: bool = False) -> None:
+        if name in EXCEPT_ONLY_NAMES and id(node) not in self._except_type_names:
+            self._add(node, "except-only-name", f"{name} may only be named in an except clause in the sandbox")
         if name.startswith("_") and name != "_":
             what = "define" if is_definition else "use"
             extra = " (__init__ is allowed only as a method defined in a class body)" if name.startswith("__") else ""

@@ -17,7 +17,8 @@ Contract (runs only in a process just forked by the fork server; never returns):
 7. seccomp (``seccomp.py``), installed last, on every thread;
 7b. one run of the fork server's fixed warm-up program (``ctx.warmup_program``): the copy-on-write
    page copies every run causes happen here, off the request's path;
-8. ``ChildReady`` on ``sock_fd``; one ``ExecRequest``; one ``ExecutionResult``; ``os._exit``.
+8. ``ChildReady`` on ``sock_fd``; one ``ExecRequest``; one ``ResultStart`` + ``ExecutionResult`` body
+   (an ``internal_error`` goes inline); ``os._exit``.
 
 A failure in steps 1-7 is reported as ``ChildReady(error=...)`` and the child exits: user code
 never runs with a layer missing.
@@ -37,7 +38,15 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sandbox.limits import apply_rlimits, plan_rlimits, read_vmsize_bytes
-from sandbox.protocol import ChildReady, ExecRequest, ExecutionResult, read_message, write_message
+from sandbox.protocol import (
+    ChildReady,
+    ExecRequest,
+    ExecutionResult,
+    ProtocolError,
+    encode_result,
+    read_message,
+    write_message,
+)
 from sandbox.seccomp import install as install_seccomp
 
 __all__ = ["ChildContext", "run_child", "run_warmup"]
@@ -102,7 +111,7 @@ def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
             result = _execute(message, ctx)
         except BaseException as exc:  # noqa: BLE001 - reported as internal_error, details to the log
             result = _internal_error(message.request_id, exc)
-        write_message(sock_fd, result)
+        _send_result(sock_fd, result)
         status = 0
     except BaseException as exc:  # noqa: BLE001 - the child must always end in os._exit
         status = EXIT_INTERNAL
@@ -111,6 +120,24 @@ def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
     finally:
         _exit(status)
     return _exit(status)  # pragma: no cover - _exit never returns
+
+
+def _send_result(sock_fd: int, result: ExecutionResult) -> None:
+    """Send the result as a body the fork server passes on unread; only our own failures go inline
+    (the fork server logs their traceback and strips it)."""
+    if result.outcome == "internal_error":
+        write_message(sock_fd, result)
+        return
+    try:
+        frames = encode_result(result)
+    except (ValueError, RecursionError, ProtocolError) as exc:  # not UTF-8, too deep, too big: never crash
+        frames = encode_result(ExecutionResult.failure(
+            result.request_id, "runtime_error", f"the program's output could not be sent: {type(exc).__name__}",
+            hint="return plain JSON data (nested at most 32 levels) and printable text", timings_ms=result.timings_ms,
+        ))
+    view = memoryview(frames)
+    while view:
+        view = view[os.write(sock_fd, view):]
 
 
 def _exit(status: int) -> NoReturn:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from mcp_types import CallToolResult, TextContent
 
-from sandbox import CUT_MARK, OUTCOMES, TIMING_KEYS, cut_json, json_extent
+from sandbox import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, OUTCOMES, TIMING_KEYS, cut_json, json_extent
 
 from .redact import redact_window
 
@@ -60,6 +60,7 @@ CAP_CHARS_PER_TOKEN = 4  # ... counted at this many characters a token (measurin
 # Exception-name lengths (tokens) the last-resort reply tries; None: no error object at all.
 MINIMAL_NAME_TOKENS: tuple[int | None, ...] = (16, 8, 4, 2, 0, None)
 ERROR_TEXT_FIELDS = ("exception", "message", "hint", "traceback")
+SANDBOX_CUT_MIN_CHARS = 65536  # a `truncated` stdout at least this long is taken as cut by the sandbox
 ENCODE_PIECE_CHARS = 8192  # ~1.5 ms of tokenizing (which holds the GIL) at a time
 REPLY_MIN_DEADLINE_S = 2.0  # fitting gets at least this long, whatever is left of the call's deadline
 # A string the sandbox already cut (sandbox.cut_json's marker): the text before it ends blind.
@@ -149,8 +150,45 @@ def _redacted(text: str, keep: int | None) -> tuple[str, int]:
 
 
 def _bound_value(value: Any, cap: int) -> tuple[Any, bool]:
-    """`value` capped at `cap` characters in all and MAX_JSON_DEPTH levels, redacted."""
-    return cut_json(value, budget_chars=cap, text=_redacted)
+    """`value` capped at `cap` characters in all and MAX_JSON_DEPTH levels, redacted.
+
+    Long strings give way first, all to one length (a hit list keeps every hit, with shorter
+    snippets, as fitting would); items are dropped from the end only when that is not enough."""
+    lengths: list[int] = []
+    overhead = _string_lengths(value, 0, lengths)
+    return cut_json(value, str_chars=_fair_share(lengths, cap - overhead), budget_chars=cap, text=_redacted)
+
+
+def _string_lengths(value: Any, depth: int, lengths: list[int]) -> int:
+    """Collect the lengths of the string values down to MAX_JSON_DEPTH (a tree: the value came from
+    JSON); returns what the rest costs in cut_json's budget (keys, scalars, containers)."""
+    if isinstance(value, str):
+        lengths.append(len(value))
+        return 0
+    if depth >= MAX_JSON_DEPTH or not isinstance(value, (list, dict)):
+        return 1 if not isinstance(value, (list, dict)) else len(DEPTH_MARK)
+    overhead = 2
+    if isinstance(value, dict):
+        for key, item in value.items():
+            overhead += len(key) if isinstance(key, str) else 0
+            overhead += _string_lengths(item, depth + 1, lengths)
+    else:
+        for item in value:
+            overhead += _string_lengths(item, depth + 1, lengths)
+    return overhead
+
+
+def _fair_share(lengths: list[int], room: int) -> int | None:
+    """The largest L with sum(min(length, L)) <= room (None: everything fits whole)."""
+    if sum(lengths) <= room:
+        return None
+    lengths.sort()
+    for index, length in enumerate(lengths):
+        left = len(lengths) - index
+        if length * left > room:
+            return max(room, 0) // left
+        room -= length
+    return None
 
 
 def _bound_error(error: Mapping[str, Any], cap: int) -> tuple[dict[str, Any], bool]:
@@ -187,13 +225,20 @@ class _Cut:
     list_items: int | None = None
 
 
+def _as_is(text: str, keep: int | None) -> tuple[str, int]:
+    """cut_json's text hook for values already bounded and redacted (their text is safe as it is)."""
+    return (text, len(text)) if keep is None else (text[:keep], keep)
+
+
 def _cut_value(value: Any, cut: _Cut, *, floor: int = STR_FLOOR_CHARS) -> tuple[Any, bool]:
     """`value` with long strings and lists cut per `cut` (sandbox.cut_json); always valid JSON."""
     if cut.str_chars is None:
-        return cut_json(value, list_items=cut.list_items)
+        return cut_json(value, list_items=cut.list_items, text=_as_is)
     if cut.str_chars < 0:
-        return cut_json(value, str_chars=0, str_floor=LAST_STR_FLOOR_CHARS, list_items=cut.list_items)
-    return cut_json(value, str_chars=max(cut.str_chars, floor), str_floor=floor, list_items=cut.list_items)
+        return cut_json(value, str_chars=0, str_floor=LAST_STR_FLOOR_CHARS, list_items=cut.list_items, text=_as_is)
+    return cut_json(
+        value, str_chars=max(cut.str_chars, floor), str_floor=floor, list_items=cut.list_items, text=_as_is
+    )
 
 
 def _encode_in_pieces(text: str, counter: TokenCounting) -> list[int]:
@@ -356,7 +401,10 @@ def execution_reply(
         raise ValueError(f"unknown outcome {outcome!r}")
     budget = max_output_tokens
     cap = cap_chars(budget)
-    whole_stdout = _Stdout(stdout or "", cap, counter, cut_by_sandbox=truncated)
+    # `truncated` does not say which of stdout and result the sandbox cut: a long stdout was (its cap
+    # is 1 MB), so a partial word at its end may be the head of a secret and goes.
+    stdout = stdout or ""
+    whole_stdout = _Stdout(stdout, cap, counter, cut_by_sandbox=truncated and len(stdout) >= SANDBOX_CUT_MIN_CHARS)
     result, result_capped = _bound_value(result, cap)
     error_dict, error_capped = _bound_error(error, cap) if error is not None else (None, False)
     truncated = truncated or whole_stdout.precut or result_capped or error_capped
@@ -565,7 +613,7 @@ def _cut_snippet(text: str, max_chars: int | None) -> tuple[str, bool]:
     """Cut a hit's text to `max_chars` (no floor: snippets go before hits do)."""
     if max_chars is None:
         return text, False
-    return cut_json(text, str_chars=max(max_chars, 0))
+    return cut_json(text, str_chars=max(max_chars, 0), text=_as_is)
 
 
 def _render_search(structured: Mapping[str, Any]) -> str:

@@ -225,6 +225,7 @@ from sandbox.policy import compile_program  # noqa: E402
 MODES = ("full", "restricted_only", "plain")
 # Everything an attack may legitimately end in; never internal_error (our fault) or a tripped canary.
 CONTAINED_OUTCOMES = {"ok", "runtime_error", "timeout", "memory_limit", "blocked_syscall", "crashed"}
+STRICT_SOURCES = frozenset({"cpython-123378", "kmcp-10"})  # attacks on the child's own bookkeeping
 
 
 @pytest.fixture(scope="module")
@@ -259,5 +260,9 @@ def test_escape_table_through_forkserver(attack: Attack, mode: str, mode_sandbox
     allowed = CONTAINED_OUTCOMES | ({"internal_error"} if mode == "plain" else set())
     assert result.outcome in allowed, result
     assert canaries.tripped(json.dumps(result.to_json(), default=str)) == [], result
+    json.dumps(result.to_json(), ensure_ascii=False).encode("utf-8")  # every reply can go on the wire
+    if mode != "plain" and attack.source in STRICT_SOURCES:
+        # Issue 10's classes: the exact outcome, never crashed or internal_error.
+        assert result.outcome == attack.runtime_outcome, result
     after = handle.run("result = sum([20, 22])", mode=mode)
     assert after.outcome == "ok" and after.result == 42

@@ -148,6 +148,14 @@ def test_run_program_skill_has_its_own_globals():
     assert run.state_set == {"seen": 1}
 
 
+def test_run_program_skill_never_replaces_a_builtin_or_the_api():
+    """Even a skill compiled without the reserved-name check (a planted file) replaces no builtin or API name."""
+    planted = [compile_skill("len", "def len(x):\n    return 42\n", PolicyConfig()),
+               compile_skill("HITS", "def HITS():\n    return []\n", PolicyConfig())]
+    run = _run("result = [len('ab'), len(HITS)]\n", skills=planted)
+    assert run.outcome == "ok" and run.result == [2, 4], run
+
+
 def test_run_program_skill_is_defined_only_when_called():
     """A skill that fails to load fails only a program calling it, with an error naming it."""
     skill = compile_skill("shaped", "def shaped(x: int[str]):\n    return 1\n", PolicyConfig(),

@@ -249,3 +249,24 @@ def test_search_reply_error_is_cut_to_the_budget(token_counter, budget):
     assert reply.is_error and reply.structured["outcome"] == "runtime_error" and reply.structured["truncated"]
     if budget >= 300:  # at 100 the bare search schema leaves no room for an error object
         assert reply.structured["error"]["exception"] == "ValueError"
+
+
+def test_execution_reply_stdout_cut_by_the_sandbox_drops_a_partial_secret(token_counter):
+    """When the sandbox cut a long stdout mid-word, that partial word (maybe a key's head) is dropped;
+    a short stdout flagged truncated only because the result was cut keeps its last word."""
+    stdout = "x\n" * 40_000 + "key " + AWS_ACCESS_KEY_ID[:14]
+    reply = execution_reply(outcome="ok", stdout=stdout, truncated=True, counter=token_counter, max_output_tokens=2000)
+    assert reply.structured["stdout"].endswith("key ") and "AKIA" not in reply.structured["stdout"]
+    reply = execution_reply(outcome="ok", stdout="hello", result=[1], truncated=True, counter=token_counter,
+                            max_output_tokens=200)
+    assert reply.structured["stdout"] == "hello"
+
+
+def test_execution_reply_cap_shortens_snippets_before_dropping_hits(token_counter):
+    """Capping a long hit list at 4x the budget shortens every snippet alike first, as fitting does,
+    so as many hits as the budget allows survive (not just the first few whole ones)."""
+    hits = _hits(60, text_lines=60)
+    reply = execution_reply(outcome="ok", result=hits, counter=token_counter, max_output_tokens=4000)
+    kept = [hit for hit in reply.structured["result"] if isinstance(hit, dict)]
+    assert len(kept) >= 30, len(kept)
+    assert [hit["path"] for hit in kept] == [hit["path"] for hit in hits[: len(kept)]]

@@ -52,6 +52,8 @@ SOURCES = {
     "cpython-import-from": "CPython IMPORT_FROM falls back to sys.modules[module.__name__ + '.' + name]",
     "resource": "classic resource exhaustion (CPU spin, big ints, memory bombs, output floods, ReDoS)",
     "api": "knowledge-mcp API surface: path traversal, shared-object mutation, state smuggling",
+    "cpython-123378": "CPython issue 123378: Unicode*Error start/end are not bounds-checked when rendered (<= 3.13)",
+    "kmcp-10": "knowledge-mcp issue 10 review: hostile exception data, unencodable or deep replies, shared objects",
 }
 
 
@@ -300,6 +302,129 @@ except* ValueError as eg:
     _a("read_proc_environ", "api", "print(read('/proc/self/environ'))", canary="env", needs_index=True),
     _a("files_absolute_glob", "api", "result = files('/**')\nprint(files('../**'))", runtime_outcome="ok",
        needs_index=True),
+    # ---- raw-memory exceptions (CPython 123378): catch by name only --------------------------------
+    _a("unicode_decode_error_negative_start", "cpython-123378",
+       "e = UnicodeDecodeError('utf-8', b'ab', -40, -39, 'x')\nprint([str(e) for i in range(3)])",
+       ast_rule="except-only-name"),
+    _a("unicode_encode_error_negative_start", "cpython-123378",
+       "print(str(UnicodeEncodeError('utf-8', 'ab', -4000, -3999, 'x')))", ast_rule="except-only-name"),
+    _a("unicode_translate_error_build", "cpython-123378", "print(str(UnicodeTranslateError('ab', -9, -8, 'x')))",
+       ast_rule="except-only-name"),
+    _a("unicode_error_alias", "cpython-123378", "make = UnicodeDecodeError\nprint(str(make('utf-8', b'a', -9, -8, 'x')))",
+       ast_rule="except-only-name"),
+    _a("unicode_error_default_argument", "cpython-123378",
+       "def f(k=UnicodeDecodeError):\n    return k('utf-8', b'a', -9, -8, 'x')\nprint(str(f()))",
+       ast_rule="except-only-name"),
+    _a("unicode_error_subclass_sets_start", "cpython-123378", """
+class E(UnicodeDecodeError):
+    pass
+e = E('utf-8', b'ab', 0, 1, 'x')
+e.start = -64
+e.end = -63
+print(str(e))
+""", ast_rule="except-only-name"),
+    _a("unicode_error_in_tuple", "cpython-123378", "kinds = (ValueError, UnicodeEncodeError)\nprint(kinds[1]('a', 'b', -9, -8, 'c'))",
+       ast_rule="except-only-name"),
+    _a("unicode_error_isinstance_probe", "cpython-123378", "print(isinstance(ValueError(), UnicodeDecodeError))",
+       ast_rule="except-only-name"),
+    _a("unicode_error_rebound", "cpython-123378", "UnicodeDecodeError = ValueError\nprint(UnicodeEncodeError('a', 'b', -9, -8, 'c'))",
+       ast_rule="except-only-name"),
+    _a("caught_unicode_error_sets_start", "cpython-123378", """
+try:
+    b'\\xff'.decode('utf-8')
+except UnicodeDecodeError as exc:
+    exc.start = -64
+    exc.end = -63
+    print(str(exc))
+"""),
+    _a("unicode_error_base_subclass", "cpython-123378", """
+class E(UnicodeError):
+    pass
+e = E('x')
+e.start = -64
+e.end = -63
+e.object = b'ab'
+print(str(e))
+""", runtime_outcome="ok"),
+    _a("caught_unicode_error_fields_read", "cpython-123378", """
+try:
+    'x\\udcff'.encode('utf-8')
+except UnicodeError as exc:
+    print(exc.args[1:], str(exc))
+""", runtime_outcome="ok"),
+    _a("oserror_subclass_odd_fields", "kmcp-10", """
+class E(OSError):
+    pass
+e = E(1, 'x')
+e.errno = [1] * 10
+e.strerror = {'a': 1}
+e.filename = e
+print(str(e))
+""", runtime_outcome="ok"),
+    # ---- replies a child cannot encode: every one must still parse -----------------------------
+    _a("surrogate_in_stdout", "kmcp-10", "print('a' + chr(0xdcff) + 'b', sep=chr(0xdfff))", runtime_outcome="ok"),
+    _a("surrogate_in_result_key", "kmcp-10", "result = {chr(0xd800): [chr(0xdbff)]}", runtime_outcome="ok"),
+    _a("surrogate_in_state", "kmcp-10", "state[chr(0xdcff)] = {'v': chr(0xdcff)}\nresult = 1", runtime_outcome="ok"),
+    _a("surrogate_in_exception", "kmcp-10", "raise ValueError('bad ' + chr(0xdcff))"),
+    _a("deep_result_900", "kmcp-10", "x = 1\nfor i in range(900):\n    x = [x]\nresult = x", runtime_outcome="ok"),
+    _a("deep_result_dict_300", "kmcp-10", "x = 1\nfor i in range(300):\n    x = {'k': x}\nresult = x",
+       runtime_outcome="ok"),
+    _a("deep_state_900", "kmcp-10", "x = 1\nfor i in range(900):\n    x = [x]\nstate['deep'] = x"),
+    _a("cyclic_state", "kmcp-10", "d = {}\nd['d'] = d\nstate['cycle'] = d"),
+    # ---- hostile exception attributes: runtime_error, never internal_error --------------------------
+    _a("nameerror_unhashable_name", "kmcp-10", """
+class N(NameError):
+    pass
+e = N('x')
+e.name = ['unhashable']
+raise e
+"""),
+    _a("nameerror_dict_name", "kmcp-10", "class N(NameError):\n    pass\ne = N()\ne.name = {'open': 1}\nraise e"),
+    _a("importerror_odd_name_and_path", "kmcp-10", """
+class E(ImportError):
+    pass
+e = E('x')
+e.name = ['a']
+e.path = {}
+raise e
+"""),
+    _a("attributeerror_self_obj", "kmcp-10", "class E(AttributeError):\n    pass\ne = E('x')\ne.name = [1]\ne.obj = e\nraise e"),
+    _a("exception_args_deeply_nested", "kmcp-10", "x = []\nfor i in range(5000):\n    x = [x]\nraise ValueError(x)"),
+    _a("exception_huge_message", "kmcp-10", "raise ValueError('m' * 5_000_000)"),
+    _a("exception_many_args", "kmcp-10", "raise Exception(*range(100000))"),
+    _a("exception_chain_of_exceptions", "kmcp-10", "class E(KeyError):\n    pass\nraise E(E(E(E('nested'))))"),
+    # ---- writes into shared library objects land on copies ----------------------------------------
+    _a("textwrap_class_dict_setitem", "kmcp-10", """
+import textwrap
+textwrap.TextWrapper.unicode_whitespace_trans[32] = 88
+assert textwrap.TextWrapper.unicode_whitespace_trans[32] == 32
+assert textwrap.fill('a b', 80) == 'a b'
+""", runtime_outcome="ok"),
+    _a("textwrap_class_dict_update", "kmcp-10", """
+import textwrap
+textwrap.TextWrapper.unicode_whitespace_trans.update({32: 88})
+assert textwrap.TextWrapper.unicode_whitespace_trans[32] == 32
+""", runtime_outcome="ok"),
+    _a("textwrap_instance_reaches_class_dict", "kmcp-10", """
+import textwrap
+w = textwrap.TextWrapper()
+w.unicode_whitespace_trans.clear()
+assert len(textwrap.TextWrapper().unicode_whitespace_trans) == 6
+""", runtime_outcome="ok"),
+    _a("textwrap_class_dict_kept_alias", "kmcp-10", """
+import textwrap
+d = textwrap.TextWrapper.unicode_whitespace_trans
+del d[32]
+d[10] = 0
+assert textwrap.TextWrapper.unicode_whitespace_trans == {9: 32, 10: 32, 11: 32, 12: 32, 13: 32, 32: 32}
+""", runtime_outcome="ok"),
+    _a("library_instance_attribute_write", "kmcp-10", "import textwrap\nw = textwrap.TextWrapper()\nw.width = 3"),
+    _a("api_results_fresh_per_call", "kmcp-10", """
+mine = list_skills()
+mine.append('x')
+assert list_skills() == []
+result = mine
+""", runtime_outcome="ok"),
     # ---- resources ------------------------------------------------------------------------------
     _a("deep_recursion", "resource", "def f(n):\n    return f(n + 1)\nf(0)"),
     _a("print_flood", "resource", "for i in range(20000):\n    print('x' * 100)", runtime_outcome="ok"),
