@@ -8,9 +8,12 @@ on both sides: BM25 (Lucene variant), cosine, and weighted RRF ``sum w / (rrf_k 
 
 - ``InProcessRetriever``: the mmap'd CSC postings (search/sparse.py) and faiss (search/dense.py);
   hybrid fuses the two rankings here with search/fusion.py.
-- ``QdrantRetriever``: one collection per index version (index/qdrant.py); hybrid runs in Qdrant as
-  one query: prefetch sparse + dense, RRF with our weights (Qdrant counts ranks from 0, so its k
-  is ``rrf_k - 1``: the same fused scores).
+- ``QdrantRetriever``: one collection per index version (index/qdrant.py). Hybrid with equal weights
+  runs in Qdrant as one query (prefetch sparse + dense, RRF): Qdrant's RRF is ``1 / (rank + k' - 1)``
+  with 1-based ranks, so ``k' = rrf_k + 1`` gives our scores (times the common weight). With unequal
+  weights Qdrant's formula ``1 / (rank / w + k' - 1)`` ranks differently from ours ``w / (rrf_k +
+  rank)``, so the two candidate lists come back in one batched round trip and are fused here: the
+  same ranking as the in-process engine either way (the default weights are (1.0, 1.5)).
 - ``EdgeRetriever``: the same queries on a qdrant-edge-py shard (the Qdrant engine in-process).
 """
 
@@ -27,8 +30,8 @@ from .hits import top_k
 
 __all__ = ["EdgeRetriever", "InProcessRetriever", "QdrantRetriever"]
 
-# Qdrant's RRF adds w / (k + rank) with rank counted from 0; ours counts from 1.
-_QDRANT_RANK_OFFSET = 1
+# Qdrant's RRF adds 1 / (rank + k - 1) (rank from 1); ours adds w / (rrf_k + rank): k = rrf_k + 1.
+_QDRANT_K_OFFSET = 1
 
 
 class InProcessRetriever:
@@ -54,6 +57,9 @@ class InProcessRetriever:
 
     def dense(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         return self._dense.search(vector, depth, allowed)
+
+    def close(self) -> None:
+        """Nothing to release: the arrays are mmap'd."""
 
     def hybrid(self, terms: Sequence[str], vector: np.ndarray, depth: int, candidates: int,
                weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -99,24 +105,34 @@ class QdrantRetriever:
 
         from index import sparse_query
 
+        if allowed is not None and not allowed.any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         query_filter = _filter(allowed)
-        prefetch = [models.Prefetch(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense",
-                                    limit=candidates, filter=query_filter)]
-        sparse_weight, dense_weight = weights
-        rrf_weights = [dense_weight]
+        dense = models.Prefetch(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense",
+                                limit=candidates, filter=query_filter)
         counts = self._counts(terms)
-        if counts:
-            prefetch.insert(0, models.Prefetch(query=sparse_query(counts), using="bm25", limit=candidates,
-                                               filter=query_filter))
-            rrf_weights.insert(0, sparse_weight)
-        fusion = models.RrfQuery(rrf=models.Rrf(k=max(rrf_k - _QDRANT_RANK_OFFSET, 0), weights=rrf_weights))
-        return self._query(query=fusion, prefetch=prefetch, limit=depth, allowed=None)
+        sparse = models.Prefetch(query=sparse_query(counts), using="bm25", limit=candidates, filter=query_filter) \
+            if counts else None
+        sparse_weight, dense_weight = weights
+        if sparse_weight == dense_weight:  # fused in Qdrant: one query
+            fusion = models.RrfQuery(rrf=models.Rrf(k=rrf_k + _QDRANT_K_OFFSET))
+            ids, scores = self._query(query=fusion, prefetch=[p for p in (sparse, dense) if p], limit=depth,
+                                      allowed=None)
+            return ids, scores * dense_weight
+        # Unequal weights: both candidate lists in one round trip, fused with our RRF.
+        requests = [models.QueryRequest(query=p.query, using=p.using, limit=candidates, filter=query_filter)
+                    for p in (sparse, dense) if p]
+        responses = self._client.query_batch_points(self._collection, requests)
+        rankings = [[int(point.id) for point in _ordered(response.points)] for response in responses]
+        used = [sparse_weight, dense_weight] if sparse else [dense_weight]
+        return _fused(rankings, used, rrf_k, depth)
 
     def _counts(self, terms: Sequence[str]) -> Counter[int]:
         """Known term ids with how often the query repeats them (as SparseScorer counts them)."""
         return Counter(self._term_ids[term] for term in terms if term in self._term_ids)
 
     def close(self) -> None:
+        """Release the client (local mode: the storage lock, so another process may open it)."""
         self._client.close()
 
     def _query(self, *, limit: int, allowed: np.ndarray | None, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +146,19 @@ class QdrantRetriever:
         scores = np.fromiter((point.score for point in points), dtype=np.float64, count=len(points))
         order = np.lexsort((ids, -scores))  # our tie rule: ascending row
         return ids[order], scores[order]
+
+
+def _ordered(points: Sequence[Any]) -> list[Any]:
+    """Score descending, ties by ascending row (our rule)."""
+    return sorted(points, key=lambda point: (-point.score, int(point.id)))
+
+
+def _fused(rankings: list[list[int]], weights: list[float], rrf_k: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    fused = fuse_rrf(rankings, weights, rrf_k)[:depth]
+    return (
+        np.fromiter((chunk for chunk, _ in fused), dtype=np.int64, count=len(fused)),
+        np.fromiter((score for _, score in fused), dtype=np.float64, count=len(fused)),
+    )
 
 
 def _filter(allowed: np.ndarray | None) -> Any:
@@ -165,18 +194,23 @@ class EdgeRetriever(QdrantRetriever):
                weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         import qdrant_edge as edge
 
-        query_filter = _edge_filter(allowed)
-        prefetches = [edge.Prefetch(limit=candidates, filter=query_filter, query=edge.Query.Nearest(
-            np.asarray(vector, dtype=np.float32).tolist(), using="dense"))]
+        if allowed is not None and not allowed.any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        queries = [edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using="dense")]
         sparse_weight, dense_weight = weights
-        rrf_weights = [dense_weight]
+        used = [dense_weight]
         counts = self._counts(terms)
         if counts:
-            prefetches.insert(0, edge.Prefetch(limit=candidates, filter=query_filter,
-                                               query=edge.Query.Nearest(_edge_sparse(counts), using="bm25")))
-            rrf_weights.insert(0, sparse_weight)
-        fusion = edge.Fusion.Rrf(k=max(rrf_k - _QDRANT_RANK_OFFSET, 0), weights=rrf_weights)
-        return self._query(query=fusion, prefetches=prefetches, limit=depth, allowed=None)
+            queries.insert(0, edge.Query.Nearest(_edge_sparse(counts), using="bm25"))
+            used.insert(0, sparse_weight)
+        if sparse_weight == dense_weight:  # fused in the engine: one query (see QdrantRetriever.hybrid)
+            prefetches = [edge.Prefetch(limit=candidates, filter=_edge_filter(allowed), query=query)
+                          for query in queries]
+            ids, scores = self._query(query=edge.Fusion.Rrf(k=rrf_k + _QDRANT_K_OFFSET), prefetches=prefetches,
+                                      limit=depth, allowed=None)
+            return ids, scores * dense_weight
+        rankings = [self._query(query=query, limit=candidates, allowed=allowed)[0].tolist() for query in queries]
+        return _fused(rankings, used, rrf_k, depth)
 
     def _query(self, *, limit: int, allowed: np.ndarray | None, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
         import qdrant_edge as edge

@@ -139,6 +139,10 @@ class Searcher:
             )
         return cls(data, config, sparse, dense, embedder, cross_encoder if load_models else None, name, retriever)
 
+    def close(self) -> None:
+        """Release the backend's connection (a Qdrant client, an edge shard); in-process: nothing."""
+        self._retriever.close()
+
     def warm_before_fork(self) -> None:
         """In the fork server, single-threaded: embed one query and score one pair, so every child
         inherits sessions whose lazy initialisation is done instead of each paying for it."""
