@@ -39,7 +39,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "compact", "count_tokens", "help",
+API_NAMES = ("search", "bm25", "semantic", "rerank", "read", "files", "grep", "definitions", "outline",
+             "compact", "count_tokens", "help",
              "list_skills")
 # Names no skill may take or bind: they would shadow the API, a builtin, a module or a special global
 # (round 2's API names are listed too, so no skill saved before they land can take them).
@@ -222,8 +223,8 @@ def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
 # --------------------------------------------------------------------------- help()
 _DOCS: dict[str, str] = {
     "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None, index=None) -> list[Hit]\n"
-              "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True re-scores the candidates with the\n"
-              "  cross-encoder. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
+              "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True reorders the prose candidates\n"
+              "  (markdown, text, ...) with the cross-encoder, code keeps its first-stage place. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
               "  language: e.g. 'python', 'markdown'.",
     "bm25": "bm25(query, k=10, path=None, language=None, index=None) -> list[Hit]\n  Keyword search only (no rerank).",
     "semantic": "semantic(query, k=10, path=None, language=None, index=None) -> list[Hit]\n"
@@ -243,6 +244,14 @@ _DOCS: dict[str, str] = {
             "  to 300 characters), in path then line order, one per line, at most k (<= 1000). '^'/'$' match at\n"
             "  line ends. A refused pattern -> ValueError saying why; a path matching no file -> LookupError;\n"
             "  the call's time limit reached -> TimeoutError. Faster than read()-ing files to search them.",
+    "definitions": "definitions(name, kind=None, path=None, language=None, index=None, k=20) -> list[Hit]\n"
+                   "  Where a symbol is defined: each hit is the definition's own chunk (h.symbol its qualified name,\n"
+                   "  h.kind e.g. 'class', 'method'). name: 'evict', 'Cache.evict' (also 'Cache::evict', 'Cache#evict'),\n"
+                   "  'pkg.cache.Cache.evict' (module path first) or a glob '*evict*'. Exact matches first, then\n"
+                   "  case-insensitive, then glob; kind/path (glob)/language filter. k in [1, 100].",
+    "outline": "outline(path, index=None) -> list[dict]\n"
+               "  The symbols of one indexed file in file order: {'symbol', 'kind', 'start_line', 'end_line'}\n"
+               "  (members after their container). Unknown path -> LookupError (see files()).",
     "compact": "compact(obj, max_tokens=500) -> str\n"
                "  Hits as 'path:start-end  title' lines with short snippets, other data as compact JSON, text cut;\n"
                "  always within max_tokens.",
@@ -279,9 +288,11 @@ def _overview() -> str:
         "Example:\n"
         "  hits = search('where are retries configured', k=20)\n"
         "  result = [dict(path=h.path, line=h.start_line) for h in hits if 'retry' in h.text][:5]\n"
-        "Code questions: the cross-encoder is trained on web prose, so rerank=False often ranks code better;\n"
-        "fusing bm25() and semantic() rankings of two phrasings finds more; a 'constant NAME' hit is a table,\n"
-        "and the functions using it (bm25('NAME')) are usually where the work happens."
+        "Code questions: search() reranks only prose (the cross-encoder is trained on web prose; code keeps its\n"
+        "first-stage place); definitions('Name') finds where a symbol is defined, outline(path) lists a file's\n"
+        "symbols, grep(regex) finds exact lines (much faster than read()-ing files); fusing bm25() and\n"
+        "semantic() rankings of two phrasings finds more; a 'constant NAME' hit is a table, and the functions\n"
+        "using it (bm25('NAME')) are usually where the work happens."
     )
 
 
@@ -367,6 +378,22 @@ class SandboxAPI:
             )
             return [match.to_dict() for match in matches]  # type: ignore[attr-defined]
 
+        def definitions(name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
+                        index: str | list[str] | None = None, k: int = 20) -> list[SandboxHit]:
+            name = _check_str("name", name)
+            kind, path = _check_optional_str("kind", kind), _check_optional_str("path", path)
+            language = _check_optional_str("language", language)
+            index = _check_index(index)
+            k = _check_int("k", k, 1, MAX_K)
+            return _wrap(lambda: searcher.definitions(name, kind=kind, path=path, language=language, k=k,
+                                                      index=index), "definitions")
+
+        def outline(path: str, index: str | list[str] | None = None) -> list[dict[str, object]]:
+            path = _check_str("path", path)
+            index = _check_index(index)
+            return list(_call_engine(lambda: searcher.outline(path, index=index),  # type: ignore[call-overload]
+                                     "outline"))
+
         def compact(obj: object, max_tokens: int = 500) -> str:
             max_tokens = _check_int("max_tokens", max_tokens, 1, MAX_COMPACT_TOKENS)
             try:
@@ -392,7 +419,8 @@ class SandboxAPI:
         search_.__name__ = "search"
         help_.__name__ = "help"
         return {"search": search_, "bm25": bm25, "semantic": semantic, "rerank": rerank, "read": read,
-                "files": files, "grep": grep, "compact": compact, "count_tokens": count_tokens, "help": help_,
+                "files": files, "grep": grep,
+                "definitions": definitions, "outline": outline, "compact": compact, "count_tokens": count_tokens, "help": help_,
                 "list_skills": list_skills}
 
 

@@ -66,11 +66,15 @@ _WRITABLE_TYPES = frozenset({
 
 # Builtin exceptions whose C fields index raw memory (start/end of the Unicode errors, unchecked
 # when CPython 3.11 renders them): a subclass instance would be writable, so none may be defined.
+# Audited as safe to subclass: the other exposed exceptions' C members (OSError errno/strerror/
+# filename, ImportError name/path, NameError/AttributeError name, AttributeError obj,
+# StopIteration value) hold object references that are only ever rendered through str()/repr().
 _RAW_MEMORY_EXCEPTIONS = (UnicodeDecodeError, UnicodeEncodeError, UnicodeTranslateError)
 
 # Mutable containers: read from a library class, module member or other shared object, a program
 # gets a copy (``_fresh_copy``), so neither ``x[k] = v`` nor ``x.update(...)`` reaches the original.
 _MUTABLE_CONTAINERS = (list, dict, set, bytearray, collections.deque)
+_COPIED_ON_READ = (*_MUTABLE_CONTAINERS, tuple)  # tuples may hold mutable containers
 _COPY_DEPTH = 32  # deeper plain containers inside a shared attribute are copied no further (never seen)
 
 _CLASS_NAMESPACE_DUNDERS = frozenset({"__module__", "__qualname__", "__init__", "__doc__"})
@@ -185,7 +189,7 @@ class Guards:
         value = getattr(obj, name)
         if is_forbidden_object(value):
             raise AttributeError(f"attribute {name!r} of {_describe(obj)} is not accessible in the sandbox")
-        if isinstance(value, _MUTABLE_CONTAINERS + (tuple,)) and not self._is_own_attribute(obj, name, value):
+        if isinstance(value, _COPIED_ON_READ) and not self._is_own_attribute(obj, name, value):
             return _fresh_copy(value, _COPY_DEPTH)
         return value
 

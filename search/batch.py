@@ -37,7 +37,7 @@ def search_documents(
         depth *= 2
     if not rerank:
         return documents[:k]
-    reranked = searcher.rerank(query, hits[: searcher.config.rerank_depth])
+    reranked = searcher.rerank_prose(query, hits[: searcher.config.rerank_depth])
     head = _best_per_document((hit.doc_id, hit.score) for hit in reranked)
     seen = {doc_id for doc_id, _ in head}
     floor = min((score for _, score in head), default=0.0) - 1.0

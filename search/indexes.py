@@ -145,7 +145,7 @@ class IndexSet:
              for searcher in searchers],
             depth,
         )
-        return searchers[0].rerank(query, fused, k) if rerank else fused[:k]
+        return searchers[0].rerank_prose(query, fused, k) if rerank else fused[:k]
 
     def bm25(self, query: str, k: int = 10, path: str | None = None, language: str | None = None,
              index: IndexSelection = None) -> list[Hit]:
@@ -169,18 +169,32 @@ class IndexSet:
         searchers = self.select(index)
         if len(searchers) == 1:
             return searchers[0].read(path, start_line, end_line)
-        if not isinstance(path, str):
-            raise QueryError(f"path must be a string, got {type(path).__name__}")
-        holders = [searcher for searcher in searchers if searcher.holds(path)]
-        if not holders:
-            raise PathNotFoundError(path)
-        if len(holders) > 1:
-            raise AmbiguousPathError(path, [searcher.index_name for searcher in holders])
-        return holders[0].read(path, start_line, end_line)
+        return self._holder(searchers, path).read(path, start_line, end_line)
 
     def files(self, pattern: str = "**/*", index: IndexSelection = None) -> list[str]:
         """Sorted paths matching a glob in the selected indexes (a path several hold appears once)."""
         return sorted({path for searcher in self.select(index) for path in searcher.files(pattern)})
+
+    def rerank_prose(self, query: str, hits: Iterable[Hit], k: int | None = None) -> list[Hit]:
+        return next(iter(self._searchers.values())).rerank_prose(query, hits, k)
+
+    def definitions(self, name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
+                    k: int = 20, index: IndexSelection = None) -> list[Hit]:
+        """``Searcher.definitions`` over the selected indexes: every index's matches, best tier first
+        (scores 4 - tier; ties keep served order), at most k."""
+        searchers = self.select(index)
+        if len(searchers) == 1:
+            return searchers[0].definitions(name, kind=kind, path=path, language=language, k=k)
+        found = [hit for searcher in searchers
+                 for hit in searcher.definitions(name, kind=kind, path=path, language=language, k=k)]
+        return sorted(found, key=lambda hit: -hit.score)[:k]
+
+    def outline(self, path: str, index: IndexSelection = None) -> list[dict[str, object]]:
+        """``Searcher.outline`` of ``path`` in the one selected index that holds it (as read())."""
+        searchers = self.select(index)
+        if len(searchers) == 1:
+            return searchers[0].outline(path)
+        return self._holder(searchers, path).outline(path)
 
     def grep(self, pattern: str, path: str | None = None, ignore_case: bool = False, k: int = 100,
              deadline: float | None = None, index: IndexSelection = None) -> list[GrepMatch]:
@@ -204,6 +218,18 @@ class IndexSet:
         return matches
 
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _holder(searchers: list[Searcher], path: str) -> Searcher:
+        """The one searcher holding ``path``: PathNotFoundError for none, AmbiguousPathError for several."""
+        if not isinstance(path, str):
+            raise QueryError(f"path must be a string, got {type(path).__name__}")
+        holders = [searcher for searcher in searchers if searcher.holds(path)]
+        if not holders:
+            raise PathNotFoundError(path)
+        if len(holders) > 1:
+            raise AmbiguousPathError(path, [searcher.index_name for searcher in holders])
+        return holders[0]
+
     def _each(self, method: str, query: str, k: int, path: str | None, language: str | None,
               index: IndexSelection) -> list[Hit]:
         searchers = self.select(index)

@@ -39,9 +39,10 @@ from .errors import PathNotFoundError, QueryError
 from .filters import chunk_mask, compile_glob, doc_mask
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping
-from .rerank import CrossEncoder, resolve_rerank_model
+from .rerank import PROSE_LANGUAGES, CrossEncoder, resolve_rerank_model
 from .retrievers import EdgeRetriever, InProcessRetriever, QdrantRetriever
 from .sparse import SparseScorer
+from .symbols import SymbolLookup, check_symbol_name, outline_rows, symbol_filter
 
 __all__ = ["Searcher"]
 
@@ -88,6 +89,7 @@ class Searcher:
         self._cross_encoder = cross_encoder
         self._masks = _LruCache(_CACHE_ENTRIES)
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
+        self._symbol_lookup: SymbolLookup | None = None
         self.index_name = name  # the name hits carry (see search.IndexSet)
 
     # ----------------------------------------------------------------- construction
@@ -146,6 +148,8 @@ class Searcher:
     def warm_before_fork(self) -> None:
         """In the fork server, single-threaded: embed one query and score one pair, so every child
         inherits sessions whose lazy initialisation is done instead of each paying for it."""
+        if getattr(self.data, "symbols", None) is not None:
+            self._symbols()
         if self._embedder is not None:
             self._embedder.encode(["warm up"])
         if self._cross_encoder is not None:
@@ -186,10 +190,10 @@ class Searcher:
         path: str | None = None,
         language: str | None = None,
     ) -> list[Hit]:
-        """First-stage search in ``mode``, then (if rerank) the cross-encoder over the top
-        max(k, rerank_depth) candidates, cut to k. Reranked scores are logits. Hits whose lines
-        overlap a better hit of the same file are folded into it (`merge_overlapping`), so k hits
-        are k distinct regions."""
+        """First-stage search in ``mode``, then (if rerank) the cross-encoder over the prose among the top
+        max(k, rerank_depth) candidates, cut to k (see ``rerank_prose``). Hits whose lines overlap a
+        better hit of the same file are folded into it (`merge_overlapping`), so k hits are k distinct
+        regions."""
         query, k = _check_query(query), _check_k(k)
         if mode not in SEARCH_MODES:
             raise QueryError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -205,7 +209,27 @@ class Searcher:
         hits = merge_overlapping(self._hits(*rank(query, 4 * depth, mask)), self._read_lines)[:depth]
         if not rerank:
             return hits[:k]
-        return self._cross_encoder.rerank(query, hits, k)
+        return self.rerank_prose(query, hits, k)
+
+    def rerank_prose(self, query: str, hits: Iterable[Hit], k: int | None = None) -> list[Hit]:
+        """The cross-encoder reorders the prose hits (PROSE_LANGUAGES) among the places prose holds;
+        code hits keep their first-stage places. The MS MARCO model, trained on web prose, lowers
+        code rankings at every depth tried (benchmarks/RESULTS.md, "Ranking for code"), so a code
+        answer is exactly where rerank=False puts it, while an all-prose list (SciFact) is reranked
+        as before. Scores: logits when every hit is prose; in a mixed list each hit takes the
+        first-stage score of its place, so the list stays score-descending."""
+        hits = [_as_hit(hit) for hit in hits]
+        self._require_cross_encoder()
+        prose = [place for place, hit in enumerate(hits) if hit.language in PROSE_LANGUAGES]
+        if len(prose) == len(hits):
+            return self._cross_encoder.rerank(query, hits, k)
+        if not prose:
+            return hits[:k]
+        reranked = self._cross_encoder.rerank(query, [hits[place] for place in prose])
+        placed = list(hits)
+        for place, hit in zip(prose, reranked):
+            placed[place] = hit.with_score(hits[place].score)
+        return placed[:k]
 
     def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
         """New hits scored by the cross-encoder logit, best first, cut to k (None = all)."""
@@ -270,6 +294,40 @@ class Searcher:
                 raise PathNotFoundError(path)
         blob, offsets = self.data.doc_bytes()
         return grep_docs(regex, blob, offsets, paths, rows, k, deadline)
+
+    def definitions(self, name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
+                    k: int = 20) -> list[Hit]:
+        """One hit per definition named ``name``: exact, then case-insensitive, then glob matches on names
+        and qualified names (tiers in search/symbols.py); scores 4 - tier. A hit is the definition's own
+        chunk (id, lines, text: a small method may share its class's chunk) with ``symbol`` and ``kind``
+        of the definition found, not of the chunk."""
+        name, k = check_symbol_name(name), _check_k(k)
+        lookup = self._symbols()
+        allowed = symbol_filter(self.data, self.data.kinds, kind, path, language)
+        table = self.data.symbols
+        found = lookup.find(name, allowed, k)
+        rows = [row for row, _ in found]
+        chunks = np.asarray([int(table.chunk[row]) for row in rows], dtype=np.int64)
+        hits = self._hits(chunks, np.asarray([float(4 - tier) for _, tier in found], dtype=np.float64))
+        return [
+            dataclasses.replace(hit, symbol=lookup.qualified[row], kind=table.kind_name(row))
+            for hit, row in zip(hits, rows)
+        ]
+
+    def outline(self, path: str) -> list[dict[str, object]]:
+        """``{symbol, kind, start_line, end_line}`` of the symbols of one indexed file, in file order."""
+        if not isinstance(path, str) or path.strip().removeprefix("./") not in self.data.doc_index:
+            return outline_rows(self.data, path)  # its error: not a string, or not an indexed path
+        self._symbols()
+        return outline_rows(self.data, path)
+
+    def _symbols(self) -> SymbolLookup:
+        if getattr(self.data, "symbols", None) is None:
+            raise QueryError("this index has no symbol table (built before index format 3); rebuild it with "
+                             "`knowledge-mcp index build` to use definitions() and outline()")
+        if self._symbol_lookup is None:
+            self._symbol_lookup = SymbolLookup.from_index(self.data)
+        return self._symbol_lookup
 
     # ----------------------------------------------------------------- ranked chunk ids
     def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -45,7 +45,7 @@ INSTRUCTIONS = (
 
 
 def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPServer:
-    """The MCPServer with the four tools and two resources, backed by `runtime`."""
+    """The MCPServer with the tools and two resources, backed by `runtime`."""
     runtime = runtime or Runtime(config)
 
     @asynccontextmanager

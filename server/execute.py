@@ -26,7 +26,7 @@ from .results import Reply, TokenCounting, execution_reply, reply_off_loop, reti
 from .skills import SkillStore, called_skills_hint
 from .state import SessionState
 
-__all__ = ["Executor", "search_program"]
+__all__ = ["Executor", "LOOKUPS", "lookup_program", "search_program"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,24 @@ def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str |
         f"path={path_glob!r}, language={language!r})\n"
         "result = [hit.to_dict() for hit in hits]\n"
     )
+
+
+LOOKUPS = ("definitions", "outline", "grep")
+
+
+def lookup_program(lookup: str, target: str, *, path_glob: str | None, kind: str | None, language: str | None,
+                   ignore_case: bool, k: int) -> str:
+    """The fixed, trusted program behind `lookup_code` (arguments embedded as Python literals)."""
+    if lookup == "definitions":
+        call = (f"[h.to_dict() for h in definitions({target!r}, kind={kind!r}, path={path_glob!r}, "
+                f"language={language!r}, k={int(k)})]")
+    elif lookup == "outline":
+        call = f"outline({target!r})"
+    elif lookup == "grep":
+        call = f"grep({target!r}, path={path_glob!r}, ignore_case={bool(ignore_case)!r}, k={int(k)})"
+    else:
+        raise ValueError(f"unknown lookup {lookup!r}; use one of {', '.join(LOOKUPS)}")
+    return f"result = {call}\n"
 
 
 @dataclasses.dataclass
@@ -174,6 +192,18 @@ class Executor:
             timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
         )
         return self._finish(run_, reply, tool="search_code", session_id=session_id)
+
+    async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:
+        """lookup_code: one fixed definitions/outline/grep program in a child, replied as execute_code is."""
+        run_ = await self._run(
+            code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="lookup_code",
+            with_skills=False,
+        )
+        reply = execution_reply(
+            outcome=run_.outcome, stdout=run_.stdout, result=run_.result, error=run_.error,
+            truncated=run_.truncated, timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
+        )
+        return self._finish(run_, reply, tool="lookup_code", session_id=session_id)
 
 
 def _check_encoding(code: str) -> None:

@@ -179,3 +179,7 @@ class Runtime:
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
             max_output_tokens=max_output_tokens, session_id=session_id,
         )
+
+    async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:
+        """lookup_code: a fixed definitions/outline/grep program (execute.lookup_program) in a child."""
+        return await self._loaded().lookup(code, max_output_tokens=max_output_tokens, session_id=session_id)

@@ -24,6 +24,7 @@ from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signat
 from search import SEARCH_MODES
 
 from .errors import Channel, SkillError, channel_for, hide_host_paths
+from .execute import lookup_program
 from .results import execution_reply, search_reply, simple_reply
 from .runtime import Runtime
 
@@ -104,6 +105,12 @@ Full docs: help(name) in a program, or the resource knowledge://api.""",
 score, snippet) cut to max_output_tokens. mode: hybrid (BM25 + vectors, default), bm25, semantic;
 rerank applies the cross-encoder; path_glob filters paths (e.g. "src/**/*.py"); language e.g. "python".
 For anything beyond one lookup, execute_code with a program is far cheaper in tokens.""",
+    "lookup_code": """Exact lookups over the indexed code (read-only); set exactly ONE of:
+  definitions="Cache.evict"  where a symbol is defined (name, qualified name, or glob "*evict*"): hits
+  outline="src/cache.py"     the symbols of one file in order: [{symbol, kind, start_line, end_line}]
+  grep="def \\w+_cache"      lines matching an RE2 regex (no backreferences/lookaround): [{path, line, text}]
+path_glob, language, kind and ignore_case narrow them; k caps the list (definitions <= 100, grep <= 1000).
+The list is in `result`. In execute_code programs the same are definitions(), outline() and grep().""",
     "save_skill": """Save a reusable helper: `source` is exactly one function `def name(...)` (and maybe a
 docstring; imports go inside it; the sandbox rules of execute_code). Later programs of every client of this
 state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
@@ -203,7 +210,7 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
 
 
 def register_tools(server: Any, runtime: Runtime) -> None:
-    """Add the four tools to an `MCPServer`."""
+    """Add the tools to an `MCPServer`."""
 
     async def execute_code(
         code: Annotated[str, Field(min_length=1, max_length=MAX_CODE_CHARS, description="Python program to run")],
@@ -238,6 +245,35 @@ def register_tools(server: Any, runtime: Runtime) -> None:
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
             max_output_tokens=max_output_tokens, session_id=session_id,
         )
+        return reply.to_call_tool_result()
+
+    async def lookup_code(
+        ctx: Context,
+        definitions: Annotated[str | None, Field(max_length=500, description="symbol name, qualified name or glob")] = None,
+        outline: Annotated[str | None, Field(max_length=1000, description="an indexed file's path")] = None,
+        grep: Annotated[str | None, Field(max_length=2000, description="RE2 regular expression, matched per line")] = None,
+        path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
+        kind: Annotated[str | None, Field(max_length=20, description="definitions only: class, function, method, ...")] = None,
+        language: Annotated[str | None, Field(max_length=50, description="definitions only: e.g. go, python")] = None,
+        ignore_case: Annotated[bool, Field(description="grep only: case-insensitive")] = False,
+        k: Annotated[int, Field(ge=1, le=1000, description="most results (definitions: at most 100)")] = 20,
+        max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
+    ) -> Annotated[CallToolResult, ExecuteCodeResult]:
+        chosen = [(name, value) for name, value in (("definitions", definitions), ("outline", outline), ("grep", grep))
+                  if value is not None]
+        if len(chosen) != 1:
+            return _refused_lookup(
+                f"set exactly one of definitions, outline or grep (got {', '.join(n for n, _ in chosen) or 'none'})"
+            )
+        lookup, target = chosen[0]
+        if lookup == "definitions" and k > 100:
+            return _refused_lookup(f"k must be at most 100 for definitions, got {k}")
+        if (unready := await _unready_reply(runtime, ctx, "lookup_code", max_output_tokens=max_output_tokens)) is not None:
+            return unready
+        _, session_id = _session_key(ctx)
+        code = lookup_program(lookup, target, path_glob=path_glob, kind=kind, language=language,
+                              ignore_case=ignore_case, k=k)
+        reply = await runtime.lookup(code, max_output_tokens=max_output_tokens, session_id=session_id)
         return reply.to_call_tool_result()
 
     async def save_skill(
@@ -277,6 +313,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
     )
     server.add_tool(search_code, name="search_code", title="Search code and docs",
                     description=TOOL_DESCRIPTIONS["search_code"], annotations=read_only)
+    server.add_tool(lookup_code, name="lookup_code", title="Find definitions, outline a file, grep",
+                    description=TOOL_DESCRIPTIONS["lookup_code"], annotations=read_only)
     server.add_tool(
         save_skill, name="save_skill", title="Save a skill", description=TOOL_DESCRIPTIONS["save_skill"],
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
@@ -287,6 +325,19 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True,
                                     open_world_hint=False),
     )
+
+
+def _refused_lookup(message: str) -> CallToolResult:
+    """A lookup_code call whose arguments do not say what to look up (nothing is run)."""
+    structured = {
+        "ok": False, "outcome": "validation_error", "stdout": "", "result": None,
+        "error": {"exception": "ValueError", "message": message, "line": None,
+                  "hint": "e.g. lookup_code(definitions='LruCache') or lookup_code(grep='TODO', path_glob='src/**')",
+                  "traceback": None},
+        "truncated": False, "output_tokens": 0,
+        "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0),
+    }
+    return simple_reply(structured, f"validation_error: {message}", is_error=True).to_call_tool_result()
 
 
 def _skill_reply(runtime: Runtime, action: str, name: str, error: str | None) -> CallToolResult:

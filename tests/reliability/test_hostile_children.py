@@ -5,8 +5,14 @@ is `crashed` or `internal_error`, and what one program wrote into a shared libra
 seen by the next program.
 """
 
+import os
+import uuid
+
+import anyio
 import pytest
 
+from tests.reliability import procs, soak
+from tests.sandbox.test_memory_isolation import marker_forms, scan_memory
 from tests.server.conftest import connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.linux_only, pytest.mark.model, pytest.mark.slow]
@@ -60,3 +66,37 @@ async def test_hostile_children_shared_library_objects_stay_unchanged(built_inde
                 assert content["result"] == 32, (code, content)  # the write landed on a copy
             after = (await session.call_tool("execute_code", {"code": probe})).structured_content["result"]
             assert after == 32, code
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="reading another process's memory needs root")
+async def test_hostile_children_no_call_bytes_in_fork_server_or_fresh_spare(built_index, tmp_path):
+    """Markers sent through the real server in a program, a state value, a skill and its stdout, result
+    and state replies are found neither in the fork server's memory nor in a spare forked afterwards."""
+    token = uuid.uuid4().hex[:12]
+    markers = {name: f'{name}"{token}\\secret' for name in ("program", "state", "skill", "stdout", "result", "reply")}
+    rev = {name: value[::-1] for name, value in markers.items()}  # built at run time: absent from the request
+    command, args = soak.serve_command("--index", str(built_index))
+    async with soak.counted_session(command, args, env=soak.soak_env(tmp_path), log_path=tmp_path / "server.log") as conn:
+        session = conn.session
+        saved = await session.call_tool("save_skill", {
+            "name": "marker_skill", "source": f"def marker_skill():\n    return {markers['skill']!r}\n",
+            "description": "returns a marker"})
+        assert not saved.is_error, saved
+        first = (await session.call_tool("execute_code", {"code": (
+            f"seen = {markers['program']!r}\nstate['s'] = {rev['state']!r}[::-1]\nprint({rev['stdout']!r}[::-1])\n"
+            f"result = [{rev['result']!r}[::-1], marker_skill()]")})).structured_content
+        assert first["outcome"] == "ok" and first["result"] == [markers["result"], markers["skill"]], first
+        second = (await session.call_tool("execute_code", {"code": (
+            f"result = [state['s'], {rev['reply']!r}[::-1]]")})).structured_content
+        assert second["result"] == [markers["state"], markers["reply"]], second
+        for _ in range(3):  # spares forked after the marked calls
+            assert (await session.call_tool("execute_code", {"code": "result = 1"})).structured_content["result"] == 1
+        await anyio.sleep(1.0)
+        fork_server = procs.fork_server_of(conn.server_pid)
+        spares = [child.pid for child in procs.children_of(fork_server.pid) if child.state != "Z"]
+        assert spares, "no spare child to scan"
+        needles = {f"{channel}/{form}": needle for channel, marker in markers.items()
+                   for form, needle in marker_forms(marker).items()}
+        for pid, who in [(fork_server.pid, "fork server"), (spares[-1], "fresh spare child")]:
+            found = scan_memory(pid, needles)
+            assert found == {}, f"the {who} (pid {pid}) still holds bytes of an earlier call: {sorted(found)}"

@@ -73,13 +73,17 @@ async def test_deep_and_surrogate_results_reach_the_client(built_index, tmp_path
             assert DEPTH_MARK in reply_json(data) and data["truncated"] is True
             _assert_in_budget(token_counter, reply, 2000)
 
-        # Lone surrogates in the result (keys and values). Stdout and exception messages carry them
-        # through the child's frame encoder, which the sandbox side of issue 10 makes safe.
-        code = "result = {chr(0xd800) + 'k': [chr(0xdfff)], 'v': 'a' + chr(0xdcff)}"
+        # Lone surrogates in the result (keys and values), stdout and an exception message.
+        code = "print('out' + chr(0xdcff))\nresult = {chr(0xd800) + 'k': [chr(0xdfff)], 'v': 'a' + chr(0xdcff)}"
         reply = await session.call_tool("execute_code", {"code": code})
         data = reply.structured_content
         assert data["outcome"] == "ok", data
         assert data["result"] == {"\\ud800k": ["\\udfff"], "v": "a\\udcff"}
+        assert data["stdout"].startswith("out\\udcff"), data["stdout"]
+        reply = await session.call_tool("execute_code", {"code": "raise ValueError('bad' + chr(0xdcff))"})
+        data = reply.structured_content
+        assert reply.is_error and data["outcome"] == "runtime_error", data
+        assert "bad\\udcff" in data["error"]["message"], data["error"]
 
 
 NON_ASCII_NAME = "Ошибка" * 7  # 42 characters, dozens of tokens
@@ -111,16 +115,18 @@ async def test_every_outcome_fits_the_budget(built_index, tmp_path, token_counte
 
 
 async def test_wire_attacks_of_the_table_reach_the_client_in_budget(built_index, tmp_path, token_counter):
-    """Every attack of the table's issue-10 wire section, sent through the real server at the smallest
-    and the default budget: a parsed tool result with the expected outcome, within the budget."""
+    """Every attack of the table's issue-10 sections (replies, and the sandbox's hostile exception
+    data), sent through the real server at the smallest and the default budget: a tool result the
+    client parses, with the expected outcome, within the budget."""
     from tests.sandbox.escapes.attacks import ATTACKS
 
-    wire_attacks = [attack for attack in ATTACKS if attack.source == "kmcp-10-wire"]
-    assert len(wire_attacks) >= 15
+    attacks = [attack for attack in ATTACKS if attack.source in ("kmcp-10-wire", "kmcp-10") and attack.layer == "python"]
+    assert len([attack for attack in attacks if attack.source == "kmcp-10-wire"]) >= 15
     async with connect("--index", str(built_index), home=tmp_path) as session:
-        for attack in wire_attacks:
+        for attack in attacks:
+            expected = "validation_error" if attack.ast_rules else attack.runtime_outcome
             for budget in (100, 2000):
                 reply = await session.call_tool("execute_code", {"code": attack.code, "max_output_tokens": budget})
                 data = reply.structured_content
-                assert data is not None and data["outcome"] == attack.runtime_outcome, (attack.name, data)
+                assert data is not None and data["outcome"] == expected, (attack.name, data)
                 _assert_in_budget(token_counter, reply, budget)

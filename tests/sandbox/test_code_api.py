@@ -105,3 +105,55 @@ def test_grep_refuses_bad_input_with_clear_messages(api, call, exception, fragme
     run = _run(api, f"{call}\n")
     assert run.outcome == "runtime_error"
     assert run.error["exception"] == exception and fragment in run.error["message"], run.error
+
+
+def test_definitions_exact_case_insensitive_module_qualified_and_glob(api):
+    """It finds a definition by qualified name, name ignoring case, module path, other separators or glob."""
+    run = _run(api, "result = [[(h.path, h.symbol, h.kind, h.score) for h in definitions(name)] for name in\n"
+                    "          ('LruCache.evict', 'lrucache', 'pkg.cache.LruCache.get', 'LruCache::get', '*ict')]\n")
+    assert run.outcome == "ok", run.error
+    exact, folded, module, rust_style, glob = run.result
+    assert exact == [["pkg/cache.py", "LruCache.evict", "method", 4.0]]
+    assert folded == [["pkg/cache.py", "LruCache", "class", 2.0]]
+    assert module == [["pkg/cache.py", "LruCache.get", "method", 3.0]]
+    assert rust_style == [["pkg/cache.py", "LruCache.get", "method", 4.0]]
+    assert glob == [["pkg/cache.py", "LruCache.evict", "method", 1.0]]
+
+
+def test_definitions_hit_is_the_definitions_chunk_and_filters_apply(api):
+    """Each hit's lines hold the definition; kind, path and language filters narrow the lookup."""
+    run = _run(api, "h = definitions('evict')[0]\n"
+                    "result = [h.start_line <= 10 <= h.end_line, 'def evict' in h.text,\n"
+                    "          definitions('evict', kind='class'), definitions('evict', path='*.md'),\n"
+                    "          len(definitions('LruCache', language='python'))]\n")
+    assert run.outcome == "ok", run.error
+    assert run.result == [True, True, [], [], 1]
+
+
+def test_outline_lists_a_files_symbols_in_order(api):
+    """It gives {symbol, kind, start_line, end_line} of one file, containers before their members."""
+    run = _run(api, "result = outline('pkg/cache.py')\n")
+    assert run.outcome == "ok", run.error
+    assert [(s["symbol"], s["kind"]) for s in run.result] == [
+        ("LruCache", "class"), ("LruCache.get", "method"), ("LruCache.evict", "method"),
+    ]
+    assert (run.result[0]["start_line"], run.result[0]["end_line"]) == (4, 11)
+    assert (run.result[2]["start_line"], run.result[2]["end_line"]) == (10, 11)
+
+
+@pytest.mark.parametrize(
+    ("call", "exception", "fragment"),
+    [
+        ("definitions('')", "ValueError", "name must not be empty"),
+        ("definitions('x', kind='gadget')", "ValueError", "unknown kind"),
+        ("definitions('x', path='nowhere/**')", "LookupError", "not in the index"),
+        ("definitions('x', k=101)", "ValueError", "k must be in [1, 100]"),
+        ("outline('nope.py')", "LookupError", "not in the index"),
+        ("outline('')", "ValueError", "path must not be empty"),
+    ],
+)
+def test_definitions_and_outline_refuse_bad_input(api, call, exception, fragment):
+    """An empty name, an unknown kind or path: the builtin exception with a message saying what to pass."""
+    run = _run(api, f"{call}\n")
+    assert run.outcome == "runtime_error"
+    assert run.error["exception"] == exception and fragment in run.error["message"], run.error

@@ -304,3 +304,40 @@ def test_forkserver_sleeps_while_a_long_call_runs(plain_sandbox: SandboxHandle) 
     used = _cpu_seconds(pid) - before
     assert result.outcome == "ok", result.error
     assert used < 0.3, f"the fork server used {used:.2f} s of CPU during a 1 s call: it is spinning"
+
+
+FIND_SOCKET = """
+import os, stat, struct, json
+sock = None
+for fd in range(3, 64):
+    try:
+        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+            sock = fd
+            break
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.parametrize(("forgery", "outcome"), [
+    # a small frame over the fork server's 1 MiB cap: the child is killed for breaking the protocol
+    ("os.write(sock, struct.pack('>II', 2 << 20, 0) + b'{' * 100)\nimport time\ntime.sleep(5)", "internal_error"),
+    # a frame with a blob (only bodies may be large): same
+    ("os.write(sock, struct.pack('>II', 2, 5) + b'{}12345')\nimport time\ntime.sleep(5)", "internal_error"),
+    # a result body announced but cut short, then death: crashed, and the half-read memfd is closed
+    ("payload = json.dumps({'type': 'result_start', 'body_bytes': 1 << 20}).encode()\n"
+     "os.write(sock, struct.pack('>II', len(payload), 0) + payload + b'x' * 1000)\nos._exit(3)", "crashed"),
+])
+def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: str) -> None:
+    """It answers a child that writes forged frames on its socket (plain mode: the program owns the child)
+    with one result, keeps serving, and holds no extra descriptor afterwards."""
+    handle = SandboxHandle(plain_config(spare_children=1))
+    try:
+        handle.run("result = 1")
+        before = handle.settle().open_fds
+        result = handle.run(FIND_SOCKET + forgery, timeout_s=10.0)
+        assert result.outcome == outcome, result
+        assert handle.run("result = 2").result == 2
+        assert handle.settle().open_fds == before
+    finally:
+        handle.close()

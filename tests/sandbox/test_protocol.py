@@ -124,3 +124,37 @@ def test_read_message_refuses_truncated_frame() -> None:
         os.close(read_fd)
 
 
+
+
+def test_protocol_exec_envelope_carries_routing_only_and_the_body_decodes_back() -> None:
+    """It sends ExecStart (id, timeout, memory, body length: nothing of the program or state) then the body."""
+    from sandbox.protocol import ExecStart, decode_body, decode_frame, encode_exec
+
+    data = encode_exec(REQUEST)
+    json_len, blob_len = HEADER.unpack_from(data)
+    start = decode_frame(data[HEADER.size : HEADER.size + json_len], b"")
+    assert blob_len == 0 and isinstance(start, ExecStart)
+    assert (start.request_id, start.timeout_s, start.memory_mb) == ("r1", 2.5, 128)
+    body = data[HEADER.size + json_len :]
+    assert start.body_bytes == len(body) and b"compiled" not in data[: HEADER.size + json_len]
+    assert decode_body(body) == REQUEST
+
+
+def test_protocol_result_envelope_and_bad_bodies() -> None:
+    """It round-trips a child's result body and refuses a body whose length or frame does not match."""
+    from sandbox.protocol import ExecStart, ResultStart, decode_body, encode_result
+
+    result = ExecutionResult(request_id="r1", outcome="ok", stdout="hi\n", result={"a": 1})
+    data = encode_result(result)
+    json_len, _ = HEADER.unpack_from(data)
+    body = data[HEADER.size + json_len :]
+    assert decode_body(body) == result
+    with pytest.raises(ProtocolError):
+        decode_body(body[:-1])
+    with pytest.raises(ProtocolError):
+        decode_body(b"\x00")
+    for bad in (0, -1, 2**40, "8", True):
+        with pytest.raises(ProtocolError):
+            ResultStart(body_bytes=bad)
+    with pytest.raises(ProtocolError):
+        ExecStart(request_id="", timeout_s=1.0, memory_mb=1, body_bytes=100)

@@ -32,10 +32,10 @@ def _count(token_counter, reply):
 
 
 async def test_app_lists_tools_schemas_and_resources(built_index, tmp_path):
-    """It lists the four tools with ranged input schemas, output schemas, annotations, and two resources."""
+    """It lists the tools with ranged input schemas, output schemas, annotations, and two resources."""
     async with connect("--index", str(built_index), home=tmp_path) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"execute_code", "search_code", "save_skill", "delete_skill"}
+        assert set(tools) == {"execute_code", "search_code", "save_skill", "delete_skill", "lookup_code"}
         execute = tools["execute_code"].input_schema["properties"]
         assert execute["timeout_s"]["exclusiveMinimum"] == 0 and execute["timeout_s"]["maximum"] == 120
         assert execute["max_output_tokens"]["minimum"] == 100 and execute["max_output_tokens"]["maximum"] == 20000
@@ -44,6 +44,7 @@ async def test_app_lists_tools_schemas_and_resources(built_index, tmp_path):
         for tool in tools.values():
             assert tool.output_schema is not None and tool.description
         assert tools["search_code"].annotations.read_only_hint is True
+        assert tools["lookup_code"].annotations.read_only_hint is True
         assert tools["save_skill"].annotations.read_only_hint is False
         assert tools["delete_skill"].annotations.read_only_hint is False
         assert "timings_ms" in tools["execute_code"].output_schema["properties"]

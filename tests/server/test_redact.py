@@ -1,8 +1,11 @@
 """Tests of server.redact: secrets go, ordinary identifiers (digests, SHAs, UUIDs) stay."""
 
+import time
+
 import pytest
 
 from server import redact_text, redact_value
+from server.redact import redact_window
 from tests.fake_secrets import AWS_ACCESS_KEY_ID, OPENSSH_PRIVATE_KEY_BLOCK, RSA_PRIVATE_KEY_BLOCK, SLACK_TOKEN
 
 SECRETS = {
@@ -66,3 +69,49 @@ def test_redact_value_walks_nested_json():
     assert AWS_ACCESS_KEY_ID not in redacted["hits"][0]["text"]
     assert redacted["hits"][0]["line"] == 3 and redacted["ok"] is True
     assert redacted["sha"] == ORDINARY["git sha"]
+
+
+ADVERSARIAL = {
+    # What made the old secret-assignment patterns backtrack (quadratic or worse: 8 KB took 44 s).
+    "a-": "a-" * 50_000,
+    "name-run": "password" + "a-" * 50_000,
+    "dots": "api_key." * 12_500,
+    "quote-run": 'secret = "' + "x" * 100_000,
+    "non-ascii": "é-" * 50_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_redact_text_is_linear_on_adversarial_input(name):
+    """100 KB built against the patterns redacts in well under a second (RE2: linear time)."""
+    started = time.perf_counter()
+    redact_text(ADVERSARIAL[name])
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("cut", range(100, 125, 2))
+def test_redact_window_drops_a_secret_crossing_the_end(cut):
+    """A slice whose end falls inside a key shows none of it; one whose end is past it shows the marker."""
+    text = "x " * 50 + AWS_ACCESS_KEY_ID + " tail"
+    shown, start, end = redact_window(text, 0, cut)
+    assert "AKIA" not in shown and start == 0 and end <= cut
+    if cut >= 100 + len(AWS_ACCESS_KEY_ID):
+        assert "[REDACTED:aws-access-key]" in shown
+
+
+def test_redact_window_drops_a_key_block_crossing_the_start():
+    """A slice that starts inside a private-key block (its BEGIN line outside the slice) shows none of it."""
+    text = "intro\n" + RSA_PRIVATE_KEY_BLOCK.replace("MIIE", "MIIE" * 400) + "\nafter the key"
+    shown, start, _ = redact_window(text, len(text) // 2)
+    assert shown == "\nafter the key" and start == len(text) - len(shown)
+
+
+def test_redact_window_blind_end_drops_the_partial_word():
+    """When the text itself was cut (nothing after it is known), a partial last word is dropped."""
+    shown, _, end = redact_window("see key " + AWS_ACCESS_KEY_ID[:10], end_is_cut=True)
+    assert shown == "see key " and end == 8
+
+
+def test_redact_text_escapes_lone_surrogates():
+    """Lone surrogates come back as backslash escapes, and secrets around them are still found."""
+    assert redact_text("a\udcff password=hunter22xyz") == "a\\udcff password=[REDACTED:secret]"

@@ -19,6 +19,7 @@ TOOLS = {
     "search_code": {"query": "retry"},
     "save_skill": {"name": "top", "source": "def top():\n    return 1\n", "description": "one"},
     "delete_skill": {"name": "top"},
+    "lookup_code": {"grep": "retry"},
 }
 
 
@@ -61,7 +62,7 @@ async def test_tools_hit_schema_matches_search_hit_sandbox_hit_and_output_schema
 
 
 async def test_tools_every_tool_answers_a_load_failure_with_what_to_fix(tmp_path):
-    """It answers each of the four tools with an error naming the load failure (a missing index), in the
+    """It answers each tool with an error naming the load failure (a missing index), in the
     shape of that tool's output schema (the client validates structuredContent against it)."""
     async with Client(_server(tmp_path, index_dir=tmp_path / "no-such-index")) as client:
         await client.list_tools()  # the client validates replies against the schemas it has listed

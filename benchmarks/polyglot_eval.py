@@ -1,0 +1,177 @@
+"""Multi-language code questions over pinned open-source projects: S@1, S@5, MRR@10 per language and mode,
+and definitions() by qualified name over every symbol of those projects.
+
+    .venv/bin/python benchmarks/polyglot_sources.py --enable-deb-src   # once: fetch the pinned sources
+    .venv/bin/python benchmarks/polyglot_eval.py [--no-vectors] [--skip-definitions]
+
+The projects (benchmarks/polyglot_sources.py, PINNED) are indexed together, each under its own folder.
+Each question of benchmarks/polyglot_queries.jsonl names its answer by ``symbol`` and the text of the
+definition's first line (``definition``), resolved at run time in the indexed text of ``path``: the line
+must occur exactly once in the file (else the run stops naming the question; a stale anchor never
+scores a silent 0). A hit answers a question when it is in that file and its lines contain that line.
+Modes: bm25, semantic, hybrid (rerank=False) and default (search() as shipped: hybrid, rerank=True).
+Goals on this set: default S@5 >= 0.90 and S@1 >= 0.70. definitions(qualified name) must give the
+symbol's own chunk first for >= 98% of all symbols of the pinned projects (the index's symbol table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import common
+import polyglot_sources
+
+from index import open_index  # noqa: E402  (common puts the repository on sys.path)
+from search import SearchConfig, Searcher  # noqa: E402
+
+QUERIES = common.REPO / "benchmarks" / "polyglot_queries.jsonl"
+TREE = common.CACHE / "polyglot-tree"
+MODES = {"bm25": ("bm25", False), "semantic": ("semantic", False), "hybrid": ("hybrid", False),
+         "default": ("hybrid", True)}
+K = 10
+
+
+def stage_tree() -> Path:
+    """Hard-link the indexed files of every pinned project under TREE/<project>/ (fetching if needed)."""
+    for name in polyglot_sources.PINNED:
+        polyglot_sources.fetch(name)
+        root = polyglot_sources.project_dir(name)
+        for source in polyglot_sources.project_files(name):
+            target = TREE / name / source.relative_to(root)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(source, target)
+    return TREE
+
+
+def resolve(records: list[dict], data) -> dict[str, tuple[str, int]]:
+    """{qid: (indexed path, 1-based definition line)}; SystemExit listing every question that fails."""
+    found, problems = {}, []
+    for record in records:
+        path = f"{record['project']}/{record['path']}"
+        doc = data.doc_index.get(path)
+        if doc is None:
+            problems.append(f"{record['id']}: {path} is not indexed")
+            continue
+        lines = [n for n, line in enumerate(data.doc_text(doc).split("\n"), 1) if record["definition"] in line]
+        if len(lines) != 1:
+            problems.append(f"{record['id']}: {record['definition']!r} occurs {len(lines)} times in {path}")
+            continue
+        found[record["id"]] = (path, lines[0])
+    if problems:
+        raise SystemExit("[polyglot] unresolved answers:\n  " + "\n  ".join(problems))
+    return found
+
+
+def first_correct_rank(hits, answer: tuple[str, int]) -> int | None:
+    path, line = answer
+    for rank, hit in enumerate(hits, 1):
+        if hit.path == path and hit.start_line <= line <= hit.end_line:
+            return rank
+    return None
+
+
+def summarise(ranks: list[int | None]) -> dict[str, float]:
+    n = len(ranks)
+    return {
+        "S@1": round(sum(1 for r in ranks if r == 1) / n, 3),
+        "S@5": round(sum(1 for r in ranks if r is not None and r <= 5) / n, 3),
+        "MRR@10": round(sum(1 / r for r in ranks if r is not None and r <= 10) / n, 3),
+        "n": n,
+    }
+
+
+def evaluate_questions(searcher: Searcher, records: list[dict], answers: dict, modes: dict) -> dict:
+    report: dict[str, dict] = {}
+    misses: dict[str, list[str]] = {}
+    for mode_name, (mode, rerank) in modes.items():
+        by_language: dict[str, list[int | None]] = defaultdict(list)
+        started = time.perf_counter()
+        for record in records:
+            hits = searcher.search(record["text"], k=K, mode=mode, rerank=rerank)
+            rank = first_correct_rank(hits, answers[record["id"]])
+            by_language[record["language"]].append(rank)
+            if rank != 1:
+                misses.setdefault(mode_name, []).append(f"{record['id']}@{rank}")
+        every = [r for ranks in by_language.values() for r in ranks]
+        report[mode_name] = {"all": summarise(every), **{lang: summarise(r) for lang, r in sorted(by_language.items())}}
+        print(f"[polyglot] {mode_name}: {report[mode_name]['all']} ({time.perf_counter() - started:.1f} s)",
+              file=sys.stderr)
+    report["not_first"] = misses
+    return report
+
+
+def evaluate_definitions(searcher: Searcher) -> dict:
+    """definitions(qualified name) for every symbol: is the first hit the symbol's own chunk?"""
+    data = searcher.data
+    table = data.symbols
+    qualified = table.qualified_names()
+    counts: dict[str, int] = defaultdict(int)
+    for name in qualified:
+        counts[name] += 1
+    per_language: dict[str, list[bool]] = defaultdict(list)
+    failures = []
+    started = time.perf_counter()
+    for row, name in enumerate(qualified):
+        language = data.docs[int(table.doc[row])]["language"]
+        hits = searcher.definitions(name, k=1)
+        own_chunk = data.chunk_ids[int(table.chunk[row])]
+        is_first = bool(hits) and hits[0].id == own_chunk
+        per_language[language].append(is_first)
+        if not is_first and len(failures) < 40:
+            failures.append(f"{name} ({data.docs[int(table.doc[row])]['path']}:{int(table.lines[row][0])})"
+                            f" -> {hits[0].id if hits else None}")
+    every = [ok for oks in per_language.values() for ok in oks]
+    ambiguous = sum(1 for name in qualified if counts[name] > 1)
+    return {
+        "symbols": len(every),
+        "first_rate": round(sum(every) / max(len(every), 1), 4),
+        "symbols_sharing_their_qualified_name": ambiguous,
+        "by_language": {lang: {"symbols": len(oks), "first_rate": round(sum(oks) / len(oks), 4)}
+                        for lang, oks in sorted(per_language.items())},
+        "seconds": round(time.perf_counter() - started, 1),
+        "examples_not_first": failures,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-vectors", action="store_true", help="BM25 only (bm25 mode; quick)")
+    parser.add_argument("--skip-definitions", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    tree = stage_tree()
+    name = "polyglot-index-bm25" if args.no_vectors else "polyglot-index"
+    index_dir = common.build_cached_index(name, [tree], with_vectors=not args.no_vectors)
+    data = open_index(index_dir)
+    records = [json.loads(line) for line in QUERIES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    answers = resolve(records, data)
+    searcher = Searcher.from_index(data, SearchConfig(threads=args.threads), load_models=not args.no_vectors)
+    modes = {"bm25": MODES["bm25"]} if args.no_vectors else MODES
+    report = {"questions": len(records), "languages": sorted({r["language"] for r in records}),
+              "projects": {n: f"{p[0]}:{p[1]}=={p[2]}" for n, p in polyglot_sources.PINNED.items()},
+              "chunks": data.n_chunks, "files": len(data.docs), **evaluate_questions(searcher, records, answers, modes)}
+    if not args.skip_definitions:
+        report["definitions"] = evaluate_definitions(searcher)
+    goals = {}
+    if "default" in report:
+        goals["default_S@5>=0.90"] = report["default"]["all"]["S@5"] >= 0.90
+        goals["default_S@1>=0.70"] = report["default"]["all"]["S@1"] >= 0.70
+    if "definitions" in report:
+        goals["definitions_first>=0.98"] = report["definitions"]["first_rate"] >= 0.98
+    report["goals"] = goals
+    report["goal_met"] = bool(goals) and all(goals.values())
+    out = common.CACHE / "polyglot-eval.json"
+    out.write_text(json.dumps(report, indent=1))
+    common.emit("polyglot_questions", {"k": K, "vectors": not args.no_vectors}, report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
