@@ -63,7 +63,6 @@ def _assert_same_ranking(expected, got, query):
                 rank == len(expected) - 1, (query, rank, want.id, have.id)
 
 
-@pytest.mark.parametrize("engine", ["qdrant_index", "edge_index"])
 def _assert_close_fusion(expected, got, query):
     """Fused lists agree at the top: ties among BM25 scores at the candidate cut (rank 50) may let the
     engines keep different tied chunks, which moves a few fused scores lower down."""
@@ -71,6 +70,7 @@ def _assert_close_fusion(expected, got, query):
     assert len({h.id for h in got} & {h.id for h in expected}) >= len(expected) - 2, query
 
 
+@pytest.mark.parametrize("engine", ["qdrant_index", "edge_index"])
 def test_retrievers_qdrant_bm25_matches_in_process_top10(engine, request, tmp_path):
     """It ranks BM25 in Qdrant (sparse vectors of our tokenizer, IDF modifier), through qdrant-client's
     local mode and through qdrant-edge-py, exactly as the in-process Lucene BM25 ranks this repository's
