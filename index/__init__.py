@@ -42,6 +42,7 @@ from .qdrant import (
     sparse_query,
 )
 from .sessions import open_session, run_split
+from .status import index_status
 from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
 from .walk import SourceDoc, scan_sources, walk_sources
@@ -74,6 +75,7 @@ __all__ = [
     "chunk_document",
     "connect_qdrant",
     "chunk_file",
+    "index_status",
     "language_for",
     "load_embedder",
     "open_embedder",

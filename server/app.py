@@ -21,14 +21,13 @@ from mcp.server.mcpserver import MCPServer
 
 from index import read_manifest
 from sandbox import api_reference
-from search import DEFAULT_INDEX_NAME
 
 from .config import ServerConfig
-from .freshness import backend_summary, stale_files, summarize_manifest
+from .freshness import stale_files, summarize_manifest
 from .results import Reply
 from .runtime import Runtime
 from .state import SessionState
-from .tools import register_tools
+from .tools import register_tools, status_document
 from .wire import serve_stdio
 
 __all__ = ["build_server", "execute_once", "run_stdio_server"]
@@ -71,13 +70,16 @@ def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPSer
 
     @server.resource(
         "knowledge://index", name="index", title="Index summary", mime_type="application/json",
-        description="What is indexed: files, chunks, models, indexed_at, and whether sources changed since (stale).",
+        description="What is indexed: files, chunks, models, indexed_at, whether sources changed since (stale), "
+                    "and the index_status tool's `indexes` (vector coverage, pending changes, watcher).",
     )
     async def index_summary() -> str:
         if not runtime.is_started:
             runtime.start()
         await runtime.wait_ready()
-        return json.dumps(await asyncio.to_thread(describe_index, runtime), indent=2, sort_keys=True)
+        status = await status_document(runtime)
+        summary = await asyncio.to_thread(describe_index, runtime)
+        return json.dumps({**summary, **status}, indent=2, sort_keys=True)
 
     return server
 
@@ -97,21 +99,6 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
         "stale_examples": changed[:5],
         "auto_refresh": target.root is not None,
         "skills": [skill["name"] for skill in runtime.skills.infos()],
-        "indexes": [_describe_named(name, directory) for name, directory in runtime.config.indexes]
-        or [_describe_named(DEFAULT_INDEX_NAME, target.index_dir, summary)],
-    }
-
-
-def _describe_named(name: str, index_dir: Path, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One served index in knowledge://index: its name (the `index=` argument) and its counts."""
-    summary = summary if summary is not None else summarize_manifest(read_manifest(index_dir))
-    return {
-        "name": name,
-        "backend": backend_summary(index_dir)["name"],
-        "files": summary.get("files"),
-        "chunks": summary.get("chunks"),
-        "has_vectors": summary.get("has_vectors"),
-        "built_at": summary.get("built_at"),
     }
 
 

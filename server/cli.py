@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.add_argument("--verify", action="store_true", help="also check every artefact's sha256 (reads the whole index)")
+    status = index_commands.add_parser(
+        "status", help="how complete and fresh an index is: vector coverage, pending changes, version"
+    )
+    status.add_argument("dir", metavar="DIR")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
 
     search = commands.add_parser(
         "search",
@@ -230,6 +235,25 @@ def _cmd_index_info(args: argparse.Namespace, config: ServerConfig, out: TextIO)
     else:
         out.write(format_manifest_summary(summary) + "\n")
     return EXIT_OK
+
+
+def _cmd_index_status(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
+    from index import index_status
+
+    status = {**index_status(Path(args.dir)), "watcher": "none"}  # nothing watches the tree from the CLI
+    if args.json:
+        out.write(json.dumps({"indexes": [status]}, indent=2, sort_keys=True) + "\n")
+    else:
+        out.write("\n".join(f"{key + ':':17s}{_status_text(key, value)}" for key, value in status.items()) + "\n")
+    return EXIT_OK
+
+
+def _status_text(key: str, value: Any) -> str:
+    if key == "vector_coverage":
+        return f"{value:.1%}"
+    if key == "pending_changes" and value is None:
+        return "unknown (the source root is not here)"
+    return str(value)
 
 
 def format_manifest_summary(summary: Mapping[str, Any]) -> str:
@@ -455,7 +479,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             level = config.log_level
             _configure_logging(level)
         if args.command == "index":
-            handler = _cmd_index_build if args.index_command == "build" else _cmd_index_info
+            handler = {"build": _cmd_index_build, "status": _cmd_index_status}.get(args.index_command, _cmd_index_info)
             return handler(args, config, sys.stdout)
         if args.command == "search":
             return _cmd_search(args, config, sys.stdout)

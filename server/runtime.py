@@ -132,6 +132,20 @@ class Runtime:
         if self.load_error is not None:
             raise self.load_error
 
+    def watcher_state(self) -> str:
+        """What keeps the served index fresh: "polling" while the refresh loop runs ("not started"
+        while loading). A loop found dead is restarted and reported once as "restarted" (stale must
+        never look fresh). Call on the event loop."""
+        task = self._refresh_task
+        if self._refresher is None or task is None:
+            return "not started"
+        if task.done():
+            problem = None if task.cancelled() else task.exception()
+            logger.warning("the refresh loop had stopped (%s); restarting it", problem or "cancelled")
+            self._refresh_task = asyncio.get_running_loop().create_task(self._refresher.run())
+            return "restarted"
+        return "polling"
+
     async def refresh_once(self) -> bool:
         """One freshness check; True when a new index version is now being served."""
         return False if self._refresher is None else await self._refresher.refresh_once()

@@ -8,9 +8,13 @@ Every reply is a `CallToolResult` built by `results` with structuredContent and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
+import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
@@ -18,15 +22,16 @@ from urllib.parse import unquote, urlparse
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from sandbox import MAX_TIMEOUT_S, OUTCOMES, TIMING_KEYS, SandboxHit, api_signatures
 from search import SEARCH_MODES
 
 from .errors import Channel, SkillError, channel_for, hide_host_paths
 from .execute import lookup_program
-from .results import execution_reply, search_reply, simple_reply
+from .results import Reply, execution_reply, search_reply, simple_reply
 from .runtime import Runtime
+from .status import describe_status, format_status
 
 __all__ = ["TOOL_DESCRIPTIONS", "register_tools"]
 
@@ -34,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CODE_CHARS = 100_000
 MAX_QUERY_CHARS = 2_000
+PROGRESS_INTERVAL_S = 1.0  # a long execute_code reports progress this often
 
 # Schema types built from the facts' owners (a Literal of a tuple lists its items).
 Outcome = Literal[OUTCOMES]  # type: ignore[valid-type]
@@ -78,6 +84,26 @@ class SearchCodeResult(TypedDict):
     timings_ms: Timings
 
 
+class IndexStatusEntry(TypedDict):
+    name: str
+    backend: str
+    files: int
+    chunks: int
+    vector_coverage: float
+    has_vectors: bool
+    last_updated: str | None
+    pending_changes: int | None
+    watcher: str
+    version: str | None
+    format_version: NotRequired[int]
+    stage: str
+
+
+class IndexStatusResult(TypedDict):
+    indexes: list[IndexStatusEntry]
+    stage: str
+
+
 class SkillInfo(TypedDict):
     name: str
     description: str
@@ -116,6 +142,10 @@ docstring; imports go inside it; the sandbox rules of execute_code). Later progr
 state dir call it by name; it survives restarts. Nothing may run at load (no decorators, literal defaults),
 and no name it binds may be an API name (search, read, state, result, ...), builtin or module.""",
     "delete_skill": "Delete a saved skill by name.",
+    "index_status": """What is served and how fresh it is, answered at once (during indexing too): per index its
+name, backend, files, chunks, vector_coverage (share of chunks with a vector: semantic/hybrid see only
+those), last_updated, pending_changes (files added/changed/deleted since), watcher (what keeps it fresh)
+and version.""",
 }
 
 
@@ -209,6 +239,38 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
     return reply.to_call_tool_result()
 
 
+async def _with_progress(ctx: Context, work: Awaitable[Reply], timeout_s: float) -> Reply:
+    """Await `work`; past each PROGRESS_INTERVAL_S, notify progress as seconds elapsed of `timeout_s`
+    (the SDK sends it only when the client's request carried a progress token). Cancelling the
+    caller cancels `work` (which kills its child)."""
+    task = asyncio.ensure_future(work)
+    started = time.monotonic()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+            if done:
+                return task.result()
+            elapsed = time.monotonic() - started
+            try:
+                await ctx.report_progress(round(min(elapsed, timeout_s), 1), float(timeout_s),
+                                          f"running: {elapsed:.0f} s of at most {timeout_s:g} s")
+            except Exception:  # noqa: BLE001 - progress is best effort
+                logger.debug("progress notification failed", exc_info=True)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def status_document(runtime: Runtime) -> dict[str, Any]:
+    """index_status's reply (also in knowledge://index): answered at once, during loading too."""
+    stage = runtime.status
+    if runtime.load_error is not None:
+        stage = "failed: " + hide_host_paths(" ".join(str(runtime.load_error).split()), runtime.host_paths())
+    return await asyncio.to_thread(describe_status, runtime.target, stage, runtime.watcher_state())
+
+
 def register_tools(server: Any, runtime: Runtime) -> None:
     """Add the tools to an `MCPServer`."""
 
@@ -222,9 +284,9 @@ def register_tools(server: Any, runtime: Runtime) -> None:
             return unready
         session, session_id = _session_key(ctx)
         state = runtime.states.for_session(session) if session is not None else None
-        reply = await runtime.execute(
+        reply = await _with_progress(ctx, runtime.execute(
             code, timeout_s=timeout_s, max_output_tokens=max_output_tokens, state=state, session_id=session_id
-        )
+        ), timeout_s)
         return reply.to_call_tool_result()
 
     async def search_code(
@@ -304,6 +366,12 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         logger.info("skill %s deleted", name)
         return _skill_reply(runtime, "deleted", name, None)
 
+    async def index_status(ctx: Context) -> Annotated[CallToolResult, IndexStatusResult]:
+        if not runtime.is_started:
+            runtime.start(client_roots=await _client_roots(ctx))
+        status = await status_document(runtime)
+        return simple_reply(status, format_status(status), is_error=False).to_call_tool_result()
+
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
     server.add_tool(
         execute_code, name="execute_code", title="Run a program over the knowledge base",
@@ -311,6 +379,8 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
                                     open_world_hint=False),
     )
+    server.add_tool(index_status, name="index_status", title="Index status",
+                    description=TOOL_DESCRIPTIONS["index_status"], annotations=read_only)
     server.add_tool(search_code, name="search_code", title="Search code and docs",
                     description=TOOL_DESCRIPTIONS["search_code"], annotations=read_only)
     server.add_tool(lookup_code, name="lookup_code", title="Find definitions, outline a file, grep",

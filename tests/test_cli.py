@@ -187,7 +187,7 @@ def test_cli_index_build_all_gitignored_names_the_cause_and_no_gitignore_indexes
     assert not out.exists()
     done = run_cli("index", "build", src, "--out", out, "--no-vectors", "--no-gitignore", tmp_home=home)
     assert done.returncode == 0, done.stderr
-    found = run_cli("search", "zebracorn", "--index", out, "--mode", "bm25", "--json", tmp_home=home)
+    found = run_cli("search", "zebracorn", "--index", out, "--mode", "bm25", "--no-rerank", "--json", tmp_home=home)
     assert found.returncode == 0, found.stderr
     assert [h["path"] for h in json.loads(found.stdout)] == ["notes.md"]
 
@@ -273,6 +273,7 @@ def test_cli_missing_rerank_model_exits_4(bm25_index, home, tmp_path):
 
 
 @pytest.mark.linux_only
+@pytest.mark.model
 def test_cli_exec_runs_a_program(bm25_index, home):
     """It runs one program against the index and prints the processed result (text, or JSON)."""
     code = "hits = bm25('token bucket', k=2)\nprint(hits[0].path)\nresult = len(files())"
@@ -286,6 +287,7 @@ def test_cli_exec_runs_a_program(bm25_index, home):
 
 
 @pytest.mark.linux_only
+@pytest.mark.model
 def test_cli_exec_text_names_cli_flags_not_mcp_arguments(bm25_index, home):
     """It tells a CLI user about --timeout-s and --json, never timeout_s or structuredContent."""
     timed_out = run_cli("exec", "--index", bm25_index, "--timeout-s", "1", "while True:\n    pass", tmp_home=home)
@@ -297,6 +299,7 @@ def test_cli_exec_text_names_cli_flags_not_mcp_arguments(bm25_index, home):
 
 
 @pytest.mark.linux_only
+@pytest.mark.model
 def test_cli_exec_logs_no_third_party_noise_at_the_default_level(bm25_index, home):
     """It keeps faiss's loader messages (which CPU build it tried) out of the INFO log."""
     done = run_cli("exec", "--index", bm25_index, "print(1)", env_extra={"KNOWLEDGE_MCP_LOG_LEVEL": "INFO"},
@@ -322,6 +325,7 @@ def test_cli_exec_root_first_build_logs_what_it_does_not_what_is_missing(tmp_pat
 
 
 @pytest.mark.linux_only
+@pytest.mark.model
 def test_cli_exec_refused_program_exits_2(bm25_index, home):
     """It exits 2 for a program the policy refuses, printing the validation error."""
     done = run_cli("exec", "--index", bm25_index, "import os\nos.system('true')", tmp_home=home)

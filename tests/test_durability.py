@@ -157,6 +157,7 @@ def test_flipped_byte_is_caught_by_checksum(built: tuple[Path, Path]) -> None:
     assert "index build" in proc.stderr
 
 
+@pytest.mark.slow  # waits on backoff, restarts or a racing build: seconds even on an idle machine
 def test_racing_builds_are_serialised_or_refused(tmp_path: Path) -> None:
     """It never lets two builds interleave on one output: both succeed in turn, or the loser exits 2."""
     src, out = tmp_path / "src", tmp_path / "index"

@@ -62,7 +62,10 @@ NOT_YET_IMPORTED = {
 def _imported_through_packages() -> dict[str, set[str]]:
     """Names each package's users (other packages, tests, benchmarks, scripts) take from its __init__."""
     used: dict[str, set[str]] = {package: set() for package in PACKAGES}
-    sources = [path for folder in (*PACKAGES, "tests", "benchmarks", "scripts") for path in (ROOT / folder).rglob("*.py")]
+    sources = [
+        path for folder in (*PACKAGES, "tests", "benchmarks", "scripts") for path in (ROOT / folder).rglob("*.py")
+        if not any(part.startswith(".") for part in path.relative_to(ROOT).parts)  # benchmarks/.cache: fetched trees
+    ]
     for path in sources:
         owner = path.relative_to(ROOT).parts[0]
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.markers import holds_model
+
 from index import Embedder, IndexConfig, ModelLocation, ModelTokenCounter, open_embedder, open_token_counter, resolve_embed_model
 
 
@@ -18,6 +20,7 @@ def token_counter(model_location: ModelLocation) -> ModelTokenCounter:
 
 
 @pytest.fixture(scope="session")
+@holds_model
 def embedder(model_location: ModelLocation) -> Embedder:
     return open_embedder(model_location, threads=2)
 

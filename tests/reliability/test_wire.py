@@ -154,6 +154,7 @@ anyio.run(serve_stdio, tiny)
 """
 
 
+@pytest.mark.slow  # waits on backoff, restarts or a racing build: seconds even on an idle machine
 def test_wire_serve_stdio_answers_malformed_lines_and_keeps_serving(tmp_path):
     """On a tiny server (no model): each malformed line gets its one error reply in order, and the next request its answer."""
     proc = subprocess.Popen(

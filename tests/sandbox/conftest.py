@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.markers import holds_model
+
 NOBODY = 65534
 
 
@@ -141,13 +143,12 @@ def plain_config(**overrides):
 
 
 @pytest.fixture(scope="session")
-def small_index() -> Iterator[Path | None]:
-    """A tiny real index with vectors, readable by the unprivileged uid (None until index/ can build)."""
-    try:
-        from index import IndexConfig, build_index
-    except ImportError:
-        yield None
-        return
+@holds_model
+def small_index() -> Iterator[Path]:
+    """A tiny real index with vectors, readable by the unprivileged uid. A broken index package fails
+    every test that needs it (never a silent skip of security tests)."""
+    from index import IndexConfig, build_index
+
     root = Path(tempfile.mkdtemp(prefix="kmcp-index-"))
     root.chmod(0o755)
     source = root / "src"

@@ -83,6 +83,7 @@ def _sandbox_processes(exempt_roots: set[int]) -> set[int]:
 
 
 @pytest.mark.parametrize("when", ["while the replacement warms up", "once the replacement is ready"])
+@pytest.mark.slow  # waits on backoff, restarts or a racing build: seconds even on an idle machine
 def test_client_close_after_a_death_leaves_no_process(canary_env, when) -> None:
     """It cancels or stops the replacement on close(): no fork server or sandbox child of this client survives."""
     others = _fork_servers()
@@ -102,6 +103,7 @@ def test_client_close_after_a_death_leaves_no_process(canary_env, when) -> None:
     assert leftover == set(), f"processes left after close(): {leftover}"
 
 
+@pytest.mark.slow  # waits on backoff, restarts or a racing build: seconds even on an idle machine
 def test_client_gives_up_after_bounded_restarts_then_the_next_call_retries(canary_env, tmp_path, caplog) -> None:
     """It tries three times in the background when the fork server cannot start, then a call retries and says why."""
     launches = tmp_path / "launches"
@@ -144,6 +146,7 @@ def test_client_gives_up_after_bounded_restarts_then_the_next_call_retries(canar
         loop.close()
 
 
+@pytest.mark.slow  # waits on backoff, restarts or a racing build: seconds even on an idle machine
 def test_client_stops_restarting_a_fork_server_that_keeps_dying_young(canary_env, caplog) -> None:
     """It leaves the restart to the next call after three deaths in a row soon after starting (no crash loop)."""
     handle = SandboxHandle(plain_config())

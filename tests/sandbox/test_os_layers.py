@@ -35,6 +35,7 @@ def _attempts(sandbox: SandboxHandle, snippets: dict[str, str], **kwargs) -> dic
     return result.result
 
 
+@pytest.mark.model
 def test_plain_child_has_no_network(plain_sandbox: SandboxHandle) -> None:
     """It cannot connect to a loopback listener, bind, or open raw sockets; the listener sees nothing."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -55,6 +56,7 @@ def test_plain_child_has_no_network(plain_sandbox: SandboxHandle) -> None:
     assert all(v.startswith("PermissionError") for v in outcome.values()), outcome
 
 
+@pytest.mark.model
 def test_plain_child_cannot_exec_or_fork(plain_sandbox: SandboxHandle, open_dir: Path) -> None:
     """It cannot run a program or create a process: no marker file, no new child of the fork server."""
     marker = open_dir / "executed"
@@ -71,6 +73,7 @@ def test_plain_child_cannot_exec_or_fork(plain_sandbox: SandboxHandle, open_dir:
     assert sorted(child_pids_of(plain_sandbox.client.pid)) == stats.child_pids
 
 
+@pytest.mark.model
 def test_plain_child_cannot_write_files(plain_sandbox: SandboxHandle, open_dir: Path) -> None:
     """It cannot create, write, rename or delete anything, even in a world-writable directory."""
     keep = open_dir / "keep.txt"
@@ -91,6 +94,7 @@ def test_plain_child_cannot_write_files(plain_sandbox: SandboxHandle, open_dir: 
     assert not Path("/tmp/kmcp-escape.txt").exists()
 
 
+@pytest.mark.model
 def test_plain_child_cannot_kill_fork_server_or_server(plain_sandbox: SandboxHandle) -> None:
     """It cannot signal the fork server, the server or pid 1; both stay alive and answer."""
     fs_pid = plain_sandbox.client.pid
@@ -106,6 +110,7 @@ def test_plain_child_cannot_kill_fork_server_or_server(plain_sandbox: SandboxHan
     assert plain_sandbox.run("result = 'alive'").result == "alive"
 
 
+@pytest.mark.model
 def test_plain_child_cannot_read_secrets(plain_sandbox: SandboxHandle, open_dir: Path, canary_env: str) -> None:
     """It cannot read a world-readable canary file, the server's environ, or its own env's secret."""
     canary = open_dir / "canary.txt"
@@ -126,6 +131,7 @@ def test_plain_child_cannot_read_secrets(plain_sandbox: SandboxHandle, open_dir:
         assert outcome[name].startswith("PermissionError"), (name, outcome[name])
 
 
+@pytest.mark.model
 def test_plain_child_cannot_see_another_sessions_data(plain_sandbox: SandboxHandle) -> None:
     """It cannot read another running child's state through /proc or ptrace."""
     secret = "session-a-secret-77"
@@ -199,10 +205,9 @@ def test_plain_child_cannot_reach_mcp_stream(canary_env, open_dir: Path) -> None
     assert "MARK" not in log.read_text()
 
 
+@pytest.mark.model
 def test_plain_child_still_searches_embeds_and_reranks(plain_sandbox: SandboxHandle, small_index) -> None:
     """It runs query embedding, faiss search and the ONNX cross-encoder inside the locked-down child."""
-    if small_index is None:
-        pytest.skip("index.build_index is not available yet")
     result = plain_sandbox.run(
         "hits = search('retry with exponential backoff', k=3, mode='hybrid', rerank=True)\n"
         "sem = semantic('least recently used cache', k=1)\n"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.markers import holds_model
+
 from index import IndexConfig, build_index
 from search import CrossEncoder, SearchConfig, Searcher, resolve_rerank_model
 
@@ -13,6 +15,7 @@ from .corpus import write_records, write_source_tree
 
 
 @pytest.fixture(scope="session")
+@holds_model
 def cross_encoder() -> CrossEncoder:
     """The packaged INT8 cross-encoder with a short truncation (fast on 2 cores)."""
     encoder = CrossEncoder.open(resolve_rerank_model(None), threads=1, max_tokens=128, query_max_tokens=32)
@@ -26,6 +29,7 @@ def source_tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+@holds_model
 def code_index(source_tree, tmp_path_factory) -> Path:
     """The tiny source tree indexed with vectors (embeds a few dozen chunks)."""
     out = tmp_path_factory.mktemp("code-index")
@@ -43,6 +47,7 @@ def records_index(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+@holds_model
 def searcher(code_index) -> Searcher:
     """A fully loaded searcher over the tiny source tree (embedder + cross-encoder, 1 thread)."""
     return Searcher.open(code_index, SearchConfig(rerank_max_tokens=128), load_models=True)

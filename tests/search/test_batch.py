@@ -5,13 +5,16 @@ from __future__ import annotations
 import pytest
 
 from search import Searcher, search_batch, search_documents
+from tests.markers import holds_model
 
 
 @pytest.fixture(scope="module")
+@holds_model
 def records_searcher(records_index):
     return Searcher.open(records_index, load_models=True)  # no vectors: cross-encoder only
 
 
+@pytest.mark.model
 def test_search_documents_lists_each_doc_once(records_searcher):
     """It ranks d1 (many matching chunks) once, at the rank of its best chunk."""
     chunk_docs = [hit.doc_id for hit in records_searcher.bm25("mitochondria ATP", k=50)]
@@ -33,6 +36,7 @@ def test_search_documents_with_rerank_keeps_scores_descending(records_searcher):
     assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores)
 
 
+@pytest.mark.model
 def test_search_batch_writes_trec_run_lines(records_searcher):
     """It writes `qid Q0 docid rank score tag`, ranks from 1, for every query."""
     lines = search_batch(

@@ -92,6 +92,7 @@ def test_cross_encoder_open_rejects_a_tampered_model(tmp_path, monkeypatch):
         CrossEncoder.open(location)
 
 
+@pytest.mark.model
 def test_resolve_rerank_model_accepts_a_folder(tmp_path):
     """It takes a folder holding model.onnx and tokenizer.json, and names what a folder lacks."""
     real = resolve_rerank_model(None)

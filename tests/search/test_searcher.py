@@ -48,6 +48,7 @@ def _brute_force_lucene(token_lists, query_terms, k1, b):
     return np.array(scores)
 
 
+@pytest.mark.model
 def test_searcher_bm25_ranks_like_brute_force(searcher):
     """It returns exactly the chunks a textbook Lucene BM25 ranks first, with the same scores."""
     from index import tokenize
@@ -64,6 +65,7 @@ def test_searcher_bm25_ranks_like_brute_force(searcher):
         )
 
 
+@pytest.mark.model
 def test_searcher_okapi_equals_rank_bm25_on_the_index(code_index):
     """It scores every chunk of a built index like rank_bm25.BM25Okapi over the same terms."""
     searcher = Searcher.open(code_index, SearchConfig(bm25_variant="okapi", k1=1.5, b=0.75), load_models=False)
@@ -154,6 +156,7 @@ def test_searcher_rerank_accepts_hit_dicts(searcher):
         searcher.rerank("config", ["not a hit"])
 
 
+@pytest.mark.model
 def test_searcher_read_returns_exact_lines(searcher):
     """It returns whole files and 1-based inclusive line ranges, clamping an end past the file."""
     text = SOURCE_FILES["src/app/util.py"]
@@ -164,6 +167,7 @@ def test_searcher_read_returns_exact_lines(searcher):
     assert searcher.read("./src/app/util.py", 1, 1) == '"""Small helpers."""\n'
 
 
+@pytest.mark.model
 def test_searcher_read_unknown_path_is_lookup_error(searcher):
     """It raises PathNotFoundError, a LookupError that points at files()."""
     with pytest.raises(LookupError, match="files\\(\\)") as caught:
@@ -176,6 +180,7 @@ def test_searcher_read_unknown_path_is_lookup_error(searcher):
     [(0, None, "start_line must be an integer >= 1"), (5, 4, "end_line 4 is before start_line 5"),
      (1000, None, "past the end"), ("1", None, "start_line must be an integer"), (1, 2.5, "end_line must be an integer")],
 )
+@pytest.mark.model
 def test_searcher_read_bad_range_is_query_error(searcher, start, end, message):
     """It raises QueryError (a ValueError) saying what is wrong with the range."""
     with pytest.raises(ValueError, match=message) as caught:
@@ -183,6 +188,7 @@ def test_searcher_read_bad_range_is_query_error(searcher, start, end, message):
     assert isinstance(caught.value, QueryError)
 
 
+@pytest.mark.model
 def test_searcher_files_lists_sorted_matches(searcher):
     """It lists every indexed path sorted, or those matching a glob."""
     assert searcher.files() == sorted(SOURCE_FILES)
@@ -208,6 +214,7 @@ def test_searcher_files_lists_sorted_matches(searcher):
         ({"path": ""}, "path glob must be a non-empty string"),
     ],
 )
+@pytest.mark.model
 def test_searcher_search_rejects_bad_arguments(searcher, kwargs, message):
     """It raises QueryError with a message naming the bad argument and the fix."""
     arguments = {"query": "server", "k": 3, "mode": "bm25", "rerank": False} | kwargs
@@ -225,6 +232,7 @@ def test_searcher_without_vectors_refuses_semantic_modes(records_index):
     assert searcher.bm25("atp", k=2)[0].doc_id in {"d1", "d4"}
 
 
+@pytest.mark.model
 def test_searcher_without_models_refuses_rerank(code_index):
     """It explains that rerank and semantic need the models it did not load."""
     searcher = Searcher.open(code_index, load_models=False)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.markers import holds_model
+
 
 @pytest.fixture(scope="session")
 def token_counter():
@@ -81,6 +83,7 @@ def corpus_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+@holds_model
 def built_index(corpus_dir, tmp_path_factory):
     """The test corpus indexed with vectors, built once per session through the CLI."""
     out = tmp_path_factory.mktemp("server-index") / "index"

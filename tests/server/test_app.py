@@ -35,7 +35,7 @@ async def test_app_lists_tools_schemas_and_resources(built_index, tmp_path):
     """It lists the tools with ranged input schemas, output schemas, annotations, and two resources."""
     async with connect("--index", str(built_index), home=tmp_path) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == {"execute_code", "search_code", "save_skill", "delete_skill", "lookup_code"}
+        assert set(tools) == {"execute_code", "search_code", "save_skill", "delete_skill", "lookup_code", "index_status"}
         execute = tools["execute_code"].input_schema["properties"]
         assert execute["timeout_s"]["exclusiveMinimum"] == 0 and execute["timeout_s"]["maximum"] == 120
         assert execute["max_output_tokens"]["minimum"] == 100 and execute["max_output_tokens"]["maximum"] == 20000

@@ -31,7 +31,7 @@ def test_clients_mcp_inspector_lists_and_calls(built_index, tmp_path):
     listed = _run([*base, "--method", "tools/list"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     names = {tool["name"] for tool in json.loads(listed.stdout)["tools"]}
-    assert names == {"execute_code", "search_code", "save_skill", "delete_skill", "lookup_code"}
+    assert names == {"execute_code", "search_code", "save_skill", "delete_skill", "lookup_code", "index_status"}
     called = _run([*base, "--method", "tools/call", "--tool-name", "execute_code",
                    "--tool-arg", "code=result = files('src/*.py')"], tmp_path)
     assert called.returncode == 0, called.stderr

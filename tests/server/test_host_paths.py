@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.linux_only]
 TOOL_CALLS = {
     "execute_code": {"code": "result = read('src/ratelimit.py', 1, 2)"},
     "search_code": {"query": "token bucket", "k": 3},
+    "lookup_code": {"grep": "bucket"},
     "save_skill": {"name": "top", "source": "def top():\n    return 1\n", "description": "one"},
     "delete_skill": {"name": "nope"},
 }
@@ -69,6 +70,7 @@ async def _exercise(session, progress: list[str]) -> None:
     for code in ERROR_PROGRAMS:
         await session.call_tool("execute_code", {"code": code}, progress_callback=on_progress)
     await session.call_tool("search_code", {"query": "x", "path_glob": "/etc/**"})
+    await session.call_tool("lookup_code", {"outline": "/etc/passwd"})
     for uri in ("knowledge://api", "knowledge://index"):
         try:
             await session.read_resource(uri)

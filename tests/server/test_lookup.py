@@ -10,7 +10,7 @@ import pytest
 
 from tests.server.conftest import ROOT, connect, server_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.model]  # built_index embeds the corpus; the server loads the cross-encoder
 
 # Python's re needs 2**n steps for (a+)+$ on n 'a's then a 'b' (n=40: hours); RE2 is linear.
 CATASTROPHIC_PROGRAM = "result = [grep('(a+)+$', path='*.py'), grep('a+b$', k=3)]\n"

@@ -15,6 +15,8 @@ from sandbox import PolicyConfig, PolicyError, SandboxHit, TokenCounter, build_a
 from tests.sandbox.escapes.attacks import ATTACKS, Attack, Canaries
 
 PYTHON_ATTACKS = [attack for attack in ATTACKS if attack.layer == "python"]
+ATTACK_PARAMS = [pytest.param(attack, id=attack.name, marks=[pytest.mark.model] if attack.needs_index else [])
+                 for attack in PYTHON_ATTACKS]
 NORMAL_PROGRAM = """
 import json
 hits = [h for h in HITS if h.language == 'python']
@@ -29,8 +31,6 @@ def token_counter() -> TokenCounter:
 
 @pytest.fixture(scope="module")
 def searcher(small_index):
-    if small_index is None:
-        return None
     from search import Searcher
 
     return Searcher.open(small_index, load_models=False)
@@ -55,9 +55,9 @@ def _assert_normal_program_works(namespace: dict[str, object]) -> None:
     assert run.result["paths"] == ["src/a.py"] and run.result["dumped"] == "src/a.py" and run.result["n"] > 100
 
 
-def _run_attack(attack: Attack, mode: str, canaries: Canaries, searcher, token_counter) -> tuple[str, object]:
-    if attack.needs_index and searcher is None:
-        pytest.skip("needs a built index (index/ not available)")
+def _run_attack(attack: Attack, mode: str, canaries: Canaries, request, token_counter) -> tuple[str, object]:
+    # Only the attacks on search/read/files need the index (built with the model: those params are marked).
+    searcher = request.getfixturevalue("searcher") if attack.needs_index else None
     code = canaries.render(attack)
     namespace = _namespace(searcher, token_counter)
     try:
@@ -72,10 +72,10 @@ def _run_attack(attack: Attack, mode: str, canaries: Canaries, searcher, token_c
     return "ran", run
 
 
-@pytest.mark.parametrize("attack", PYTHON_ATTACKS, ids=lambda attack: attack.name)
-def test_escape_full_mode_refused_or_contained(attack, canaries, searcher, token_counter):
+@pytest.mark.parametrize("attack", ATTACK_PARAMS)
+def test_escape_full_mode_refused_or_contained(attack, canaries, request, token_counter):
     """It refuses the attack with the expected AST rule, or runs it to the expected outcome with no canary tripped."""
-    how, outcome = _run_attack(attack, "full", canaries, searcher, token_counter)
+    how, outcome = _run_attack(attack, "full", canaries, request, token_counter)
     if attack.ast_rules:
         assert how == "refused", f"expected refusal by {attack.ast_rules}, but it ran: {outcome}"
         rules = {violation.rule for violation in outcome.violations}
@@ -85,10 +85,10 @@ def test_escape_full_mode_refused_or_contained(attack, canaries, searcher, token
         assert outcome.outcome == attack.runtime_outcome, outcome.to_dict()
 
 
-@pytest.mark.parametrize("attack", PYTHON_ATTACKS, ids=lambda attack: attack.name)
-def test_escape_restricted_only_mode_contained(attack, canaries, searcher, token_counter):
+@pytest.mark.parametrize("attack", ATTACK_PARAMS)
+def test_escape_restricted_only_mode_contained(attack, canaries, request, token_counter):
     """Without the AST pre-check, RestrictedPython and the runtime guards alone refuse or contain the attack."""
-    how, outcome = _run_attack(attack, "restricted_only", canaries, searcher, token_counter)
+    how, outcome = _run_attack(attack, "restricted_only", canaries, request, token_counter)
     if how == "ran" and attack.ast_rules and attack.source != "resource":
         # Valid for RestrictedPython but refused by the AST layer: it must fail at run time.
         assert outcome.outcome == "runtime_error", outcome.to_dict()
