@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -53,6 +53,8 @@ __all__ = ["BuildReport", "build_index", "write_index"]
 
 log = logging.getLogger(__name__)
 
+Progress = Callable[[str, float], None]
+PROGRESS_STEP = 0.01  # report every 1% of a stage
 KEY_BYTES = 16  # sha256 prefix of a chunk's indexed text: the vector reuse key
 ANN_M = 32
 ANN_EF_CONSTRUCTION = 80
@@ -104,8 +106,14 @@ class BuildReport:
         return "\n".join(lines)
 
 
-def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexConfig | None = None) -> BuildReport:
+def build_index(
+    sources: Sequence[Path | str], out: Path | str, config: IndexConfig | None = None,
+    on_progress: Progress | None = None,
+) -> BuildReport:
     """Build or incrementally update the index at `out` from `sources` (see module docstring).
+
+    on_progress(stage, fraction): called from this thread as the build goes ("chunking" over files,
+    "embedding" over the chunks to embed; fraction in [0, 1]), at most every PROGRESS_STEP.
 
     Raises SourceError (exit 2), IndexLockedError (exit 2), ModelMissingError (exit 4).
     """
@@ -124,7 +132,7 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
         docs = _collect_docs(sources, config, skipped)
         if not docs:
             raise SourceError(_empty_corpus_message(sources, skipped))
-        chunks, chunks_per_doc, file_symbols = _chunk_all(docs, counter, config, max_tokens)
+        chunks, chunks_per_doc, file_symbols = _chunk_all(docs, counter, config, max_tokens, on_progress)
         if not chunks:
             raise SourceError(f"the documents under {root} produced no text to index (all blank)")
         symbols, chunk_symbols = _symbol_table(chunks, chunks_per_doc, file_symbols)
@@ -135,7 +143,8 @@ def build_index(sources: Sequence[Path | str], out: Path | str, config: IndexCon
             current = None if config.force else _current_version(out)
             encoder = _encoder(current, location, config)
             previous = _previous_vectors(current, encoder)
-            vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, encoder, config)
+            vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, encoder, config,
+                                                                on_progress)
         ann, ann_info = _approximate_index(vectors, config)
         contents = IndexContents(
             docs=[{"doc_id": d.doc_id, "path": d.path, "language": d.language, "title": d.title} for d in docs],
@@ -275,12 +284,16 @@ def _empty_corpus_message(sources: list[Path], skipped: Counter[str]) -> str:
 
 
 def _chunk_all(
-    docs: list[SourceDoc], counter: ModelTokenCounter, config: IndexConfig, max_tokens: int
+    docs: list[SourceDoc], counter: ModelTokenCounter, config: IndexConfig, max_tokens: int,
+    on_progress: Progress | None = None,
 ) -> tuple[list[Chunk], list[int], list[list[Symbol]]]:
     chunks: list[Chunk] = []
     per_doc = []
     symbols = []
-    for doc in docs:
+    step = max(1, int(len(docs) * PROGRESS_STEP))
+    for number, doc in enumerate(docs):
+        if on_progress is not None and number % step == 0:
+            on_progress("chunking", number / len(docs))
         doc_chunks, doc_symbols = chunk_file(doc, counter, config, max_tokens)
         chunks.extend(doc_chunks)
         per_doc.append(len(doc_chunks))
@@ -430,6 +443,7 @@ def _vectors(
     location: ModelLocation,
     encoder: EncoderFiles,
     config: IndexConfig,
+    on_progress: Progress | None = None,
 ) -> tuple[np.ndarray, int, int, float]:
     """float32 (n, dim) unit vectors: reused where the key is known, the rest embedded once per text."""
     vectors = np.zeros((len(chunks), location.dim), dtype=np.float32)
@@ -448,12 +462,29 @@ def _vectors(
         rows = [positions[0] for positions in todo.values()]
         embedder = _embedder(encoder.model, encoder.sha256, encoder.tokenizer, encoder.pooling, location, config.threads)
         started = time.perf_counter()
-        fresh = embedder.encode([chunks[i].indexed_text for i in rows], config.show_progress)
+        fresh = embedder.encode([chunks[i].indexed_text for i in rows], config.show_progress,
+                                on_rows=_fraction_reporter(on_progress, "embedding", len(rows)))
         seconds = time.perf_counter() - started
         for vector, positions in zip(fresh, todo.values()):
             vectors[positions] = vector
         log.info("embedded %d chunks in %.1fs (%.1f chunks/s)", len(rows), seconds, len(rows) / max(seconds, 1e-9))
     return vectors, len(chunks) - reused, reused, seconds
+
+
+def _fraction_reporter(on_progress: Progress | None, stage: str, total: int) -> Callable[[int], None] | None:
+    """A counter of finished rows that calls on_progress(stage, done/total) every PROGRESS_STEP."""
+    if on_progress is None or total == 0:
+        return None
+    step = max(1, int(total * PROGRESS_STEP))
+    done = [0, 0]  # rows finished, rows at the last report (threads add under the GIL)
+
+    def add(rows: int) -> None:
+        done[0] += rows
+        if done[0] - done[1] >= step:
+            done[1] = done[0]
+            on_progress(stage, min(done[0] / total, 1.0))
+
+    return add
 
 
 @lru_cache(maxsize=2)

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -154,18 +154,20 @@ class Embedder:
         self.dim = dim
         self.threads = threads
 
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], show_progress: bool = False,
+               on_rows: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed `texts` → float32 (len(texts), dim), L2-normalised, in input order.
 
         The longest texts go first, dealt round-robin to the threads, so they finish together.
-        Texts beyond the model's window are truncated; the chunker never produces one."""
+        Texts beyond the model's window are truncated; the chunker never produces one. on_rows(n) is
+        called (from the encoding threads) as each n texts finish."""
         count = len(texts)
         vectors = np.zeros((count, self.dim), dtype=np.float32)
         if count == 0:
             return vectors
         encodings = self._tokenizer.encode_batch(list(texts)) if count > 1 else [self._tokenizer.encode(texts[0])]
         order = np.argsort(-np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=count), kind="stable")
-        with _progress(count, show_progress) as bar:
+        with _progress(count, show_progress, on_rows) as bar:
             run_split(lambda rows: self._embed_rows(rows, encodings, vectors, bar), order, self.threads)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
@@ -197,7 +199,27 @@ class _NoProgress:
         return None
 
 
-def _progress(total: int, show: bool) -> Any:
+class _Rows(_NoProgress):
+    """Finished rows handed to a callback (a build's fraction done), with or without a bar."""
+
+    def __init__(self, on_rows: Callable[[int], None], bar: Any) -> None:
+        self._on_rows, self._bar = on_rows, bar
+
+    def __enter__(self) -> _Rows:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bar.__exit__(*exc_info)
+
+    def update(self, n: int) -> None:
+        self._bar.update(n)
+        self._on_rows(n)
+
+
+def _progress(total: int, show: bool, on_rows: Callable[[int], None] | None = None) -> Any:
+    if on_rows is not None:
+        return _Rows(on_rows, _progress(total, show))
     if not show:
         return _NoProgress()
     from tqdm import tqdm

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import numpy as np
 from .embed import EMBED_INSTALL_COMMAND, ModelLocation, file_sha256
 from .errors import ModelMissingError
 
-__all__ = ["EncoderFiles", "PRECISIONS", "RECIPE", "prepare_encoder", "read_pooling"]
+__all__ = ["BUNDLED_DIR", "EncoderFiles", "PRECISIONS", "RECIPE", "prepare_encoder", "read_pooling"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ OPSET = 17
 MIN_FP32_COSINE = 0.9999
 MIN_INT8_COSINE = 0.97  # per-channel INT8 MiniLM: 0.985-0.996 on the probes; per-tensor: 0.89
 MODEL_FILE = "model.onnx"
+# Encoders exported at install time (the Docker image bakes one here, then drops torch): read-only,
+# consulted after the cache, so serving and building need only onnxruntime. Bake with
+# `prepare_encoder(location, precision, BUNDLED_DIR)`.
+BUNDLED_DIR = Path(sys.prefix) / "share" / "knowledge-mcp"
 META_FILE = "encoder.json"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 POOLINGS = ("mean", "cls")
@@ -126,6 +131,9 @@ def prepare_encoder(location: ModelLocation, precision: str = "int8", cache_dir:
     cached = _read_entry(folder, location, precision, pooling)
     if cached is not None:
         return cached
+    bundled = _read_entry(BUNDLED_DIR / "encoders" / folder.name, location, precision, pooling)
+    if bundled is not None:
+        return bundled
     return _export_entry(location, precision, pooling, folder)
 
 

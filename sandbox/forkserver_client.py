@@ -446,6 +446,15 @@ async def _read_frame(reader: asyncio.StreamReader) -> Message:
         result = decode_body(await reader.readexactly(message.body_bytes))
         if not isinstance(result, ExecutionResult):
             raise ProtocolError(f"a result envelope holds a {type(result).__name__}")
-        return result.with_request_id(message.request_id).with_timings(**message.timings_ms)
+        return _strip_traceback(result.with_request_id(message.request_id).with_timings(**message.timings_ms))
     return message
+
+
+def _strip_traceback(result: ExecutionResult) -> ExecutionResult:
+    """A child's internal error carries our traceback: it goes to the log, never to the caller."""
+    if result.outcome != "internal_error" or not result.error or not result.error.get("traceback"):
+        return result
+    log.error("%s in the sandbox (call %s):\n%s", result.error.get("message"), result.request_id, result.error["traceback"])
+    failure = ExecutionResult.failure(result.request_id, "internal_error", str(result.error.get("message")))
+    return failure.with_timings(**result.timings_ms)
 

@@ -13,8 +13,7 @@ Messages, by direction::
     server -> fork server   Init, ExecStart + body, Cancel, StatsRequest
     fork server -> server   Ready, ExecutionResult, ResultEnvelope + body, Stats
     fork server -> child    ExecRequest (the body of ExecStart, copied from a memfd)
-    child -> fork server    ChildReady, ResultStart + body, ExecutionResult (internal_error only),
-                            BlockedSyscall
+    child -> fork server    ChildReady, ResultStart + body, BlockedSyscall
 
 A *body* is one complete encoded frame (``ExecRequest`` or ``ExecutionResult``) that follows a
 small envelope naming its length. The fork server never decodes a body: it moves the bytes

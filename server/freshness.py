@@ -119,10 +119,13 @@ def choose_target(config: ServerConfig, client_roots: Sequence[Path] = (), cwd: 
     return Target(index_dir=index_dir_for_root(config.cache_dir, root), root=root)
 
 
-def build_root_index(root: Path, index_dir: Path, config: ServerConfig) -> Any:
-    """Build or incrementally update the cached index of `root` (blocking; run it in a thread)."""
+def build_root_index(
+    root: Path, index_dir: Path, config: ServerConfig, on_progress: Callable[[str, float], None] | None = None
+) -> Any:
+    """Build or incrementally update the cached index of `root` (blocking; run it in a thread);
+    on_progress(stage, fraction) as index.build_index reports it."""
     index_dir.parent.mkdir(parents=True, exist_ok=True)
-    return build_index([root], index_dir, config.index)
+    return build_index([root], index_dir, config.index, on_progress)
 
 
 def check_index(index_dir: Path) -> None:

@@ -57,6 +57,9 @@ class Runtime:
         self.counter: TokenCounting | None = None  # set first while loading (load-failure replies use it)
         self.target: Target | None = None
         self.status = "not started"
+        # Fraction of the first build done when a root is indexed (0 until it starts, 1 after): warm-up
+        # progress notifications carry it with total 1. None when serving a built index.
+        self.fraction: float | None = None
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         self._client: ForkServerClient | None = None
@@ -83,6 +86,8 @@ class Runtime:
 
     async def _load(self, client_roots: list[Path], cwd: Path | None) -> None:
         started = time.perf_counter()
+        if self.config.index_dir is None:  # a root will be indexed: progress is its fraction from the start
+            self.fraction = 0.0
         try:
             self.status = "loading the token counter"
             counter = self.counter = await asyncio.to_thread(TokenCounter.open, self.config.sandbox.token_encoding)
@@ -94,7 +99,8 @@ class Runtime:
             if target.root is not None:
                 self.status = "indexing the source root"  # progress text: no host path on the wire
                 fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
-                await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config)
+                await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config, self._build_progress)
+                self.fraction = 1.0
             for index_dir in target.index_dirs:
                 await asyncio.to_thread(check_index, index_dir)
             self.status = "starting the fork server"
@@ -119,6 +125,14 @@ class Runtime:
             logger.debug("traceback of the loading failure", exc_info=True)
         finally:
             self.ready.set()
+
+    def _build_progress(self, stage: str, fraction: float) -> None:
+        """From the build's thread: the fraction of the whole first build done (chunking is its first
+        tenth when vectors are embedded, all of it otherwise)."""
+        with_vectors = self.config.index.with_vectors
+        overall = (0.1 + 0.9 * fraction if stage == "embedding" else (0.1 if with_vectors else 1.0) * fraction)
+        self.status = f"indexing the source root: {stage} {fraction:.0%}"
+        self.fraction = max(self.fraction or 0.0, round(min(overall, 1.0), 4))  # never goes back
 
     async def wait_ready(self, progress: Progress | None = None) -> None:
         """Wait for loading; report progress every second; re-raise a loading failure."""

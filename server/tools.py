@@ -169,8 +169,12 @@ async def _ready(runtime: Runtime, ctx: Context) -> None:
         runtime.start(client_roots=await _client_roots(ctx))
 
     async def progress(seconds: float, message: str) -> None:
+        fraction = runtime.fraction  # known while the first build runs: progress of 1.0
         try:
-            await ctx.report_progress(seconds, None, message)
+            if fraction is None:
+                await ctx.report_progress(seconds, None, message)
+            else:
+                await ctx.report_progress(fraction, 1.0, message)
         except Exception:  # noqa: BLE001 - progress is best effort
             logger.debug("progress notification failed", exc_info=True)
 

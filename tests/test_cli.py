@@ -174,6 +174,7 @@ def test_cli_index_build_empty_corpus_exits_2(home, tmp_path):
     assert not out.exists(), f"a failed first build left {sorted(os.listdir(out))}"
 
 
+@pytest.mark.slow  # several CLI runs (builds, servers): seconds even idle
 def test_cli_index_build_all_gitignored_names_the_cause_and_no_gitignore_indexes_it(home, tmp_path):
     """It says the files are gitignored and how to index them; --no-gitignore then indexes them."""
     src = tmp_path / "src"
@@ -233,6 +234,7 @@ def test_cli_checksum_mismatch_exits_3(bm25_index, home, tmp_path):
     assert run_cli("index", "info", bm25_index, "--verify", tmp_home=home).returncode == 0
 
 
+@pytest.mark.slow  # several CLI runs (builds, servers): seconds even idle
 def test_cli_serve_missing_or_broken_index_exits_3_before_the_handshake(bm25_index, home, tmp_path):
     """It exits 3 at once, with the index message on stderr and nothing on the MCP wire, for a missing
     index and for one whose manifest is damaged (a client then shows the server as failed)."""

@@ -20,6 +20,7 @@ TOOL_CALLS = {
     "execute_code": {"code": "result = read('src/ratelimit.py', 1, 2)"},
     "search_code": {"query": "token bucket", "k": 3},
     "lookup_code": {"grep": "bucket"},
+    "index_status": {},
     "save_skill": {"name": "top", "source": "def top():\n    return 1\n", "description": "one"},
     "delete_skill": {"name": "nope"},
 }

@@ -67,6 +67,7 @@ def test_cli_index_status_fields_and_pending_changes(keyword_tree, tmp_path):
     assert code == 3 and "missing" in stderr
 
 
+@pytest.mark.model  # the served fork server loads the cross-encoder
 async def test_index_status_tool_and_resource(keyword_tree, tmp_path):
     """The read-only tool answers every field; the resource carries the same `indexes`; coverage is 0 on a
     BM25-only index (honest), and the refresh loop is reported as running."""
@@ -95,6 +96,7 @@ async def test_index_status_full_coverage(built_index, tmp_path):
         assert entry["vector_coverage"] == 1.0 and entry["has_vectors"] is True
 
 
+@pytest.mark.model
 @pytest.mark.slow
 async def test_long_execute_code_sends_progress_with_a_total(keyword_tree, tmp_path):
     """A call with a progress token gets notifications with progress <= total = its timeout."""
@@ -119,6 +121,7 @@ def _audit(path):
     return [json.loads(line[line.index("{"):]) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.model
 @pytest.mark.slow
 async def test_cancelled_queued_call_never_runs(keyword_tree, tmp_path):
     """With one worker busy, a queued call that is cancelled leaves the queue: after the running call is
@@ -149,6 +152,7 @@ async def test_cancelled_queued_call_never_runs(keyword_tree, tmp_path):
     assert outcomes.count("cancelled") == 2
 
 
+@pytest.mark.model
 @pytest.mark.slow
 async def test_cancelled_search_code_takes_the_cancel_path(keyword_tree, tmp_path):
     """A search_code queued behind a busy worker and cancelled is recorded as cancelled and never
@@ -183,3 +187,25 @@ async def test_cancelled_search_code_takes_the_cancel_path(keyword_tree, tmp_pat
     assert answered == []
     searches = [line["outcome"] for line in _audit(audit) if line.get("tool") == "search_code"]
     assert searches[0] == "cancelled" and searches[-1] == "ok"
+
+
+@pytest.mark.model
+@pytest.mark.slow
+async def test_indexing_a_root_reports_a_fraction(corpus_dir, tmp_path):
+    """While `serve --root` builds its first index, warm-up notifications carry a fraction done
+    (total 1), never going back, ending at 1."""
+    tree = tmp_path / "tree"
+    shutil.copytree(corpus_dir, tree)
+    seen: list[tuple[float, float | None]] = []
+
+    async def on_progress(done, total, message):
+        seen.append((done, total))
+
+    (tmp_path / "home").mkdir()
+    async with connect("--root", str(tree), home=tmp_path / "home") as session:
+        reply = await session.call_tool("execute_code", {"code": "result = files('src/*.py')"},
+                                        progress_callback=on_progress)
+        assert reply.structured_content["result"] == ["src/auth.py", "src/cache.py", "src/ratelimit.py"]
+    assert seen, "no progress notification arrived during warm-up"
+    assert all(total == 1.0 and 0.0 <= done <= 1.0 for done, total in seen), seen
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
