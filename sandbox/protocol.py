@@ -120,6 +120,8 @@ class Init(Message):
 
     ``sandbox`` and ``search`` are the ``dataclasses.asdict`` of SandboxConfig / SearchConfig
     (rebuilt by the fork server); ``index_dir`` None runs children without a knowledge base.
+    ``indexes`` (``[[name, dir], ...]``), when given, serves several named indexes instead of
+    ``index_dir`` alone (which is then the first of them).
     """
 
     TYPE: ClassVar[str] = "init"
@@ -127,6 +129,7 @@ class Init(Message):
     sandbox: dict[str, Any]
     search: dict[str, Any] | None
     log_level: str = "INFO"
+    indexes: list[list[str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
