@@ -10,8 +10,8 @@ shorter qualified name, then to index order (path, line):
    without its extension, ``/`` read as ``.``, then the qualified name: ``pkg.cache.Cache.evict``)
    ends with ``.name``;
 2. tiers 0 and 1 ignoring case;
-3. ``name`` is a glob (``*``, ``?``, ``[``) matching the name, qualified or module-qualified name,
-   ignoring case.
+3. ``name`` holds a glob character (``*``, ``?``, ``[``) and, as a glob, matches the name, qualified or
+   module-qualified name, ignoring case.
 
 Separators other than ``.`` in a query (``::``, ``#``, ``->``, ``/``) are read as ``.``, so
 ``Cache::evict`` (Rust, C++) and ``Cache#evict`` (Ruby) find ``Cache.evict``.
@@ -99,11 +99,11 @@ class SymbolLookup:
                 seen.add(row)
                 ranked.append((row, tier))
 
-        if not _GLOB_CHARS & set(query):
-            take(self.by_exact.get(query, ()), 0)
-            take(self.by_key.get(query, ()), 1)
-            take(self.by_folded.get(query.casefold(), ()), 2)
-        else:
+        take(self.by_exact.get(name.strip(), ()), 0)  # as stored, even with glob characters (`[Symbol.iterator]`)
+        take(self.by_exact.get(query, ()), 0)
+        take(self.by_key.get(query, ()), 1)
+        take(self.by_folded.get(query.casefold(), ()), 2)
+        if _GLOB_CHARS & set(query):
             matcher = re.compile(fnmatch.translate(query.casefold()))
             rows = [
                 row for row, (short, qual, whole) in enumerate(zip(self.names, self.qualified, self.full))

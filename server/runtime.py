@@ -22,7 +22,13 @@ from .audit import AuditLog
 from .config import ServerConfig
 from .execute import Executor
 from .freshness import (
-    Refresher, Target, build_root_index, check_index, choose_target, index_dir_for_root, index_version,
+    Refresher,
+    Target,
+    build_root_index,
+    check_index,
+    choose_target,
+    index_dir_for_root,
+    target_version,
     tree_fingerprint,
 )
 from .results import Reply, TokenCounting
@@ -96,14 +102,16 @@ class Runtime:
                 fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
                 await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config, self._build_progress)
                 self.fraction = 1.0
-            await asyncio.to_thread(check_index, target.index_dir)
+            for index_dir in target.index_dirs:
+                await asyncio.to_thread(check_index, index_dir)
             self.status = "starting the fork server"
             self._client = ForkServerClient(
-                self.config.sandbox, index_dir=target.index_dir, search_config=self.config.search,
+                self.config.sandbox, index_dir=target.index_dir, indexes=target.indexes,
+                search_config=self.config.search,
                 log_level=self.config.log_level,
             )
             await self._client.start()
-            version = await asyncio.to_thread(index_version, target.index_dir)
+            version = await asyncio.to_thread(target_version, target)
             self._executor = Executor(self.config, self._client, self.skills, self.audit, counter)
             self._refresher = Refresher(self.config, target, self._client.reload, fingerprint, version)
             self.status = "ready"
