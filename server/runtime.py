@@ -27,6 +27,7 @@ from .freshness import (
     build_root_index,
     check_index,
     choose_target,
+    index_dir_for_root,
     target_version,
     tree_fingerprint,
 )
@@ -145,6 +146,16 @@ class Runtime:
                     await progress(round(_ms(started) / 1000.0, 1), f"warming up: {self.status}")
         if self.load_error is not None:
             raise self.load_error
+
+    def configured_target(self) -> Target | None:
+        """The target `--index`/`--root` name, before loading has chosen it (None: the client's roots
+        decide); no checks: status may describe an index that is still being built."""
+        if self.config.index_dir is not None:
+            return Target(index_dir=self.config.index_dir)
+        if self.config.root is not None:
+            root = self.config.root.resolve()
+            return Target(index_dir=index_dir_for_root(self.config.cache_dir, root), root=root)
+        return None
 
     def watcher_state(self) -> str:
         """What keeps the served index fresh: "polling" while the refresh loop runs ("not started"
