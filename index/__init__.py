@@ -33,6 +33,14 @@ from .errors import (
 )
 from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
 from .languages import language_for
+from .qdrant import (
+    QdrantLocation,
+    QdrantUnavailableError,
+    connect_qdrant,
+    push_to_qdrant,
+    read_backend,
+    sparse_query,
+)
 from .sessions import open_session, run_split
 from .status import index_status
 from .symbols import KINDS, SymbolTable
@@ -55,6 +63,8 @@ __all__ = [
     "KINDS",
     "ModelLocation",
     "ModelMissingError",
+    "QdrantLocation",
+    "QdrantUnavailableError",
     "SourceDoc",
     "SourceError",
     "Symbol",
@@ -63,6 +73,7 @@ __all__ = [
     "ModelTokenCounter",
     "build_index",
     "chunk_document",
+    "connect_qdrant",
     "chunk_file",
     "index_status",
     "language_for",
@@ -72,10 +83,13 @@ __all__ = [
     "open_session",
     "open_index",
     "open_token_counter",
+    "push_to_qdrant",
+    "read_backend",
     "read_manifest",
     "resolve_embed_model",
     "run_split",
     "scan_sources",
+    "sparse_query",
     "tokenize",
     "walk_sources",
     "write_index",

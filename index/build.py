@@ -12,6 +12,7 @@ corpus writes nothing (SourceError).
 from __future__ import annotations
 
 import contextlib
+import bisect
 import dataclasses
 import hashlib
 import logging
@@ -46,7 +47,7 @@ from .format import (
     switch_current,
     write_version,
 )
-from .tokenize import tokenize
+from .tokenize import term_frequencies
 from .walk import SourceDoc, source_root, walk_sources
 
 __all__ = ["BuildReport", "build_index", "write_index"]
@@ -315,6 +316,7 @@ def _symbol_table(
         doc_chunks = chunks[first_chunk : first_chunk + count]
         if found and doc_chunks:
             ordered = sorted(found, key=lambda s: (s.start_line, -s.end_line, s.qualified_name))
+            starts = [c.start_line for c in doc_chunks]
             base = len(rows)
             by_name: dict[str, list[int]] = {}
             for offset, symbol in enumerate(ordered):
@@ -335,21 +337,21 @@ def _symbol_table(
                 rows.append({
                     "name": symbol.name, "qualified_name": symbol.qualified_name, "kind": symbol.kind,
                     "doc": doc_row, "start_line": symbol.start_line, "end_line": symbol.end_line,
-                    "parent": parent, "chunk": own.get(row, first_chunk + _chunk_at(doc_chunks, symbol.start_line)),
+                    "parent": parent, "chunk": own.get(row, first_chunk + _chunk_at(doc_chunks, starts, symbol.start_line)),
                 })
         first_chunk += count
     return rows, chunk_symbols
 
 
-def _chunk_at(doc_chunks: list[Chunk], line: int) -> int:
-    """Position of the first chunk holding `line`, else of the first after it, else the last."""
-    after = None
-    for position, chunk in enumerate(doc_chunks):
-        if chunk.start_line <= line <= chunk.end_line:
-            return position
-        if after is None and chunk.start_line > line:
-            after = position
-    return after if after is not None else len(doc_chunks) - 1
+def _chunk_at(doc_chunks: list[Chunk], starts: list[int], line: int) -> int:
+    """Position of the first chunk holding `line`, else of the first after it, else the last.
+    `starts`: the chunks' start lines, ascending (overlapping windows reach back a few chunks)."""
+    position = bisect.bisect_right(starts, line)  # chunks [0, position) start at or before `line`
+    holding = None
+    for back in range(position - 1, max(-1, position - 8), -1):
+        if doc_chunks[back].end_line >= line:
+            holding = back
+    return holding if holding is not None else min(position, len(doc_chunks) - 1)
 
 
 def _chunk_doc_rows(chunks: list[Chunk], docs: list[SourceDoc]) -> np.ndarray:
@@ -366,28 +368,7 @@ def _chunk_keys(chunks: list[Chunk]) -> np.ndarray:
 
 def _term_frequencies(chunks: list[Chunk]) -> tuple[list[str], sparse.csr_matrix, np.ndarray]:
     """BM25 facts: sorted vocab, CSR float32 term frequencies (chunks x terms), tokens per chunk."""
-    provisional: dict[str, int] = {}
-    indptr = np.zeros(len(chunks) + 1, dtype=np.int64)
-    indices: list[int] = []
-    counts: list[int] = []
-    lengths = np.zeros(len(chunks), dtype=np.float32)
-    for row, chunk in enumerate(chunks):
-        terms = tokenize(chunk.indexed_text)
-        lengths[row] = len(terms)
-        for term, count in Counter(terms).items():
-            indices.append(provisional.setdefault(term, len(provisional)))
-            counts.append(count)
-        indptr[row + 1] = len(indices)
-    vocab = sorted(provisional)
-    rank = np.empty(len(provisional), dtype=np.int32)
-    for position, term in enumerate(vocab):
-        rank[provisional[term]] = position
-    tf = sparse.csr_matrix(
-        (np.asarray(counts, dtype=np.float32), rank[np.asarray(indices, dtype=np.int64)], indptr),
-        shape=(len(chunks), len(vocab)),
-    )
-    tf.sort_indices()
-    return vocab, tf, lengths
+    return term_frequencies(chunk.indexed_text for chunk in chunks)
 
 
 def _current_version(out: Path) -> PreviousVersion | None:

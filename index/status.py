@@ -43,7 +43,7 @@ def index_status(path: Path | str, name: str = "default", root: Path | None = No
     is_root_present = root is not None and root.is_dir()
     return {
         "name": name,
-        "backend": _backend(manifest),
+        "backend": _backend(path),
         "files": len(manifest.get("files") or {}),
         "chunks": chunks,
         "vector_coverage": round(coverage, 4),
@@ -78,11 +78,12 @@ def pending_changes(manifest: dict[str, Any], root: Path, config: IndexConfig | 
     return pending + (len(indexed) - seen)  # the rest of the indexed files are gone
 
 
-def _backend(manifest: dict[str, Any]) -> str:
-    backend = manifest.get("backend")
-    if isinstance(backend, dict):
-        backend = backend.get("kind") or backend.get("name")
-    return str(backend) if backend else DEFAULT_BACKEND
+def _backend(path: Path) -> str:
+    """"qdrant" when DIR/backend.json names it (qdrant.py), else the in-process default."""
+    from .qdrant import read_backend
+
+    record = read_backend(path)
+    return str(record.get("backend")) if record and record.get("backend") else DEFAULT_BACKEND
 
 
 def _timestamp(text: Any) -> float | None:

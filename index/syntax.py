@@ -27,6 +27,7 @@ MIN_CONSTANT_LINES = 3  # a table of constants this long is its own chunk (as fo
 
 # language (languages.language_for) -> (grammar module, function); TSX picks its grammar by suffix.
 _GRAMMARS: dict[str, tuple[str, str]] = {
+    "python": ("tree_sitter_python", "language"),
     "javascript": ("tree_sitter_javascript", "language"),
     "typescript": ("tree_sitter_typescript", "language_typescript"),
     "tsx": ("tree_sitter_typescript", "language_tsx"),
@@ -54,6 +55,7 @@ _JS = {
 _C = {"function_definition": "function", "struct_specifier": "struct", "union_specifier": "struct",
       "enum_specifier": "enum", "type_definition": "type"}
 _KINDS: dict[str, dict[str, str]] = {
+    "python": {"function_definition": "function", "class_definition": "class"},
     "javascript": _JS, "typescript": _JS, "tsx": _JS,
     "go": {"function_declaration": "function", "method_declaration": "method", "type_declaration": "type"},
     "rust": {"function_item": "function", "function_signature_item": "function", "struct_item": "struct",
@@ -113,12 +115,13 @@ _NAME_TYPES = frozenset({"identifier", "type_identifier", "field_identifier", "s
 _FUNCTION_VALUES = frozenset({"arrow_function", "function_expression", "function", "generator_function"})
 _ATTACHED = frozenset({"attribute_item", "attribute_list", "decorator", "annotation", "marker_annotation"})
 _WORDS: dict[str, dict[str, str]] = {
-    "function": {"go": "func", "rust": "fn", "kotlin": "fun", "swift": "func", "scala": "def", "ruby": "def",
+    "function": {"python": "def", "go": "func", "rust": "fn", "kotlin": "fun", "swift": "func", "scala": "def", "ruby": "def",
                  "c": "function", "cpp": "function"},
     "interface": {"swift": "protocol"},
     "module": {"csharp": "namespace", "cpp": "namespace", "typescript": "namespace", "tsx": "namespace"},
 }
 _SPACES = re.compile(r"\s+")
+_PY_CONSTANT = re.compile(r"_?[A-Z][A-Z0-9_]*")
 
 
 @dataclass
@@ -161,8 +164,10 @@ def definitions(path: str, language: str, text: str) -> list[Definition] | None:
         return None
     try:
         source = text.encode("utf-8")
-        tree = _parser(key).parse(source)
-        return _Reader(key, source).scope(tree.root_node, None)
+        root = _parser(key).parse(source).root_node
+        if _unreadable(key, root, len(source)):
+            return None
+        return _Reader(key, source).scope(root, None)
     except (ImportError, ValueError, RecursionError, MemoryError) as exc:
         log.info("%s: no syntax tree (%s); cut into line windows", path, exc)
         return None
@@ -213,6 +218,8 @@ class _Reader:
         title: str | None = None
         if node.type in ("lexical_declaration", "variable_declaration"):
             kind, name = self._js_declaration(node, end - start)
+        elif node.type == "expression_statement" and self.key == "python":
+            kind, name = self._python_constant(node, end - start, prefix)
         elif kind is None and node.type in self.constants:
             has_value = node.type != "declaration" or any(c.type == "init_declarator" for c in node.named_children)
             if end - start >= MIN_CONSTANT_LINES and has_value:  # a C prototype over 3 lines is no table
@@ -311,6 +318,19 @@ class _Reader:
             return "class", name
         return ("constant", name) if rows >= MIN_CONSTANT_LINES else (None, None)
 
+    def _python_constant(self, node: Any, rows: int, prefix: str | None) -> tuple[str | None, str | None]:
+        """A module-level `NAME = ...` (or `NAME: T = ...`) of MIN_CONSTANT_LINES lines or more, NAME in
+        UPPER_CASE: a table whose entries a search matches (as the `ast` chunker did)."""
+        if prefix is not None or rows < MIN_CONSTANT_LINES or node.named_child_count != 1:
+            return None, None
+        assignment = node.named_children[0]
+        if assignment.type != "assignment" or assignment.child_by_field_name("right") is None:
+            return None, None
+        target = assignment.child_by_field_name("left")
+        if target is None or target.type != "identifier" or not _PY_CONSTANT.fullmatch(self.text(target)):
+            return None, None
+        return "constant", self.text(target)
+
     def _name(self, node: Any) -> str | None:
         named = node.child_by_field_name("name")
         if named is not None:
@@ -351,6 +371,9 @@ class _Reader:
         while previous is not None and (previous.type.endswith("comment") or previous.type in _ATTACHED):
             if _end_row(previous) < first:  # a blank line (or code) between: not this definition's
                 break
+            before = previous.prev_sibling
+            if before is not None and _end_row(before) - 1 == previous.start_point.row:
+                break  # a comment at the end of a line of code belongs to that code
             first = previous.start_point.row
             previous = previous.prev_named_sibling
         return first
@@ -358,6 +381,17 @@ class _Reader:
     def _signature(self, node: Any) -> str:
         line = self.source[node.start_byte :].split(b"\n", 1)[0].decode("utf-8", "replace")
         return _SPACES.sub(" ", line).strip()[:120]
+
+
+def _unreadable(key: str, root: Any, size: int) -> bool:
+    """Python with any syntax error (what `ast` refused), or another language where syntax errors span
+    more than half the file (macros, templates or a dialect the grammar does not know): windows."""
+    if not root.has_error:
+        return False
+    if key == "python":
+        return True
+    broken = sum(child.end_byte - child.start_byte for child in root.children if child.type == "ERROR")
+    return broken * 2 > size
 
 
 def _end_row(node: Any) -> int:

@@ -7,11 +7,15 @@ manifest records; an index whose settings differ is refused at open (IndexFormat
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
 
+import numpy as np
 import snowballstemmer
+from scipy import sparse
 
-__all__ = ["tokenize", "TOKENIZER_SETTINGS"]
+__all__ = ["term_frequencies", "tokenize", "TOKENIZER_SETTINGS"]
 
 # Lucene's default English stop set (what Anserini's BM25 baselines use), for prose.
 STOP_WORDS = frozenset(
@@ -48,6 +52,41 @@ def tokenize(text: str) -> list[str]:
     for match in _WORD.finditer(text):
         terms.extend(_terms_of_word(match.group()))
     return terms
+
+
+def term_frequencies(texts: Iterable[str]) -> tuple[list[str], sparse.csr_matrix, np.ndarray]:
+    """BM25 statistics of many texts, as tokenize() would give them: the sorted vocabulary, the CSR
+    float32 (texts x terms) term frequencies and the number of terms of each text.
+
+    Fast for a build: each text becomes word counts (found and counted in C), each distinct word of
+    the corpus is split and stemmed once, and one sparse product (texts x words) @ (words x terms)
+    gives the term frequencies (a word's terms repeat as tokenize repeats them)."""
+    word_ids: dict[str, int] = {}
+    ids: list[int] = []
+    counts: list[int] = []
+    indptr = [0]
+    for text in texts:
+        words = Counter(_WORD.findall(text))
+        for word in set(words).difference(word_ids):  # (a dict argument: O(len(words)), not O(corpus))
+            word_ids[word] = len(word_ids)
+        ids.extend(map(word_ids.__getitem__, words))
+        counts.extend(words.values())
+        indptr.append(len(ids))
+    words_by_id = list(word_ids)
+    terms_of = [_terms_of_word(word) for word in words_by_id]
+    vocab = sorted({term for terms in terms_of for term in terms})
+    term_ids = {term: i for i, term in enumerate(vocab)}
+    rows = np.repeat(np.arange(len(terms_of), dtype=np.int64), [len(terms) for terms in terms_of])
+    cols = np.fromiter((term_ids[term] for terms in terms_of for term in terms), dtype=np.int64, count=len(rows))
+    word_terms = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                                   shape=(len(terms_of), len(vocab)))
+    text_words = sparse.csr_matrix((np.asarray(counts, dtype=np.float32), np.asarray(ids, dtype=np.int64),
+                                    np.asarray(indptr, dtype=np.int64)), shape=(len(indptr) - 1, len(terms_of)))
+    tf = (text_words @ word_terms).tocsr().astype(np.float32)
+    tf.eliminate_zeros()
+    tf.sort_indices()
+    lengths = np.asarray(tf.sum(axis=1), dtype=np.float32).reshape(-1)
+    return vocab, tf, lengths
 
 
 @lru_cache(maxsize=262_144)

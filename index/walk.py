@@ -20,6 +20,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pathspec
 
@@ -166,8 +167,25 @@ def scan_sources(sources: Sequence[Path], config: IndexConfig) -> Iterator[Sourc
             yield SourceFile(path=resolved, rel=rel, size=info.st_size, mtime_ns=info.st_mtime_ns, info=info)
 
 
+def _any_secret_pattern() -> Any:
+    """Every rule in one RE2 pattern: one linear pass over a file instead of one `re` pass per rule
+    (the scan ran at about 1 MB/s and capped the whole build). RE2's ASCII `\b` makes it match a
+    superset of the rules, so a hit is confirmed by the rules themselves."""
+    import re2
+
+    options = re2.Options()
+    options.max_mem = 64 << 20
+    parts = [f"(?i:{p.pattern[4:]})" if p.pattern.startswith("(?i)") else f"(?:{p.pattern})" for _, p in SECRET_CONTENT_RULES]
+    return re2.compile("|".join(parts), options=options)
+
+
+_ANY_SECRET = _any_secret_pattern()
+
+
 def find_secret(text: str) -> str | None:
     """The name of the first secret rule the text matches (never the secret), or None."""
+    if _ANY_SECRET.search(text) is None:
+        return None
     for name, pattern in SECRET_CONTENT_RULES:
         if pattern.search(text):
             return name

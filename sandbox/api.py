@@ -52,7 +52,6 @@ MAX_COMPACT_TOKENS = 100_000
 MAX_GREP_K = search.GREP_MAX_K
 # grep stops this long before the call's deadline, so its error (not a kill) reaches the program.
 _DEADLINE_MARGIN_S = 0.25
-DEFAULT_INDEX_NAMES = (None, "default")  # one served index for now; named indexes come with INTERFACES.md 7
 _SNIPPET_CHARS = 160
 
 
@@ -150,9 +149,15 @@ def _check_bool(name: str, value: object) -> bool:
     return value
 
 
-def _check_index(value: object) -> None:
-    if value not in DEFAULT_INDEX_NAMES:
-        raise ValueError(f"index must be None or 'default' (the one index this server serves), got {value!r}")
+def _check_index(value: object) -> str | list[str] | None:
+    """None (every served index), a name, or a list of names (checked against the served ones later)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _check_str("index", value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(name, str) for name in value):
+        return [str.__str__(name) for name in value]
+    raise TypeError(f"index must be None (every index), a name or a non-empty list of names, got {value!r}")
 
 
 def _check_hits(value: object) -> list[search.Hit]:
@@ -217,17 +222,22 @@ def compact_text(obj: object, tokens: TokenCounter, max_tokens: int) -> str:
 
 # --------------------------------------------------------------------------- help()
 _DOCS: dict[str, str] = {
-    "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None) -> list[Hit]\n"
+    "search": "search(query, k=10, mode='hybrid', rerank=True, path=None, language=None, index=None) -> list[Hit]\n"
               "  Hybrid (BM25 + vectors), 'bm25' or 'semantic' search; rerank=True reorders the prose candidates\n"
               "  (markdown, text, ...) with the cross-encoder, code keeps its first-stage place. k in [1, 100]. path: a glob on repo-relative paths ('src/**/*.py');\n"
               "  language: e.g. 'python', 'markdown'.",
-    "bm25": "bm25(query, k=10, path=None, language=None) -> list[Hit]\n  Keyword search only (no rerank).",
-    "semantic": "semantic(query, k=10, path=None, language=None) -> list[Hit]\n  Embedding search only (no rerank).",
+    "bm25": "bm25(query, k=10, path=None, language=None, index=None) -> list[Hit]\n  Keyword search only (no rerank).",
+    "semantic": "semantic(query, k=10, path=None, language=None, index=None) -> list[Hit]\n"
+                "  Embedding search only (no rerank).",
     "rerank": "rerank(query, hits, k=None) -> list[Hit]\n"
               "  New list sorted by cross-encoder score (the score field becomes the logit); k cuts it.",
-    "read": "read(path, start_line=1, end_line=None) -> str\n"
+    "read": "read(path, start_line=1, end_line=None, index=None) -> str\n"
             "  Lines start_line..end_line (1-based, inclusive) of an indexed file; unknown path -> LookupError.",
-    "files": "files(pattern='**/*') -> list[str]\n  Sorted indexed paths matching a glob.",
+    "files": "files(pattern='**/*', index=None) -> list[str]\n  Sorted indexed paths matching a glob.",
+    "index": "index=None | 'name' | ['a', 'b']  (argument of search, bm25, semantic, read, files)\n"
+             "  Which served index to ask: None = every index (several are fused by rank, scores become fused RRF),\n"
+             "  one name, or a list. Every hit's `index` field names its index; an unknown name raises ValueError\n"
+             "  listing the served ones; read(path) of a path several indexes hold raises LookupError naming them.",
     "grep": "grep(pattern, path=None, ignore_case=False, index=None, k=100) -> list[dict]\n"
             "  Lines matching a regular expression (RE2 syntax, linear time: no backreferences or lookaround)\n"
             "  in every indexed file, or the files matching the path glob; each {'path', 'line', 'text'} (text cut\n"
@@ -292,9 +302,10 @@ class SandboxAPI:
 
     __slots__ = ("_searcher", "_tokens", "_skills", "_deadline")
 
-    def __init__(self, searcher: search.Searcher, token_counter: TokenCounter,
+    def __init__(self, searcher: search.IndexSet | search.Searcher, token_counter: TokenCounter,
                  skills_info: Sequence[Mapping[str, object]] = (), deadline: float | None = None) -> None:
-        self._searcher = searcher
+        # One index or several: programs always talk to an IndexSet (index=None, a name or names).
+        self._searcher = searcher if isinstance(searcher, search.IndexSet) else search.IndexSet.single(searcher)
         self._tokens = token_counter
         self._deadline = deadline
         self._skills = tuple(
@@ -306,26 +317,32 @@ class SandboxAPI:
         searcher, tokens, skills, deadline = self._searcher, self._tokens, self._skills, self._deadline
 
         def search_(query: str, k: int = 10, mode: str = "hybrid", rerank: bool = True,
-                    path: str | None = None, language: str | None = None) -> list[SandboxHit]:
+                    path: str | None = None, language: str | None = None,
+                    index: str | list[str] | None = None) -> list[SandboxHit]:
             query = _check_str("query", query)
             k = _check_int("k", k, 1, MAX_K)
             if mode not in search.SEARCH_MODES:
                 raise ValueError(f"mode must be one of {', '.join(repr(m) for m in search.SEARCH_MODES)}, got {mode!r}")
             rerank = _check_bool("rerank", rerank)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
-            return _wrap(lambda: searcher.search(query, k=k, mode=mode, rerank=rerank, path=path, language=language),
-                         "search")
+            index = _check_index(index)
+            return _wrap(lambda: searcher.search(query, k=k, mode=mode, rerank=rerank, path=path, language=language,
+                                                 index=index), "search")
 
-        def bm25(query: str, k: int = 10, path: str | None = None, language: str | None = None) -> list[SandboxHit]:
+        def bm25(query: str, k: int = 10, path: str | None = None, language: str | None = None,
+                 index: str | list[str] | None = None) -> list[SandboxHit]:
             query, k = _check_str("query", query), _check_int("k", k, 1, MAX_K)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
-            return _wrap(lambda: searcher.bm25(query, k=k, path=path, language=language), "bm25")
+            index = _check_index(index)
+            return _wrap(lambda: searcher.bm25(query, k=k, path=path, language=language, index=index), "bm25")
 
         def semantic(query: str, k: int = 10, path: str | None = None,
-                     language: str | None = None) -> list[SandboxHit]:
+                     language: str | None = None, index: str | list[str] | None = None) -> list[SandboxHit]:
             query, k = _check_str("query", query), _check_int("k", k, 1, MAX_K)
             path, language = _check_optional_str("path", path), _check_optional_str("language", language)
-            return _wrap(lambda: searcher.semantic(query, k=k, path=path, language=language), "semantic")
+            index = _check_index(index)
+            return _wrap(lambda: searcher.semantic(query, k=k, path=path, language=language, index=index),
+                         "semantic")
 
         def rerank(query: str, hits: list[SandboxHit], k: int | None = None) -> list[SandboxHit]:
             query = _check_str("query", query)
@@ -335,41 +352,47 @@ class SandboxAPI:
                 return []
             return _wrap(lambda: searcher.rerank(query, engine_hits, k=k), "rerank")
 
-        def read(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+        def read(path: str, start_line: int = 1, end_line: int | None = None,
+                 index: str | list[str] | None = None) -> str:
             path = _check_str("path", path)
             start_line = _check_int("start_line", start_line, 1, 10**9)
             end_line = None if end_line is None else _check_int("end_line", end_line, 1, 10**9)
-            return _call_engine(lambda: searcher.read(path, start_line, end_line), "read")  # type: ignore[return-value]
+            index = _check_index(index)
+            return _call_engine(lambda: searcher.read(path, start_line, end_line, index=index),  # type: ignore[return-value]
+                                "read")
 
-        def files(pattern: str = "**/*") -> list[str]:
+        def files(pattern: str = "**/*", index: str | list[str] | None = None) -> list[str]:
             pattern = _check_str("pattern", pattern)
-            return list(_call_engine(lambda: searcher.files(pattern), "files"))  # type: ignore[call-overload]
+            index = _check_index(index)
+            return list(_call_engine(lambda: searcher.files(pattern, index=index), "files"))  # type: ignore[call-overload]
 
-        def grep(pattern: str, path: str | None = None, ignore_case: bool = False, index: str | None = None,
-                 k: int = 100) -> list[dict[str, object]]:
+        def grep(pattern: str, path: str | None = None, ignore_case: bool = False,
+                 index: str | list[str] | None = None, k: int = 100) -> list[dict[str, object]]:
             pattern = _check_str("pattern", pattern, allow_empty=True)
             path, ignore_case = _check_optional_str("path", path), _check_bool("ignore_case", ignore_case)
-            _check_index(index)
+            index = _check_index(index)
             k = _check_int("k", k, 1, MAX_GREP_K)
             matches = _call_engine(
-                lambda: searcher.grep(pattern, path=path, ignore_case=ignore_case, k=k, deadline=deadline), "grep"
+                lambda: searcher.grep(pattern, path=path, ignore_case=ignore_case, k=k, deadline=deadline,
+                                      index=index), "grep"
             )
             return [match.to_dict() for match in matches]  # type: ignore[attr-defined]
 
         def definitions(name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
-                        index: str | None = None, k: int = 20) -> list[SandboxHit]:
+                        index: str | list[str] | None = None, k: int = 20) -> list[SandboxHit]:
             name = _check_str("name", name)
             kind, path = _check_optional_str("kind", kind), _check_optional_str("path", path)
             language = _check_optional_str("language", language)
-            _check_index(index)
+            index = _check_index(index)
             k = _check_int("k", k, 1, MAX_K)
-            return _wrap(lambda: searcher.definitions(name, kind=kind, path=path, language=language, k=k),
-                         "definitions")
+            return _wrap(lambda: searcher.definitions(name, kind=kind, path=path, language=language, k=k,
+                                                      index=index), "definitions")
 
-        def outline(path: str, index: str | None = None) -> list[dict[str, object]]:
+        def outline(path: str, index: str | list[str] | None = None) -> list[dict[str, object]]:
             path = _check_str("path", path)
-            _check_index(index)
-            return list(_call_engine(lambda: searcher.outline(path), "outline"))  # type: ignore[call-overload]
+            index = _check_index(index)
+            return list(_call_engine(lambda: searcher.outline(path, index=index),  # type: ignore[call-overload]
+                                     "outline"))
 
         def compact(obj: object, max_tokens: int = 500) -> str:
             max_tokens = _check_int("max_tokens", max_tokens, 1, MAX_COMPACT_TOKENS)
@@ -407,7 +430,7 @@ def _call_engine(call: Callable[[], object], what: str) -> object:
         return call()
     except search.GrepTimeoutError as exc:
         raise TimeoutError(str(exc)) from None
-    except search.PathNotFoundError as exc:
+    except (search.PathNotFoundError, search.AmbiguousPathError) as exc:
         raise LookupError(str(exc)) from None
     except search.QueryError as exc:
         raise ValueError(str(exc)) from None

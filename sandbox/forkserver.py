@@ -347,12 +347,6 @@ class ForkServer:
                     child.is_answered = True
             finally:
                 body.close()
-        elif (isinstance(message, ExecutionResult) and message.outcome == "internal_error"
-              and child.started_at is not None and not child.has_result):
-            child.has_result = True  # only our own failures come inline (their traceback is for our log)
-            if child.kill_reason is None:
-                self._answer(self._finish_result(child, message))
-                child.is_answered = True
         elif isinstance(message, BlockedSyscall) and child.blocked is None:
             child.blocked = message
         else:
@@ -443,15 +437,6 @@ class ForkServer:
         except OSError:
             log.warning("cannot write to the server (gone?); fork server exits")
             self._is_running = False
-
-    def _finish_result(self, child: _Child, result: ExecutionResult) -> ExecutionResult:
-        assert child.pending is not None and child.started_at is not None
-        request_id = child.pending.request.request_id
-        if result.outcome == "internal_error" and result.error and result.error.get("traceback"):
-            log.error("%s in child %d:\n%s", result.error.get("message"), child.pid, result.error["traceback"])
-            result = ExecutionResult.failure(request_id, "internal_error", str(result.error.get("message")))
-        execute_ms = (time.monotonic() - child.started_at) * 1000
-        return result.with_request_id(request_id).with_timings(queue=child.queued_ms, execute=execute_ms)
 
     def _death_result(self, child: _Child, status: int, rusage: Any) -> ExecutionResult:
         assert child.pending is not None and child.started_at is not None

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,17 @@ class ForkServerClient:
         sandbox_config: SandboxConfig,
         *,
         index_dir: str | os.PathLike[str] | None = None,
+        indexes: Sequence[tuple[str, str | os.PathLike[str]]] = (),
         search_config: Any = None,
         log_level: str = "INFO",
         python: str = sys.executable,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         self._config = sandbox_config
+        # Several named indexes: served together, index_dir is then the first of them.
+        self._indexes = [[str(name), str(directory)] for name, directory in indexes]
+        if self._indexes and index_dir is None:
+            index_dir = self._indexes[0][1]
         self._index_dir = str(index_dir) if index_dir is not None else None
         self._search_config = search_config
         self._log_level = log_level
@@ -270,6 +276,7 @@ class ForkServerClient:
             sandbox=dataclasses.asdict(self._config),
             search=dataclasses.asdict(self._search_config) if self._search_config is not None else None,
             log_level=self._log_level,
+            indexes=self._indexes or None,
         )
         try:
             writer.write(encode_message(init))
@@ -439,6 +446,15 @@ async def _read_frame(reader: asyncio.StreamReader) -> Message:
         result = decode_body(await reader.readexactly(message.body_bytes))
         if not isinstance(result, ExecutionResult):
             raise ProtocolError(f"a result envelope holds a {type(result).__name__}")
-        return result.with_request_id(message.request_id).with_timings(**message.timings_ms)
+        return _strip_traceback(result.with_request_id(message.request_id).with_timings(**message.timings_ms))
     return message
+
+
+def _strip_traceback(result: ExecutionResult) -> ExecutionResult:
+    """A child's internal error carries our traceback: it goes to the log, never to the caller."""
+    if result.outcome != "internal_error" or not result.error or not result.error.get("traceback"):
+        return result
+    log.error("%s in the sandbox (call %s):\n%s", result.error.get("message"), result.request_id, result.error["traceback"])
+    failure = ExecutionResult.failure(result.request_id, "internal_error", str(result.error.get("message")))
+    return failure.with_timings(**result.timings_ms)
 

@@ -112,11 +112,12 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
     _stop_tqdm_monitor(before_load=True)
     searcher = None
     search_config = None
-    if init.index_dir is not None:
+    index_dirs = [directory for _, directory in _served_indexes(init)]
+    if index_dirs:
         import search
 
         search_config = search.SearchConfig(**_search_config_args(init.search or {}))
-        searcher = search.Searcher.open(init.index_dir, search_config)
+        searcher = search.IndexSet.open(_served_indexes(init), search_config)
     _hold_math_libraries_to_one_thread()
     if searcher is not None:
         # Embed one query and score one pair now, single-threaded: children inherit the finished
@@ -128,7 +129,7 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
     ctx = ChildContext(
         searcher=searcher,
         token_counter=token_counter,
-        ruleset=build_read_only_ruleset(_readable_paths(init.index_dir, search_config)),
+        ruleset=build_read_only_ruleset(_readable_paths(index_dirs, search_config)),
         drop_uid=sandbox_config.drop_uid,
         drop_gid=sandbox_config.drop_gid,
         memory_mb=sandbox_config.memory_mb,
@@ -230,7 +231,14 @@ def _preload() -> None:
     preload_sandbox()
 
 
-def _readable_paths(index_dir: str | None, search_config: Any) -> tuple[str, ...]:
+def _served_indexes(init: Init) -> list[tuple[str, str]]:
+    """(name, dir) of every index to serve: the named ones, or index_dir as 'default'."""
+    if init.indexes:
+        return [(str(name), str(directory)) for name, directory in init.indexes]
+    return [] if init.index_dir is None else [("default", init.index_dir)]
+
+
+def _readable_paths(index_dirs: list[str], search_config: Any) -> tuple[str, ...]:
     """Landlock read-only roots: the Python install, our packages, the index and model folders."""
     import importlib.util
     import site
@@ -240,8 +248,7 @@ def _readable_paths(index_dir: str | None, search_config: Any) -> tuple[str, ...
         spec = importlib.util.find_spec(package)
         if spec is not None and spec.submodule_search_locations:
             roots += list(spec.submodule_search_locations)
-    if index_dir is not None:
-        roots.append(index_dir)
+    roots += index_dirs
     for spec in (getattr(search_config, "rerank_model", None), getattr(search_config, "embed_model", None)):
         if spec and Path(spec).is_dir():
             roots.append(spec)

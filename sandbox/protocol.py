@@ -13,8 +13,7 @@ Messages, by direction::
     server -> fork server   Init, ExecStart + body, Cancel, StatsRequest
     fork server -> server   Ready, ExecutionResult, ResultEnvelope + body, Stats
     fork server -> child    ExecRequest (the body of ExecStart, copied from a memfd)
-    child -> fork server    ChildReady, ResultStart + body, ExecutionResult (internal_error only),
-                            BlockedSyscall
+    child -> fork server    ChildReady, ResultStart + body, BlockedSyscall
 
 A *body* is one complete encoded frame (``ExecRequest`` or ``ExecutionResult``) that follows a
 small envelope naming its length. The fork server never decodes a body: it moves the bytes
@@ -121,6 +120,8 @@ class Init(Message):
 
     ``sandbox`` and ``search`` are the ``dataclasses.asdict`` of SandboxConfig / SearchConfig
     (rebuilt by the fork server); ``index_dir`` None runs children without a knowledge base.
+    ``indexes`` (``[[name, dir], ...]``), when given, serves several named indexes instead of
+    ``index_dir`` alone (which is then the first of them).
     """
 
     TYPE: ClassVar[str] = "init"
@@ -128,6 +129,7 @@ class Init(Message):
     sandbox: dict[str, Any]
     search: dict[str, Any] | None
     log_level: str = "INFO"
+    indexes: list[list[str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

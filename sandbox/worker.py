@@ -17,8 +17,8 @@ Contract (runs only in a process just forked by the fork server; never returns):
 7. seccomp (``seccomp.py``), installed last, on every thread;
 7b. one run of the fork server's fixed warm-up program (``ctx.warmup_program``): the copy-on-write
    page copies every run causes happen here, off the request's path;
-8. ``ChildReady`` on ``sock_fd``; one ``ExecRequest``; one ``ResultStart`` + ``ExecutionResult`` body
-   (an ``internal_error`` goes inline); ``os._exit``.
+8. ``ChildReady`` on ``sock_fd``; one ``ExecRequest``; one ``ResultStart`` + ``ExecutionResult`` body;
+   ``os._exit``.
 
 A failure in steps 1-7 is reported as ``ChildReady(error=...)`` and the child exits: user code
 never runs with a layer missing.
@@ -123,11 +123,8 @@ def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
 
 
 def _send_result(sock_fd: int, result: ExecutionResult) -> None:
-    """Send the result as a body the fork server passes on unread; only our own failures go inline
-    (the fork server logs their traceback and strips it)."""
-    if result.outcome == "internal_error":
-        write_message(sock_fd, result)
-        return
+    """Send the result as a body the fork server passes on unread (an internal error's traceback too:
+    the server logs and strips it, so nothing a call produced ever becomes the fork server's data)."""
     try:
         frames = encode_result(result)
     except (ValueError, RecursionError, ProtocolError) as exc:  # not UTF-8, too deep, too big: never crash
@@ -297,5 +294,5 @@ def _internal_error(request_id: str, exc: BaseException) -> ExecutionResult:
     incident = uuid.uuid4().hex[:12]
     result = ExecutionResult.failure(request_id, "internal_error", f"internal error {incident}")
     assert result.error is not None
-    result.error["traceback"] = "".join(traceback.format_exception(exc))  # stripped by the fork server
+    result.error["traceback"] = "".join(traceback.format_exception(exc))  # logged and stripped by the server
     return result

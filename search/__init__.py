@@ -2,16 +2,20 @@
 
 from .batch import search_batch, search_documents
 from .config import SEARCH_MODES, SearchConfig
-from .errors import PathNotFoundError, QueryError, RerankModelMissingError, SearchError
+from .errors import AmbiguousPathError, PathNotFoundError, QueryError, RerankModelMissingError, SearchError
 from .filters import compile_glob
 from .fusion import fuse_rrf
 from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
-from .hits import Hit, format_hits_text, merge_overlapping, top_k
+from .hits import DEFAULT_INDEX_NAME, Hit, format_hits_text, merge_overlapping, top_k
+from .indexes import IndexSet, check_index_name
 from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, passage_text, resolve_rerank_model
 from .searcher import Searcher
 from .sparse import SparseScorer, bm25_weights
 
 __all__ = [
+    "AmbiguousPathError",
+    "DEFAULT_INDEX_NAME",
+    "IndexSet",
     "CrossEncoder",
     "GREP_LINE_CHARS",
     "GREP_MAX_K",
@@ -28,6 +32,7 @@ __all__ = [
     "Searcher",
     "SparseScorer",
     "bm25_weights",
+    "check_index_name",
     "compile_glob",
     "format_hits_text", "merge_overlapping",
     "fuse_rrf",

@@ -6,6 +6,7 @@ Tree::
     ├── QueryError(ValueError)       bad arguments: empty query, k < 1, unknown mode/language, bad
     │                                line range, a mode the index or the loaded models cannot serve (exit 2)
     ├── PathNotFoundError(LookupError)  read() of a path that is not in the index (exit 2)
+    ├── AmbiguousPathError(LookupError) read() of a path that several served indexes hold (exit 2)
     └── RerankModelMissingError      cross-encoder missing, unreadable or failing its sha256 check
                                      (also an ``index.ModelMissingError``; exit 4)
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from index import ModelMissingError
 
-__all__ = ["PathNotFoundError", "QueryError", "RerankModelMissingError", "SearchError"]
+__all__ = ["AmbiguousPathError", "PathNotFoundError", "QueryError", "RerankModelMissingError", "SearchError"]
 
 
 class SearchError(Exception):
@@ -40,6 +41,20 @@ class PathNotFoundError(SearchError, LookupError):
     def __init__(self, path: str) -> None:
         super().__init__(f"path {path!r} is not in the index; list indexed paths with files()")
         self.path = path
+
+
+class AmbiguousPathError(SearchError, LookupError):
+    """``read()`` was given a path that several of the selected indexes hold."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, indexes: list[str]) -> None:
+        super().__init__(
+            f"path {path!r} is in several indexes ({', '.join(indexes)}); pass index='{indexes[0]}' "
+            "(or another of them) to read()"
+        )
+        self.path = path
+        self.indexes = tuple(indexes)
 
 
 class RerankModelMissingError(SearchError, ModelMissingError):

@@ -21,16 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-from index import IndexFormatError, open_index, open_index_embedder, resolve_embed_model, tokenize
+from index import (
+    IndexFormatError,
+    QdrantLocation,
+    QdrantUnavailableError,
+    connect_qdrant,
+    open_index,
+    open_index_embedder,
+    read_backend,
+    resolve_embed_model,
+    tokenize,
+)
 
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
 from .errors import PathNotFoundError, QueryError
 from .filters import chunk_mask, compile_glob, doc_mask
-from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
-from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping, top_k
+from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping
 from .rerank import PROSE_LANGUAGES, CrossEncoder, resolve_rerank_model
+from .retrievers import EdgeRetriever, InProcessRetriever, QdrantRetriever
 from .sparse import SparseScorer
 from .symbols import SymbolLookup, check_symbol_name, outline_rows, symbol_filter
 
@@ -64,43 +74,64 @@ class Searcher:
         self,
         data: object,
         config: SearchConfig,
-        sparse: SparseScorer,
+        sparse: SparseScorer | None,
         dense: DenseIndex | None,
         embedder: object | None,
         cross_encoder: CrossEncoder | None,
+        name: str = DEFAULT_INDEX_NAME,
+        retriever: InProcessRetriever | QdrantRetriever | EdgeRetriever | None = None,
     ) -> None:
         self.data = data
         self.config = config
-        self._sparse = sparse
-        self._dense = dense
+        # The backend seam (search/retrievers.py): first-stage rankings in-process or in Qdrant.
+        self._retriever = retriever if retriever is not None else InProcessRetriever(sparse, dense)
         self._embedder = embedder
         self._cross_encoder = cross_encoder
         self._masks = _LruCache(_CACHE_ENTRIES)
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
         self._symbol_lookup: SymbolLookup | None = None
-        self.index_name = DEFAULT_INDEX_NAME  # the name hits carry (one served index for now)
+        self.index_name = name  # the name hits carry (see search.IndexSet)
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def open(cls, index_dir: str | Path, config: SearchConfig | None = None, load_models: bool = True) -> Searcher:
+    def open(
+        cls, index_dir: str | Path, config: SearchConfig | None = None, load_models: bool = True, *,
+        name: str = DEFAULT_INDEX_NAME, cross_encoder: CrossEncoder | None = None, qdrant_api_key: str | None = None,
+    ) -> Searcher:
         """Open the current version of the index at index_dir.
 
         load_models=False skips the embedder and the cross-encoder: only bm25, read and files work.
-        Raises index.IndexNotFoundError / IndexFormatError (exit 3), a ModelMissingError (exit 4).
+        ``name`` is the served index's name that every hit carries; ``cross_encoder`` shares one already
+        opened (several indexes, one reranker). An index built with ``--backend qdrant`` ranks in its
+        Qdrant collection (``qdrant_api_key`` for a server that needs one). Raises
+        index.IndexNotFoundError / IndexFormatError (exit 3), a ModelMissingError (exit 4),
+        index.QdrantUnavailableError (exit 3).
         """
-        return cls.from_index(open_index(Path(index_dir)), config, load_models=load_models)
+        return cls.from_index(
+            open_index(Path(index_dir)), config, load_models=load_models, name=name, cross_encoder=cross_encoder,
+            qdrant_api_key=qdrant_api_key,
+        )
 
     @classmethod
-    def from_index(cls, data: object, config: SearchConfig | None = None, load_models: bool = True) -> Searcher:
+    def from_index(
+        cls, data: object, config: SearchConfig | None = None, load_models: bool = True, *,
+        name: str = DEFAULT_INDEX_NAME, cross_encoder: CrossEncoder | None = None, qdrant_api_key: str | None = None,
+    ) -> Searcher:
         """Build a Searcher over an already opened ``index.IndexData``."""
         config = SearchConfig() if config is None else config
-        sparse = SparseScorer.from_index(data, config.bm25_variant, config.k1, config.b, config.okapi_epsilon)
-        dense = DenseIndex.from_index(data)
-        embedder = cross_encoder = None
+        backend = read_backend(data.path)
+        retriever = sparse = dense = None
+        if backend is not None:
+            retriever = _open_qdrant_retriever(data, backend, config, qdrant_api_key)
+        else:
+            sparse = SparseScorer.from_index(data, config.bm25_variant, config.k1, config.b, config.okapi_epsilon)
+            dense = DenseIndex.from_index(data)
+        embedder = None
         if load_models:
-            if dense is not None:
+            if data.vectors is not None:
                 _check_embed_model(data, config)
                 embedder = open_index_embedder(data, threads=1)
+        if load_models and cross_encoder is None:
             cross_encoder = CrossEncoder.open(
                 resolve_rerank_model(config.rerank_model),
                 threads=config.threads,
@@ -108,7 +139,11 @@ class Searcher:
                 query_max_tokens=config.rerank_query_max_tokens,
                 batch_size=config.rerank_batch_size,
             )
-        return cls(data, config, sparse, dense, embedder, cross_encoder)
+        return cls(data, config, sparse, dense, embedder, cross_encoder if load_models else None, name, retriever)
+
+    def close(self) -> None:
+        """Release the backend's connection (a Qdrant client, an edge shard); in-process: nothing."""
+        self._retriever.close()
 
     def warm_before_fork(self) -> None:
         """In the fork server, single-threaded: embed one query and score one pair, so every child
@@ -123,7 +158,7 @@ class Searcher:
     @property
     def has_vectors(self) -> bool:
         """True when the index holds vectors (built without --no-vectors)."""
-        return self._dense is not None
+        return self._retriever.has_dense
 
     @property
     def has_models(self) -> bool:
@@ -212,9 +247,7 @@ class Searcher:
         """
         if not isinstance(path, str):
             raise QueryError(f"path must be a string, got {type(path).__name__}")
-        doc = self.data.doc_index.get(path)
-        if doc is None:
-            doc = self.data.doc_index.get(path.removeprefix("./"))
+        doc = self._doc_row(path)
         if doc is None:
             raise PathNotFoundError(path)
         start_line = _check_line("start_line", start_line)
@@ -226,6 +259,14 @@ class Searcher:
         if start_line > max(len(lines), 1):
             raise QueryError(f"start_line {start_line} is past the end of {path} ({len(lines)} lines)")
         return "".join(lines[start_line - 1 : end_line])
+
+    def holds(self, path: str) -> bool:
+        """True when ``path`` is an indexed file (as read() would find it)."""
+        return self._doc_row(path) is not None
+
+    def _doc_row(self, path: str) -> int | None:
+        doc = self.data.doc_index.get(path)
+        return self.data.doc_index.get(path.removeprefix("./")) if doc is None else doc
 
     def _read_lines(self, path: str, start_line: int, end_line: int) -> str:
         return self.read(path, start_line, end_line).rstrip("\n")
@@ -290,17 +331,14 @@ class Searcher:
 
     # ----------------------------------------------------------------- ranked chunk ids
     def _rank_bm25(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._sparse.scores(tokenize(query))
-        matched = scores > 0
-        if mask is not None:
-            matched &= mask
-        candidate_ids = np.flatnonzero(matched)
-        if len(candidate_ids) == 0:
-            return candidate_ids, scores[candidate_ids]
-        return top_k(scores[candidate_ids], depth, candidate_ids)
+        return self._retriever.bm25(tokenize(query), depth, mask)
 
     def _rank_dense(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if self._dense is None:
+        self._require_dense()
+        return self._retriever.dense(self._query_vector(query), depth, mask)
+
+    def _require_dense(self) -> None:
+        if not self._retriever.has_dense:
             raise QueryError(
                 "this index was built with --no-vectors, so semantic and hybrid search are unavailable; "
                 "use mode='bm25' (or bm25()), or rebuild the index without --no-vectors"
@@ -310,17 +348,12 @@ class Searcher:
                 "semantic and hybrid search need the embedding model, which this searcher did not load "
                 "(load_models=False); use mode='bm25'"
             )
-        return self._dense.search(self._query_vector(query), depth, mask)
 
     def _rank_hybrid(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        candidates = max(depth, self.config.candidates)
-        dense_ids, _ = self._rank_dense(query, candidates, mask)
-        sparse_ids, _ = self._rank_bm25(query, candidates, mask)
-        fused = fuse_rrf([sparse_ids.tolist(), dense_ids.tolist()], self.config.fusion_weights, self.config.rrf_k)
-        fused = fused[:depth]
-        return (
-            np.fromiter((chunk for chunk, _ in fused), dtype=np.int64, count=len(fused)),
-            np.fromiter((score for _, score in fused), dtype=np.float64, count=len(fused)),
+        self._require_dense()
+        return self._retriever.hybrid(
+            tokenize(query), self._query_vector(query), depth, max(depth, self.config.candidates),
+            self.config.fusion_weights, self.config.rrf_k, mask,
         )
 
     # ----------------------------------------------------------------- helpers
@@ -371,6 +404,48 @@ class Searcher:
                 )
             )
         return hits
+
+
+def _open_qdrant_retriever(data: object, backend: Mapping[str, object], config: SearchConfig,
+                           api_key: str | None) -> QdrantRetriever | EdgeRetriever:
+    """The retriever of an index built with --backend qdrant: this version's collection, checked."""
+    version = data.version_dir.name
+    collection = (backend.get("versions") or {}).get(version)
+    if collection is None:
+        raise IndexFormatError(
+            data.path, f"no Qdrant collection for version {version}", "one written by `index build --backend qdrant`",
+            what="Qdrant copy",
+        )
+    built = backend.get("bm25") or {}
+    if config.bm25_variant != "lucene" or (built.get("k1"), built.get("b")) != (config.k1, config.b):
+        raise QueryError(
+            f"this index's Qdrant copy holds Lucene BM25 with k1={built.get('k1')}, b={built.get('b')}; "
+            f"the search config asks for {config.bm25_variant} k1={config.k1}, b={config.b} (rebuild to change them)"
+        )
+    location = QdrantLocation(collection=str(backend["collection"]), url=backend.get("url"), path=backend.get("path"),
+                              edge=backend.get("engine") == "edge")
+    if location.edge:
+        return _open_edge_retriever(data, Path(str(location.path)) / str(collection), location)
+    client = connect_qdrant(location, api_key)
+    if not client.collection_exists(collection):
+        client.close()
+        raise QdrantUnavailableError(
+            f"Qdrant at {location.where} has no collection {collection!r} (version {version} of {data.path}); "
+            f"rebuild with `knowledge-mcp index build ... --out {data.path} --backend qdrant`"
+        )
+    return QdrantRetriever(client, collection, data.vectors is not None, data.term_ids, location.where)
+
+
+def _open_edge_retriever(data: object, shard_dir: Path, location: QdrantLocation) -> EdgeRetriever:
+    if not shard_dir.is_dir():
+        raise QdrantUnavailableError(
+            f"no qdrant-edge shard {shard_dir.name!r} under {location.path} (version {data.version_dir.name} of "
+            f"{data.path}); rebuild with `knowledge-mcp index build ... --out {data.path} --backend qdrant`"
+        )
+    import qdrant_edge
+
+    shard = qdrant_edge.EdgeShard.load(str(shard_dir))
+    return EdgeRetriever(shard, data.vectors is not None, data.term_ids, f"edge shard {shard_dir}")
 
 
 def _check_embed_model(data: object, config: SearchConfig) -> None:

@@ -81,7 +81,8 @@ def _add_search_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_target_options(parser: argparse.ArgumentParser) -> None:
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--index", metavar="DIR", help="serve this index directory")
+    target.add_argument("--index", metavar="[NAME=]DIR", action="append",
+                        help="serve this index directory; repeat as NAME=DIR to serve several (a plain DIR is 'default')")
     target.add_argument("--root", metavar="DIR", help="index this source tree (cached) and serve it")
     parser.add_argument("--state-dir", metavar="D", help="skills, config.toml, audit log")
     parser.add_argument("--force", action="store_true", help="allow /, the home directory or a huge tree as root")
@@ -109,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="weights of the ONNX encoder: int8 (default, ~2.3x faster) or fp32")
     build.add_argument("--no-vectors", action="store_true", help="BM25 only: skip embeddings")
     build.add_argument("--force", action="store_true", help="rebuild from scratch")
+    build.add_argument("--backend", choices=("inprocess", "qdrant"),
+                       help="where queries run: inprocess (default) or a Qdrant copy (DIR keeps the local sidecar); "
+                            "an index already in Qdrant stays there unless --backend inprocess")
+    build.add_argument("--qdrant-url", metavar="URL", help="Qdrant server (http or https; key from KNOWLEDGE_MCP_QDRANT_API_KEY)")
+    build.add_argument("--qdrant-path", metavar="P", help="Qdrant local mode: storage folder (one process at a time)")
+    build.add_argument("--qdrant-edge", action="store_true",
+                       help="with --qdrant-path: the embedded Qdrant engine (qdrant-edge-py), one shard folder per version")
+    build.add_argument("--collection", metavar="NAME", help="Qdrant collection (alias) name (default: DIR's name)")
+    build.add_argument("--qdrant-shards", type=_positive_int, default=1, metavar="N",
+                       help="shards of a new collection (a cluster; docs/SCALE.md)")
+    build.add_argument("--qdrant-replicas", type=_positive_int, default=1, metavar="N",
+                       help="copies of each shard (2 survives a node failure)")
     info = index_commands.add_parser("info", help="summarise an index's manifest")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -148,10 +161,59 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_index_build(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
     from index import build_index
 
+    location = _qdrant_location(args, config)
+    if location is not None:  # fail before a long build when Qdrant is unreachable (exit 3)
+        from index import connect_qdrant
+
+        client = connect_qdrant(location, config.qdrant_api_key)
+        if client is not None:
+            client.close()
     report = build_index([Path(s) for s in args.sources], Path(args.out), config.index)
     summary = _as_dict(report)
+    if location is not None:
+        from index import open_index, push_to_qdrant
+
+        summary["qdrant_collection"] = push_to_qdrant(
+            open_index(Path(args.out)), location, config.qdrant_api_key, config.search.k1, config.search.b
+        )
+    elif args.backend == "inprocess":
+        (Path(args.out) / "backend.json").unlink(missing_ok=True)
     out.write(_format_build_report(summary, Path(args.out)) + "\n")
     return EXIT_OK
+
+
+def _qdrant_location(args: argparse.Namespace, config: ServerConfig) -> Any:
+    """Where `index build` writes the Qdrant copy (None: in-process only); checked before building."""
+    from index import QdrantLocation, read_backend
+
+    out = Path(args.out)
+    recorded = read_backend(out) if (out / "backend.json").exists() else None
+    backend = args.backend or ("qdrant" if recorded else "inprocess")
+    given = [flag for flag in ("qdrant_url", "qdrant_path", "qdrant_edge", "collection") if getattr(args, flag)]
+    if backend == "inprocess":
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --backend qdrant")
+        return None
+    if args.qdrant_url and args.qdrant_path:
+        raise UsageError("give one of --qdrant-url URL and --qdrant-path P, not both")
+    if args.qdrant_edge and not args.qdrant_path:
+        raise UsageError("--qdrant-edge needs --qdrant-path P (the folder of the embedded engine's shards)")
+    url = args.qdrant_url or (None if args.qdrant_path else (recorded or {}).get("url") or config.qdrant_url)
+    path = args.qdrant_path or (None if url else (recorded or {}).get("path"))
+    if url is None and path is None:
+        raise UsageError(
+            "--backend qdrant needs --qdrant-url URL (or KNOWLEDGE_MCP_QDRANT_URL) or --qdrant-path P (local mode)"
+        )
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise UsageError(f"--qdrant-url must start with http:// or https://, got {url!r}")
+    collection = args.collection or (recorded or {}).get("collection") or out.resolve().name
+    try:
+        return QdrantLocation(collection=collection, url=url,
+                              path=str(Path(path).expanduser().resolve()) if path else None,
+                              shards=args.qdrant_shards, replicas=args.qdrant_replicas,
+                              edge=bool(args.qdrant_edge or (recorded or {}).get("engine") == "edge") and path is not None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _format_build_report(summary: Mapping[str, Any], out_dir: Path) -> str:
@@ -162,12 +224,12 @@ def _format_build_report(summary: Mapping[str, Any], out_dir: Path) -> str:
 def _cmd_index_info(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
     from index import open_index, read_manifest
 
-    from .freshness import summarize_manifest
+    from .freshness import backend_summary, summarize_manifest
 
     if args.verify:
         open_index(Path(args.dir), verify=True)  # IndexCorruptError (exit 3) names the first bad artefact
     manifest = read_manifest(Path(args.dir))
-    summary = summarize_manifest(manifest)
+    summary = {**summarize_manifest(manifest), "backend": backend_summary(Path(args.dir))}
     if args.json:
         out.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     else:
@@ -208,8 +270,15 @@ def format_manifest_summary(summary: Mapping[str, Any]) -> str:
         f"files:          {summary.get('files')}",
         f"chunks:         {summary.get('chunks')}",
         f"models:         {model_text}",
+        f"backend:        {_backend_text(summary.get('backend') or {})}",
     ]
     return "\n".join(lines)
+
+
+def _backend_text(backend: Mapping[str, Any]) -> str:
+    if backend.get("name") != "qdrant":
+        return "inprocess"
+    return f"qdrant, collection {backend.get('collection')} at {backend.get('url') or backend.get('path')}"
 
 
 def _model_text(role: str, info: Any) -> str:
@@ -239,7 +308,8 @@ def _cmd_search(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> 
 
     rerank = not args.no_rerank
     needs_models = rerank or args.mode != "bm25"
-    searcher = Searcher.open(Path(args.index), config.search, load_models=needs_models)
+    searcher = Searcher.open(Path(args.index), config.search, load_models=needs_models,
+                             qdrant_api_key=config.qdrant_api_key)
     options = dict(k=args.k, mode=args.mode, rerank=rerank, path=args.path, language=args.language)
     if batch:
         return _run_batch(searcher, queries, Path(args.run_out), options, out)

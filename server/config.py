@@ -16,7 +16,7 @@ from typing import Any
 
 from index import IndexConfig
 from sandbox import SandboxConfig
-from search import SearchConfig
+from search import DEFAULT_INDEX_NAME, QueryError, SearchConfig, check_index_name
 
 from .errors import UsageError
 
@@ -47,6 +47,8 @@ _LAYERED_KEYS: tuple[str, ...] = (
     "memory_mb",
     "log_level",
     "audit_log",
+    "qdrant_url",
+    "qdrant_api_key",
 )
 
 
@@ -58,6 +60,9 @@ class ServerConfig:
     cache_dir: Path
     index_dir: Path | None = None
     root: Path | None = None
+    # Every served index as (name, dir), in the order given; index_dir is the first one's dir. Empty
+    # when serving a root or one plain --index DIR (served as "default").
+    indexes: tuple[tuple[str, Path], ...] = ()
     index: IndexConfig = field(default_factory=IndexConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)  # per-call limits, workers, token encoding
@@ -67,10 +72,14 @@ class ServerConfig:
     max_root_bytes: int = DEFAULT_MAX_ROOT_BYTES
     refresh_debounce_s: float = DEFAULT_REFRESH_DEBOUNCE_S
     home_dir: Path | None = None  # the user's home, refused as a root without --force
+    qdrant_url: str | None = None  # default server of `index build --backend qdrant`
+    qdrant_api_key: str | None = field(default=None, repr=False)  # never logged, never sent to a child
 
     def __post_init__(self) -> None:
         if self.index_dir is not None and self.root is not None:
             raise ValueError("choose one of index_dir and root, not both")
+        if self.indexes and self.index_dir != self.indexes[0][1]:
+            raise ValueError("index_dir must be the first of indexes when several are served")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {self.log_level!r}")
         if self.max_root_bytes < 1:
@@ -134,6 +143,8 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "memory_mb": _parse_int,
     "log_level": _parse_log_level,
     "audit_log": _parse_path,
+    "qdrant_url": _parse_str,
+    "qdrant_api_key": _parse_str,
 }
 
 
@@ -217,14 +228,23 @@ def load_config(
     toml_path = state_dir / CONFIG_FILE_NAME
     toml = read_config_file(toml_path)
 
-    values = {key: _layered(key, flag(key), env, toml, toml_path) for key in _LAYERED_KEYS}
+    index_flags = flag("index")
+    if isinstance(index_flags, list):  # serve/exec: --index [NAME=]DIR, repeatable
+        index_flags = index_flags or None
+    indexes = _parse_index_specs(index_flags) if isinstance(index_flags, list) else ()
+    values = {
+        key: _layered(key, indexes[0][1] if key == "index" and indexes else flag(key), env, toml, toml_path)
+        for key in _LAYERED_KEYS
+    }
+    if len(indexes) == 1 and indexes[0][0] == DEFAULT_INDEX_NAME:
+        indexes = ()  # one plain --index DIR: served exactly as before
 
     index_dir, root = values["index"], values["root"]
     if index_dir is not None and root is not None:
         # A flag on one side beats a lower layer on the other side.
-        if flag("index") is not None and flag("root") is None:
+        if index_flags is not None and flag("root") is None:
             root = None
-        elif flag("root") is not None and flag("index") is None:
+        elif flag("root") is not None and index_flags is None:
             index_dir = None
         else:
             raise UsageError("both an index and a root are set; pass only one of --index DIR and --root DIR")
@@ -258,6 +278,7 @@ def load_config(
             cache_dir=cache_dir,
             index_dir=index_dir,
             root=root,
+            indexes=indexes if index_dir is not None else (),
             index=index_config,
             search=search_config,
             sandbox=sandbox_config,
@@ -265,10 +286,43 @@ def load_config(
             audit_log=values["audit_log"],
             force=force and flag("command") != "index",  # `serve/exec --force` allows broad roots
             home_dir=_home(env).expanduser().resolve(),
+            qdrant_url=values["qdrant_url"],
+            qdrant_api_key=values["qdrant_api_key"],
         )
     except ValueError as exc:
         raise UsageError(f"invalid configuration: {exc}") from exc
 
+
+def _parse_index_specs(specs: list[Any]) -> tuple[tuple[str, Path], ...]:
+    """`--index [NAME=]DIR` values: a plain DIR is named "default"; names are unique."""
+    parsed: list[tuple[str, Path]] = []
+    for spec in specs:
+        text = _parse_str(str(spec), "--index")
+        name, sep, directory = text.partition("=")
+        if not sep or not _is_index_name(name):
+            name, directory = DEFAULT_INDEX_NAME, text
+        parsed.append((name, _parse_path(directory, f"--index {text}")))
+    names = [name for name, _ in parsed]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(
+            f"--index: the name {', '.join(repeated)} is given to several indexes; "
+            "name each with --index NAME=DIR (a plain DIR is named 'default')"
+        )
+    return tuple(parsed)
+
+
+def _is_index_name(text: str) -> bool:
+    try:
+        check_index_name(text)
+    except QueryError:
+        return False
+    return True
+
+
+def _check_range(ok: bool, what: str, value: Any, expected: str, where: str) -> None:
+    if not ok:
+        raise UsageError(f"{what} must be {expected}, got {value!r} (set by {where})")
 
 # Layered keys that set a SandboxConfig field: key -> (field, where a bad value came from).
 _SANDBOX_KEYS = {

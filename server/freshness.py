@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from index import build_index, read_manifest, scan_sources
+from index import build_index, read_backend, read_manifest, scan_sources
 
 from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
@@ -29,12 +29,14 @@ from .errors import RootRefusedError, UsageError
 __all__ = [
     "Refresher",
     "Target",
+    "backend_summary",
     "build_root_index",
     "check_index",
     "check_root",
     "choose_target",
     "index_dir_for_root",
     "index_version",
+    "target_version",
     "stale_files",
     "summarize_manifest",
     "tree_fingerprint",
@@ -54,6 +56,12 @@ class Target:
 
     index_dir: Path
     root: Path | None = None
+    indexes: tuple[tuple[str, Path], ...] = ()  # several named indexes (index_dir is the first), else empty
+
+    @property
+    def index_dirs(self) -> list[Path]:
+        """Every served index directory."""
+        return [directory for _, directory in self.indexes] or [self.index_dir]
 
 
 def index_dir_for_root(cache_dir: Path, root: Path) -> Path:
@@ -97,7 +105,7 @@ def tree_size_bytes(root: Path, config: ServerConfig, stop_after: int) -> int:
 def choose_target(config: ServerConfig, client_roots: Sequence[Path] = (), cwd: Path | None = None) -> Target:
     """The index to serve (see module contract). Raises UsageError / RootRefusedError."""
     if config.index_dir is not None:
-        return Target(index_dir=config.index_dir)
+        return Target(index_dir=config.index_dir, indexes=config.indexes)
     if config.root is not None:
         root = config.root
     elif client_roots:
@@ -123,6 +131,13 @@ def build_root_index(
 def check_index(index_dir: Path) -> None:
     """Raise the index package's error (missing: exit 3, other format: exit 3) before serving it."""
     read_manifest(index_dir)
+    if read_backend(index_dir) is not None:
+        # The sandbox child has no network and the fork server must never hold the Qdrant key: serving
+        # a Qdrant copy needs the query broker (docs/SCALE.md), which is not built yet.
+        raise UsageError(
+            f"{index_dir} is a Qdrant-backed index; the MCP server serves in-process indexes only for now. "
+            "Search it with `knowledge-mcp search --index DIR`, or rebuild it with `index build ... --backend inprocess`"
+        )
 
 
 def index_version(index_dir: Path) -> str | None:
@@ -132,6 +147,25 @@ def index_version(index_dir: Path) -> str | None:
     except Exception:  # noqa: BLE001 - a missing or half-written index simply has no version yet
         return None
     return f"{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
+
+
+def backend_summary(index_dir: Path) -> dict[str, Any]:
+    """Where an index's queries run: {"name": "inprocess"} or its Qdrant location and collections."""
+    record = read_backend(index_dir)
+    if record is None:
+        return {"name": "inprocess"}
+    return {"name": "qdrant", "collection": record.get("collection"), "url": record.get("url"),
+            "path": record.get("path"), "versions": record.get("versions")}
+
+
+def target_version(target: Target) -> str | None:
+    """The served version: one index's, or every named index's joined (a change in any switches all)."""
+    if not target.indexes:
+        return index_version(target.index_dir)
+    versions = [(name, index_version(directory)) for name, directory in target.indexes]
+    if any(version is None for _, version in versions):
+        return None
+    return ",".join(f"{name}={version}" for name, version in versions)
 
 
 def tree_fingerprint(root: Path, config: ServerConfig) -> frozenset[tuple[str, int, int]]:
@@ -220,7 +254,7 @@ class Refresher:
             logger.info("sources changed under %s: re-indexing", target.root)
             await asyncio.to_thread(build_root_index, target.root, target.index_dir, self._config)
             self._fingerprint = settled
-        version = await asyncio.to_thread(index_version, target.index_dir)
+        version = await asyncio.to_thread(target_version, target)
         if version is None or version == self.version:
             return False
         await self._switch(target.index_dir)

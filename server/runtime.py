@@ -21,7 +21,16 @@ from sandbox import ForkServerClient, TokenCounter
 from .audit import AuditLog
 from .config import ServerConfig
 from .execute import Executor
-from .freshness import Refresher, Target, build_root_index, check_index, choose_target, index_version, tree_fingerprint
+from .freshness import (
+    Refresher,
+    Target,
+    build_root_index,
+    check_index,
+    choose_target,
+    index_dir_for_root,
+    target_version,
+    tree_fingerprint,
+)
 from .results import Reply, TokenCounting
 from .skills import SkillStore
 from .state import SessionState, SessionStates
@@ -93,14 +102,16 @@ class Runtime:
                 fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
                 await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config, self._build_progress)
                 self.fraction = 1.0
-            await asyncio.to_thread(check_index, target.index_dir)
+            for index_dir in target.index_dirs:
+                await asyncio.to_thread(check_index, index_dir)
             self.status = "starting the fork server"
             self._client = ForkServerClient(
-                self.config.sandbox, index_dir=target.index_dir, search_config=self.config.search,
+                self.config.sandbox, index_dir=target.index_dir, indexes=target.indexes,
+                search_config=self.config.search,
                 log_level=self.config.log_level,
             )
             await self._client.start()
-            version = await asyncio.to_thread(index_version, target.index_dir)
+            version = await asyncio.to_thread(target_version, target)
             self._executor = Executor(self.config, self._client, self.skills, self.audit, counter)
             self._refresher = Refresher(self.config, target, self._client.reload, fingerprint, version)
             self.status = "ready"
@@ -135,6 +146,16 @@ class Runtime:
                     await progress(round(_ms(started) / 1000.0, 1), f"warming up: {self.status}")
         if self.load_error is not None:
             raise self.load_error
+
+    def configured_target(self) -> Target | None:
+        """The target `--index`/`--root` name, before loading has chosen it (None: the client's roots
+        decide); no checks: status may describe an index that is still being built."""
+        if self.config.index_dir is not None:
+            return Target(index_dir=self.config.index_dir)
+        if self.config.root is not None:
+            root = self.config.root.resolve()
+            return Target(index_dir=index_dir_for_root(self.config.cache_dir, root), root=root)
+        return None
 
     def watcher_state(self) -> str:
         """What keeps the served index fresh: "polling" while the refresh loop runs ("not started"

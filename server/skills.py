@@ -83,6 +83,7 @@ class SkillStore:
         self._config = sandbox_config
         self._lock = threading.Lock()
         self._skills: dict[str, Skill] = {}  # valid and broken ones
+        self._listing: tuple[tuple[int, int, int], list[str]] | None = None  # directory key, names
 
     # -------------------------------------------------------------- reading
 
@@ -115,7 +116,8 @@ class SkillStore:
         Files changed on disk since they were read (another server saved them) are read again.
         """
         called: dict[str, Skill] = {}
-        pending = [name for name in program.global_names() if _may_be_skill(name)]
+        on_disk = set(self._names_on_disk())
+        pending = [name for name in program.global_names() if name in on_disk]
         while pending:
             name = pending.pop()
             if name in called:
@@ -123,7 +125,7 @@ class SkillStore:
             skill = self._current(name)
             if skill is not None:
                 called[name] = skill
-                pending.extend(n for n in skill.names if _may_be_skill(n) and n not in called)
+                pending.extend(n for n in skill.names if n in on_disk and n not in called)
         entries = {name: skill.entry() for name, skill in called.items()}
         if "list_skills" in program.global_names():
             for name in self._names_on_disk():
@@ -133,10 +135,25 @@ class SkillStore:
         return [entries[name] for name in sorted(entries)], sorted(called)
 
     def _names_on_disk(self) -> list[str]:
+        """Skill names in the directory; the listing is reused while the directory is unchanged (one stat)."""
         try:
-            return sorted(path.stem for path in self.skills_dir.glob("*.py") if NAME_PATTERN.match(path.stem))
+            stat = self.skills_dir.stat()
         except OSError:
             return []
+        key = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
+        with self._lock:
+            cached = self._listing
+        # A directory changed within the last second may change again within its timestamp's granularity.
+        if cached is not None and cached[0] == key and time.time_ns() - stat.st_mtime_ns > 1_000_000_000:
+            return cached[1]
+        try:
+            names = sorted(entry.name[:-3] for entry in os.scandir(self.skills_dir)
+                           if entry.name.endswith(".py") and NAME_PATTERN.match(entry.name[:-3]))
+        except OSError:
+            return []
+        with self._lock:
+            self._listing = (key, names)
+        return names
 
     def _current(self, name: str) -> Skill | None:
         """The skill `name` as its file is now: cached while the file is unchanged, else read again."""

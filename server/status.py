@@ -14,7 +14,7 @@ from typing import Any
 
 from index import IndexStoreError, index_status
 
-from .freshness import Target
+from .freshness import Target, backend_summary
 
 __all__ = ["STATUS_FIELDS", "describe_status", "format_status"]
 
@@ -27,13 +27,18 @@ def describe_status(target: Target | None, stage: str, watcher: str) -> dict[str
     watcher, version, ...}], stage}. `stage` is the runtime's loading stage ("ready" once serving)."""
     if target is None:
         return {"indexes": [], "stage": stage}
-    try:
-        entry = index_status(target.index_dir, "default", target.root)
-    except IndexStoreError:  # not built yet (the first build is running) or unreadable: say so
-        entry = {"name": "default", "backend": "inprocess", "files": 0, "chunks": 0, "vector_coverage": 0.0,
-                 "has_vectors": False, "last_updated": None, "pending_changes": None, "version": None}
-    entry.pop("root_present", None)
-    return {"indexes": [{**entry, "watcher": watcher, "stage": stage}], "stage": stage}
+    served = list(target.indexes) or [("default", target.index_dir)]  # several named, or the one target
+    entries = []
+    for name, index_dir in served:
+        try:
+            entry = index_status(index_dir, name, target.root if not target.indexes else None)
+            entry["backend"] = backend_summary(index_dir)["name"]
+        except IndexStoreError:  # not built yet (the first build is running) or unreadable: say so
+            entry = {"name": name, "backend": "inprocess", "files": 0, "chunks": 0, "vector_coverage": 0.0,
+                     "has_vectors": False, "last_updated": None, "pending_changes": None, "version": None}
+        entry.pop("root_present", None)
+        entries.append({**entry, "watcher": watcher, "stage": stage})
+    return {"indexes": entries, "stage": stage}
 
 
 def format_status(status: dict[str, Any]) -> str:

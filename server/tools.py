@@ -272,7 +272,8 @@ async def status_document(runtime: Runtime) -> dict[str, Any]:
     stage = runtime.status
     if runtime.load_error is not None:
         stage = "failed: " + hide_host_paths(" ".join(str(runtime.load_error).split()), runtime.host_paths())
-    return await asyncio.to_thread(describe_status, runtime.target, stage, runtime.watcher_state())
+    return await asyncio.to_thread(describe_status, runtime.target or runtime.configured_target(), stage,
+                                   runtime.watcher_state())
 
 
 def register_tools(server: Any, runtime: Runtime) -> None:

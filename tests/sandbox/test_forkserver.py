@@ -59,7 +59,8 @@ def test_forkserver_timeout_kills_child_within_deadline(sandbox: SandboxHandle) 
 
 def test_forkserver_maps_memory_bomb_to_memory_limit(sandbox: SandboxHandle) -> None:
     """It answers memory_limit when the program exceeds its address-space budget."""
-    result = sandbox.run("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))\n")
+    # 30 s: touching 256 MB takes ~10 s on this VM when other jobs load it (it is the outcome that counts)
+    result = sandbox.run("blocks = []\nwhile True:\n    blocks.append(bytearray(50 * 1024 * 1024))\n", timeout_s=30.0)
     assert result.outcome == "memory_limit", result
     assert "256 MB" in result.error["message"]
 
@@ -342,5 +343,25 @@ def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: s
         assert result.outcome == outcome, result
         assert handle.run("result = 2").result == 2
         assert handle.settle().open_fds == before
+    finally:
+        handle.close()
+
+
+def test_forkserver_child_internal_error_is_logged_by_the_server_and_stripped(caplog) -> None:
+    """It answers a child whose runner breaks with internal_error and an incident id only; the traceback
+    reaches the server's log (the fork server never reads it)."""
+    import logging
+
+    handle = SandboxHandle(plain_config(spare_children=1))
+    caplog.set_level(logging.ERROR, logger="sandbox.forkserver_client")
+    try:
+        # plain mode: the program owns its interpreter and breaks the runner that reports on it
+        result = handle.run("import sandbox.runner as r\nr.RunResult = None\nresult = 1")
+        assert result.outcome == "internal_error", result
+        assert result.error["message"].startswith("internal error ") and not result.error["traceback"]
+        incident = result.error["message"]
+        logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
+        assert logged and "Traceback" in logged[0] and "TypeError" in logged[0]
+        assert handle.run("result = 2").result == 2
     finally:
         handle.close()
