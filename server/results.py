@@ -558,9 +558,11 @@ def search_reply(
     timings_ms: Mapping[str, float] | None = None,
     counter: TokenCounting,
     max_output_tokens: int,
+    coverage: float = 1.0,
 ) -> Reply:
     """The search_code reply `{ok, outcome, query, mode, rerank, hits, error, truncated, output_tokens,
-    timings_ms}`: hits keep every field; snippets are cut first, then hits dropped from the end."""
+    timings_ms, coverage}`: hits keep every field; snippets are cut first, then hits dropped from the
+    end. `coverage`: the fraction of the served chunks with a vector (hybrid ranks by BM25 alone at 0)."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     cap = cap_chars(max_output_tokens)
@@ -591,6 +593,7 @@ def search_reply(
             "truncated": was_cut,
             "output_tokens": max_output_tokens,
             "timings_ms": timings,
+            "coverage": float(coverage),
         }
         return _render_search(structured), structured, was_cut
 
@@ -625,6 +628,10 @@ def _render_search(structured: Mapping[str, Any]) -> str:
     head = f"{len(hits)} of {structured['total_hits']} hits ({label})"
     if structured["truncated"]:
         head += " · snippets cut to fit the budget"
+    coverage = structured.get("coverage", 1.0)
+    if structured["mode"] != "bm25" and coverage < 1.0:
+        head += (f" · vector coverage {coverage:.0%}: vectors still being built, "
+                 + ("ranked by BM25 alone" if coverage == 0 else "chunks without one ranked by BM25 alone"))
     lines = [head]
     for rank, hit in enumerate(hits, start=1):
         title = f"  {hit['title']}" if hit.get("title") else ""
