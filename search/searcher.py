@@ -7,8 +7,11 @@ and fork, and every child runs the same sessions (reranking spreads pairs over `
 Python threads of the call). Every ranked list is score descending, ties → ascending chunk position.
 Filters (path glob, language) apply before any cut to k, in every mode.
 
-On an index built with ``--no-vectors``, ``semantic`` and ``hybrid`` raise QueryError telling the
-caller to use mode="bm25" or rebuild with vectors: never a silent downgrade to BM25.
+Honest hybrid (issue 12): ``vector_coverage`` is the share of chunks with a vector. Without vectors
+(``--no-vectors``, or still being built in the background) ``semantic`` raises QueryError saying so and
+``hybrid`` ranks with BM25 alone; with some, ``semantic`` ranks only chunks that hold a vector and
+``hybrid`` fuses BM25 over every chunk with vectors over those. Callers report the coverage
+(search_code's ``coverage``), so a downgrade is never silent.
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ class SearchCodeResult(TypedDict):
     truncated: bool
     output_tokens: int
     timings_ms: Timings
-    coverage: float  # share of the served chunks with a vector; hybrid over 0.0 is BM25 alone
+    # Share of the served chunks with a vector (vectors may still be building); hybrid over 0.0 is BM25
+    # alone. Left out only of a reply cut to its minimum when it is 1.0.
+    coverage: NotRequired[float]
 
 
 class IndexStatusEntry(TypedDict):
