@@ -302,10 +302,13 @@ class SandboxAPI:
 
     __slots__ = ("_searcher", "_tokens", "_skills", "_deadline")
 
-    def __init__(self, searcher: search.IndexSet | search.Searcher, token_counter: TokenCounter,
+    def __init__(self, searcher: search.IndexSet | search.Searcher | None, token_counter: TokenCounter,
                  skills_info: Sequence[Mapping[str, object]] = (), deadline: float | None = None) -> None:
         # One index or several: programs always talk to an IndexSet (index=None, a name or names).
-        self._searcher = searcher if isinstance(searcher, search.IndexSet) else search.IndexSet.single(searcher)
+        if searcher is None:  # a fork server started without an index: every query says so
+            self._searcher = search.IndexSet({})
+        else:
+            self._searcher = searcher if isinstance(searcher, search.IndexSet) else search.IndexSet.single(searcher)
         self._tokens = token_counter
         self._deadline = deadline
         self._skills = tuple(
@@ -448,7 +451,7 @@ def _wrap(call: Callable[[], list[search.Hit]], what: str) -> list[SandboxHit]:
     return [SandboxHit.from_hit(hit) for hit in hits]  # type: ignore[attr-defined]
 
 
-def build_api(searcher: search.Searcher, token_counter: TokenCounter, *,
+def build_api(searcher: search.IndexSet | search.Searcher | None, token_counter: TokenCounter, *,
               skills_info: Sequence[Mapping[str, object]] = (), timeout_s: float | None = None) -> SandboxAPI:
     """The API of one child: ``searcher`` and ``token_counter`` are opened once in the fork server.
 

@@ -42,10 +42,12 @@ class IndexSet:
     """Named Searchers behind the one API programs use (see module docstring)."""
 
     def __init__(self, searchers: Mapping[str, Searcher]) -> None:
-        if not searchers:
-            raise ValueError("an IndexSet needs at least one index")
+        # Empty: a fork server started without an index (benchmarks, tests of the Python layers);
+        # every query then says no index is served.
         self._searchers = dict(searchers)
-        self.config: SearchConfig = next(iter(self._searchers.values())).config
+        self.config: SearchConfig = (
+            next(iter(self._searchers.values())).config if self._searchers else SearchConfig()
+        )
 
     @classmethod
     def open(
@@ -92,6 +94,8 @@ class IndexSet:
 
     def select(self, index: IndexSelection) -> list[Searcher]:
         """The searchers an ``index`` argument names, in served order, each once."""
+        if not self._searchers:
+            raise QueryError("no index is served: start the server with --index DIR or --root DIR")
         if index is None:
             return list(self._searchers.values())
         wanted = [index] if isinstance(index, str) else index
@@ -106,6 +110,10 @@ class IndexSet:
                 f"served indexes: {', '.join(self._searchers)}"
             )
         return [searcher for name, searcher in self._searchers.items() if name in wanted]
+
+    def _first(self) -> Searcher:
+        """The searcher whose shared cross-encoder reranks (every served index shares one)."""
+        return self.select(None)[0]
 
     @property
     def has_vectors(self) -> bool:
@@ -161,7 +169,7 @@ class IndexSet:
 
     def rerank(self, query: str, hits: Iterable[Hit | Mapping[str, object]], k: int | None = None) -> list[Hit]:
         """Cross-encoder rerank (the model is shared, so any index's searcher does it)."""
-        return next(iter(self._searchers.values())).rerank(query, hits, k)
+        return self._first().rerank(query, hits, k)
 
     def read(self, path: str, start_line: int = 1, end_line: int | None = None,
              index: IndexSelection = None) -> str:
@@ -176,7 +184,7 @@ class IndexSet:
         return sorted({path for searcher in self.select(index) for path in searcher.files(pattern)})
 
     def rerank_prose(self, query: str, hits: Iterable[Hit], k: int | None = None) -> list[Hit]:
-        return next(iter(self._searchers.values())).rerank_prose(query, hits, k)
+        return self._first().rerank_prose(query, hits, k)
 
     def definitions(self, name: str, kind: str | None = None, path: str | None = None, language: str | None = None,
                     k: int = 20, index: IndexSelection = None) -> list[Hit]:

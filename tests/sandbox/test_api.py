@@ -129,3 +129,16 @@ def test_token_counter_counts_and_truncates_offline(token_counter):
         TokenCounter.open("cl100k_base")
     with pytest.raises(ValueError, match="unknown token encoding"):
         TokenCounter.open("no-such-encoding")
+
+
+def test_api_without_an_index_runs_programs_and_says_no_index_is_served(token_counter):
+    """It runs a program that needs no index, and every query raises a ValueError saying no index is
+    served (a fork server started without one: benchmarks, the Python-layer escape tests)."""
+    api = build_api(None, token_counter)
+    run = _run(api, "print(count_tokens('hello world'))\nresult = 6 * 7\n")
+    assert run.outcome == "ok" and run.result == 42, run.error
+    for call in ("search('x')", "bm25('x')", "files()", "read('a.py')", "grep('x')", "definitions('x')",
+                 "outline('a.py')"):
+        run = _run(api, f"result = {call}\n")
+        assert run.outcome == "runtime_error", (call, run.result)
+        assert run.error["exception"] == "ValueError" and "no index is served" in run.error["message"], (call, run.error)
