@@ -42,7 +42,7 @@ from .qdrant import (
     sparse_query,
 )
 from .sessions import open_session, run_split
-from .status import index_status
+from .status import index_status, vector_coverage
 from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
 from .walk import SourceDoc, scan_sources, walk_sources
@@ -91,6 +91,7 @@ __all__ = [
     "scan_sources",
     "sparse_query",
     "tokenize",
+    "vector_coverage",
     "walk_sources",
     "write_index",
 ]

@@ -20,7 +20,7 @@ from .config import IndexConfig
 from .format import FORMAT_VERSION, VECTOR_MASK_FILE, current_version_dir, read_manifest
 from .walk import scan_sources
 
-__all__ = ["DEFAULT_BACKEND", "index_status", "pending_changes"]
+__all__ = ["DEFAULT_BACKEND", "index_status", "pending_changes", "vector_coverage"]
 
 DEFAULT_BACKEND = "inprocess"
 MTIME_TOLERANCE_S = 1e-3  # the manifest keeps mtimes as float seconds
@@ -53,6 +53,18 @@ def index_status(path: Path | str, name: str = "default", root: Path | None = No
         "version": version_dir.name,
         "format_version": manifest.get("format_version", FORMAT_VERSION),
     }
+
+
+def vector_coverage(path: Path | str) -> tuple[int, float]:
+    """(chunks, fraction of them with a vector) of the current version: the manifest and the mask
+    (mmap) only, no tree walk. Raises the index package's errors like index_status."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    chunks = int(manifest.get("chunk_count") or 0)
+    if VECTOR_MASK_FILE not in manifest["artefacts"] or not chunks:
+        return chunks, 0.0
+    mask = np.load(current_version_dir(path) / VECTOR_MASK_FILE, mmap_mode="r", allow_pickle=False)
+    return chunks, float(np.count_nonzero(mask)) / chunks
 
 
 def pending_changes(manifest: dict[str, Any], root: Path, config: IndexConfig | None = None) -> int:

@@ -7,8 +7,11 @@ and fork, and every child runs the same sessions (reranking spreads pairs over `
 Python threads of the call). Every ranked list is score descending, ties → ascending chunk position.
 Filters (path glob, language) apply before any cut to k, in every mode.
 
-On an index built with ``--no-vectors``, ``semantic`` and ``hybrid`` raise QueryError telling the
-caller to use mode="bm25" or rebuild with vectors: never a silent downgrade to BM25.
+Honest hybrid (issue 12): ``vector_coverage`` is the share of chunks with a vector. Without vectors
+(``--no-vectors``, or still being built in the background) ``semantic`` raises QueryError saying so and
+``hybrid`` ranks with BM25 alone; with some, ``semantic`` ranks only chunks that hold a vector and
+``hybrid`` fuses BM25 over every chunk with vectors over those. Callers report the coverage
+(search_code's ``coverage``), so a downgrade is never silent.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
 from .errors import PathNotFoundError, QueryError
 from .filters import chunk_mask, compile_glob, doc_mask
+from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping
 from .rerank import PROSE_LANGUAGES, CrossEncoder, resolve_rerank_model
@@ -159,6 +163,12 @@ class Searcher:
     def has_vectors(self) -> bool:
         """True when the index holds vectors (built without --no-vectors)."""
         return self._retriever.has_dense
+
+    @property
+    def vector_coverage(self) -> float:
+        """Fraction of chunks with a vector (0.0 without vectors, 1.0 when complete): semantic ranks only
+        those chunks and hybrid fuses BM25 over every chunk with vectors over those (see _rank_hybrid)."""
+        return float(self.data.vector_coverage) if self._retriever.has_dense else 0.0
 
     @property
     def has_models(self) -> bool:
@@ -335,13 +345,23 @@ class Searcher:
 
     def _rank_dense(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         self._require_dense()
-        return self._retriever.dense(self._query_vector(query), depth, mask)
+        return self._retriever.dense(self._query_vector(query), depth, self._with_vectors(mask))
+
+    def _with_vectors(self, mask: np.ndarray | None) -> np.ndarray | None:
+        """`mask` narrowed to the chunks that hold a vector (a row without one is all zeros: it must
+        never rank as a semantic match)."""
+        if self.vector_coverage >= 1.0:
+            return mask
+        present = np.asarray(self.data.vector_mask, dtype=bool)
+        return present if mask is None else mask & present
 
     def _require_dense(self) -> None:
         if not self._retriever.has_dense:
             raise QueryError(
-                "this index was built with --no-vectors, so semantic and hybrid search are unavailable; "
-                "use mode='bm25' (or bm25()), or rebuild the index without --no-vectors"
+                "this index has no vectors yet: they are still being built in the background "
+                "(index_status shows vector_coverage rising), or it was built with --no-vectors; semantic "
+                "search is unavailable until then. Use mode='hybrid' or 'bm25' (or bm25()); hybrid ranks with "
+                "BM25 alone while vector coverage is 0"
             )
         if self._embedder is None:
             raise QueryError(
@@ -350,11 +370,22 @@ class Searcher:
             )
 
     def _rank_hybrid(self, query: str, depth: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        # Honest hybrid (issue 12): without vectors (coverage 0, e.g. while they are built in the
+        # background) it is BM25 alone; with some, BM25 over every chunk fused with vectors over those
+        # that have one. `vector_coverage` says which, and search_code reports it.
+        if not self._retriever.has_dense:
+            return self._rank_bm25(query, depth, mask)
         self._require_dense()
-        return self._retriever.hybrid(
-            tokenize(query), self._query_vector(query), depth, max(depth, self.config.candidates),
-            self.config.fusion_weights, self.config.rrf_k, mask,
-        )
+        terms, vector, candidates = tokenize(query), self._query_vector(query), max(depth, self.config.candidates)
+        if self.vector_coverage >= 1.0:
+            return self._retriever.hybrid(terms, vector, depth, candidates, self.config.fusion_weights,
+                                          self.config.rrf_k, mask)
+        sparse_ids, _ = self._retriever.bm25(terms, candidates, mask)
+        dense_ids, _ = self._retriever.dense(vector, candidates, self._with_vectors(mask))
+        fused = fuse_rrf([sparse_ids.tolist(), dense_ids.tolist()], self.config.fusion_weights,
+                         self.config.rrf_k)[:depth]
+        return (np.fromiter((chunk for chunk, _ in fused), dtype=np.int64, count=len(fused)),
+                np.fromiter((score for _, score in fused), dtype=np.float64, count=len(fused)))
 
     # ----------------------------------------------------------------- helpers
     def _query_vector(self, query: str) -> np.ndarray:

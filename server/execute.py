@@ -177,9 +177,10 @@ class Executor:
 
     async def search(
         self, *, query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None,
-        max_output_tokens: int, session_id: str,
+        max_output_tokens: int, session_id: str, coverage: float = 1.0,
     ) -> Reply:
-        """search_code: the fixed search program in a child, then a fitted list of hits."""
+        """search_code: the fixed search program in a child, then a fitted list of hits; `coverage` is the
+        served index's vector coverage (the reply says it: hybrid over coverage 0 is BM25 alone)."""
         code = search_program(query, k, mode, rerank, path_glob, language)
         run_ = await self._run(
             code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="search_code",
@@ -189,7 +190,7 @@ class Executor:
         reply = await reply_off_loop(
             search_reply, self._config.sandbox.timeout_s - _ms(run_.started) / 1000.0,
             query=query, mode=mode, rerank=rerank, hits=hits, outcome=run_.outcome, error=run_.error,
-            timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens,
+            timings_ms=None, counter=self._counter, max_output_tokens=max_output_tokens, coverage=coverage,
         )
         return self._finish(run_, reply, tool="search_code", session_id=session_id)
 

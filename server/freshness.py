@@ -13,6 +13,7 @@ previous version serving.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from index import build_index, read_backend, read_manifest, scan_sources
+from index import IndexStoreError, build_index, read_backend, read_manifest, scan_sources, vector_coverage
 
 from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
+from .vectors import has_vectors
 
 __all__ = [
     "Refresher",
@@ -36,6 +38,7 @@ __all__ = [
     "choose_target",
     "index_dir_for_root",
     "index_version",
+    "served_coverage",
     "target_version",
     "stale_files",
     "summarize_manifest",
@@ -120,12 +123,29 @@ def choose_target(config: ServerConfig, client_roots: Sequence[Path] = (), cwd: 
 
 
 def build_root_index(
-    root: Path, index_dir: Path, config: ServerConfig, on_progress: Callable[[str, float], None] | None = None
+    root: Path, index_dir: Path, config: ServerConfig, on_progress: Callable[[str, float], None] | None = None,
+    with_vectors: bool | None = None,
 ) -> Any:
     """Build or incrementally update the cached index of `root` (blocking; run it in a thread);
-    on_progress(stage, fraction) as index.build_index reports it."""
+    on_progress(stage, fraction) as index.build_index reports it. `with_vectors=False` builds BM25
+    only (keyword first: vectors follow in the background, server/vectors.py); None: as configured."""
     index_dir.parent.mkdir(parents=True, exist_ok=True)
-    return build_index([root], index_dir, config.index, on_progress)
+    index_config = config.index if with_vectors is None else dataclasses.replace(config.index, with_vectors=with_vectors)
+    return build_index([root], index_dir, index_config, on_progress)
+
+
+def served_coverage(target: Target) -> float:
+    """Fraction of the served chunks (every index of the target) that have a vector; 0.0 when none or
+    not built yet."""
+    chunks = with_vectors = 0.0
+    for index_dir in target.index_dirs:
+        try:
+            count, coverage = vector_coverage(index_dir)
+        except IndexStoreError:
+            continue
+        chunks += count
+        with_vectors += count * coverage
+    return round(with_vectors / chunks, 4) if chunks else 0.0
 
 
 def check_index(index_dir: Path) -> None:
@@ -244,16 +264,9 @@ class Refresher:
         target = self._target
         if target.root is not None:
             fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
-            if fingerprint == self._fingerprint:
-                return False
-            # Debounce: wait until the tree stops changing before re-indexing.
-            await asyncio.sleep(self._config.refresh_debounce_s)
-            settled = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
-            if settled != fingerprint:
-                return False
-            logger.info("sources changed under %s: re-indexing", target.root)
-            await asyncio.to_thread(build_root_index, target.root, target.index_dir, self._config)
-            self._fingerprint = settled
+            if fingerprint != self._fingerprint:
+                await self._reindex(fingerprint)
+        # A new version without a tree change too: the background vector build (server/vectors.py).
         version = await asyncio.to_thread(target_version, target)
         if version is None or version == self.version:
             return False
@@ -261,3 +274,18 @@ class Refresher:
         self.version = version
         logger.info("now serving index version %s", version)
         return True
+
+    async def _reindex(self, fingerprint: frozenset[tuple[str, int, int]]) -> None:
+        """Re-index the changed root once the tree stops changing (debounced)."""
+        target = self._target
+        assert target.root is not None
+        await asyncio.sleep(self._config.refresh_debounce_s)
+        settled = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
+        if settled != fingerprint:
+            return
+        logger.info("sources changed under %s: re-indexing", target.root)
+        # Vectors only if the index has them: while they are built in the background (keyword
+        # first) a refresh stays BM25-only and the background build follows (server/vectors.py).
+        with_vectors = self._config.index.with_vectors and await asyncio.to_thread(has_vectors, target.index_dir)
+        await asyncio.to_thread(build_root_index, target.root, target.index_dir, self._config, None, with_vectors)
+        self._fingerprint = settled

@@ -558,9 +558,12 @@ def search_reply(
     timings_ms: Mapping[str, float] | None = None,
     counter: TokenCounting,
     max_output_tokens: int,
+    coverage: float = 1.0,
 ) -> Reply:
     """The search_code reply `{ok, outcome, query, mode, rerank, hits, error, truncated, output_tokens,
-    timings_ms}`: hits keep every field; snippets are cut first, then hits dropped from the end."""
+    timings_ms, coverage}`: hits keep every field; snippets are cut first, then hits dropped from the
+    end. `coverage`: the fraction of the served chunks with a vector (hybrid ranks by BM25 alone at 0;
+    the text says so below 1.0; a reply cut to its minimum leaves it out only when it is 1.0)."""
     if outcome not in OUTCOMES:
         raise ValueError(f"unknown outcome {outcome!r}")
     cap = cap_chars(max_output_tokens)
@@ -591,6 +594,7 @@ def search_reply(
             "truncated": was_cut,
             "output_tokens": max_output_tokens,
             "timings_ms": timings,
+            "coverage": float(coverage),
         }
         return _render_search(structured), structured, was_cut
 
@@ -600,6 +604,8 @@ def search_reply(
             text, structured, _ = build(_Cut(str_chars=-1, list_items=0), _short_name(query, name_tokens, counter) or "")
             structured["error"] = _minimal_error(error_dict, name_tokens, counter)
             structured["truncated"] = True
+            if structured["coverage"] >= 1.0:  # the minimal reply says coverage only when it warns
+                del structured["coverage"]
             text = _render_search(structured)
             if reply_tokens(text, structured, counter) <= max_output_tokens:
                 break
@@ -625,6 +631,9 @@ def _render_search(structured: Mapping[str, Any]) -> str:
     head = f"{len(hits)} of {structured['total_hits']} hits ({label})"
     if structured["truncated"]:
         head += " · snippets cut to fit the budget"
+    coverage = structured.get("coverage", 1.0)
+    if structured["mode"] != "bm25" and coverage < 1.0:
+        head += f" · vector coverage {coverage:.0%} (BM25 alone{' for the rest' if coverage else ''})"
     lines = [head]
     for rank, hit in enumerate(hits, start=1):
         title = f"  {hit['title']}" if hit.get("title") else ""

@@ -28,12 +28,14 @@ from .freshness import (
     check_index,
     choose_target,
     index_dir_for_root,
+    served_coverage,
     target_version,
     tree_fingerprint,
 )
 from .results import Reply, TokenCounting
 from .skills import SkillStore
 from .state import SessionState, SessionStates
+from .vectors import VectorBuilder, has_vectors
 
 __all__ = ["Runtime"]
 
@@ -68,6 +70,10 @@ class Runtime:
         self._refresher: Refresher | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
+        self._vectors_task: asyncio.Task[None] | None = None
+        self._keyword_first = False  # this session's first build was BM25 only; vectors follow
+        # Vector coverage of the version the fork server serves (search_code reports it).
+        self.coverage = 0.0
 
     # -------------------------------------------------------------- loading
 
@@ -100,7 +106,12 @@ class Runtime:
             if target.root is not None:
                 self.status = "indexing the source root"  # progress text: no host path on the wire
                 fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
-                await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config, self._build_progress)
+                # Keyword first (issue 12): with no vectors yet, build BM25 only and serve it at once;
+                # a low-priority process embeds in the background (server/vectors.py).
+                self._keyword_first = self.config.index.with_vectors and not await asyncio.to_thread(
+                    has_vectors, target.index_dir)
+                await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config,
+                                        self._build_progress, False if self._keyword_first else None)
                 self.fraction = 1.0
             for index_dir in target.index_dirs:
                 await asyncio.to_thread(check_index, index_dir)
@@ -113,10 +124,15 @@ class Runtime:
             await self._client.start()
             version = await asyncio.to_thread(target_version, target)
             self._executor = Executor(self.config, self._client, self.skills, self.audit, counter)
-            self._refresher = Refresher(self.config, target, self._client.reload, fingerprint, version)
+            self.coverage = await asyncio.to_thread(served_coverage, target)
+            self._refresher = Refresher(self.config, target, self._switch, fingerprint, version)
             self.status = "ready"
-            logger.info("ready in %.0f ms, serving %s", _ms(started), target.index_dir)
+            logger.info("ready in %.0f ms, serving %s (vector coverage %.2f)", _ms(started), target.index_dir,
+                        self.coverage)
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresher.run())
+            if target.root is not None and self.config.index.with_vectors:
+                builder = VectorBuilder(target.root, target.index_dir, self.config.index, self.config.refresh_debounce_s)
+                self._vectors_task = asyncio.get_running_loop().create_task(builder.run())
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - reported to every waiting call
@@ -127,10 +143,17 @@ class Runtime:
         finally:
             self.ready.set()
 
+    async def _switch(self, index_dir: Path) -> None:
+        """The Refresher's switch: serve the index's current version, then note its vector coverage."""
+        assert self._client is not None and self.target is not None
+        await self._client.reload(index_dir)
+        self.coverage = await asyncio.to_thread(served_coverage, self.target)
+        logger.info("serving the new version: vector coverage %.2f", self.coverage)
+
     def _build_progress(self, stage: str, fraction: float) -> None:
         """From the build's thread: the fraction of the whole first build done (chunking is its first
         tenth when vectors are embedded, all of it otherwise)."""
-        with_vectors = self.config.index.with_vectors
+        with_vectors = self.config.index.with_vectors and not self._keyword_first
         overall = (0.1 + 0.9 * fraction if stage == "embedding" else (0.1 if with_vectors else 1.0) * fraction)
         self.status = f"indexing the source root: {stage} {fraction:.0%}"
         self.fraction = max(self.fraction or 0.0, round(min(overall, 1.0), 4))  # never goes back
@@ -176,7 +199,7 @@ class Runtime:
         return False if self._refresher is None else await self._refresher.refresh_once()
 
     async def close(self) -> None:
-        for task in (self._refresh_task, self._load_task):
+        for task in (self._vectors_task, self._refresh_task, self._load_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -216,7 +239,7 @@ class Runtime:
         """search_code: the fixed search program in a child, then a fitted list of hits."""
         return await self._loaded().search(
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
-            max_output_tokens=max_output_tokens, session_id=session_id,
+            max_output_tokens=max_output_tokens, session_id=session_id, coverage=self.coverage,
         )
 
     async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:

@@ -82,6 +82,9 @@ class SearchCodeResult(TypedDict):
     truncated: bool
     output_tokens: int
     timings_ms: Timings
+    # Share of the served chunks with a vector (vectors may still be building); hybrid over 0.0 is BM25
+    # alone. Left out only of a reply cut to its minimum when it is 1.0.
+    coverage: NotRequired[float]
 
 
 class IndexStatusEntry(TypedDict):
@@ -229,14 +232,15 @@ def _load_failure(runtime: Runtime, tool: str, exc: BaseException, arguments: di
                       "truncated": False, "output_tokens": 0, "timings_ms": dict.fromkeys(TIMING_KEYS, 0.0)}
         if tool == "search_code":
             structured.update(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
-                              rerank=bool(arguments.get("rerank", True)), hits=[], total_hits=0)
+                              rerank=bool(arguments.get("rerank", True)), hits=[], total_hits=0,
+                              coverage=runtime.coverage)
             del structured["stdout"], structured["result"]
         return simple_reply(structured, text, is_error=True).to_call_tool_result()
     if tool == "search_code":
         reply = search_reply(query=arguments.get("query", ""), mode=arguments.get("mode", "hybrid"),
                              rerank=bool(arguments.get("rerank", True)), hits=[], outcome=translated.outcome,
                              error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0), counter=counter,
-                             max_output_tokens=budget)
+                             max_output_tokens=budget, coverage=runtime.coverage)
     else:
         reply = execution_reply(outcome=translated.outcome, error=error, timings_ms=dict.fromkeys(TIMING_KEYS, 0.0),
                                 counter=counter, max_output_tokens=budget)

@@ -222,14 +222,19 @@ def test_searcher_search_rejects_bad_arguments(searcher, kwargs, message):
         searcher.search(**arguments)
 
 
-def test_searcher_without_vectors_refuses_semantic_modes(records_index):
-    """It tells the caller to use bm25 or rebuild with vectors instead of silently downgrading."""
+def test_searcher_without_vectors_refuses_semantic_and_says_hybrid_is_bm25(records_index):
+    """Without vectors (coverage 0: --no-vectors, or still being built in the background) semantic
+    refuses and says why; hybrid and the default search rank with BM25 alone and say so by coverage 0."""
     searcher = Searcher.open(records_index, load_models=False)
-    assert not searcher.has_vectors
-    for call in (lambda: searcher.semantic("atp"), lambda: searcher.hybrid("atp"), lambda: searcher.search("atp", rerank=False)):
-        with pytest.raises(QueryError, match="--no-vectors"):
-            call()
-    assert searcher.bm25("atp", k=2)[0].doc_id in {"d1", "d4"}
+    assert not searcher.has_vectors and searcher.vector_coverage == 0.0
+    with pytest.raises(QueryError, match="no vectors yet.*background.*--no-vectors"):
+        searcher.semantic("atp")
+    with pytest.raises(QueryError, match="no vectors yet"):
+        searcher.search("atp", mode="semantic", rerank=False)
+    bm25 = [(hit.id, hit.score) for hit in searcher.bm25("atp", k=3)]
+    assert bm25 and bm25[0][0].startswith(("d1", "d4"))
+    assert [(hit.id, hit.score) for hit in searcher.hybrid("atp", k=3)] == bm25
+    assert searcher.search("atp", k=3, rerank=False)[0].id == bm25[0][0]  # BM25's best (regions then merged)
 
 
 @pytest.mark.model
