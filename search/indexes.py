@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from index import open_index
+
 from .config import SEARCH_MODES, SearchConfig
 from .errors import AmbiguousPathError, PathNotFoundError, QueryError
 from .fusion import fuse_rrf
@@ -63,6 +65,8 @@ class IndexSet:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise QueryError(f"index name(s) {', '.join(duplicates)} given twice; give each index its own name")
+        for _, directory in pairs:  # a missing or broken index fails before any model is loaded
+            open_index(directory)
         cross_encoder = None
         if load_models and pairs:
             cross_encoder = CrossEncoder.open(

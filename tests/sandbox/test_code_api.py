@@ -96,7 +96,7 @@ def test_grep_catastrophic_pattern_runs_in_linear_time(api):
         ("grep('f(o')", "ValueError", "not valid RE2 syntax"),
         ("grep('x', k=1001)", "ValueError", "k must be in [1, 1000]"),
         ("grep('x', path='nowhere/**')", "LookupError", "not in the index"),
-        ("grep('x', index='other')", "ValueError", "index must be None or 'default'"),
+        ("grep('x', index='other')", "ValueError", "unknown index 'other'; served indexes: default"),
         ("grep(3)", "TypeError", "pattern must be a string"),
     ],
 )

@@ -65,8 +65,13 @@ def _assert_same_ranking(expected, got, query):
 
 def _assert_close_fusion(expected, got, query):
     """Fused lists agree at the top: ties among BM25 scores at the candidate cut (rank 50) may let the
-    engines keep different tied chunks, which moves a few fused scores lower down."""
-    assert [h.id for h in got[:3]] == [h.id for h in expected[:3]], query
+    engines keep different tied chunks, which moves a few fused scores lower down; two of the top
+    three may swap only where their fused scores nearly tie (within 2%)."""
+    assert {h.id for h in got[:3]} == {h.id for h in expected[:3]}, query
+    expected_scores = {h.id: h.score for h in expected}
+    for want, have in zip(expected[:3], got[:3]):
+        if want.id != have.id:
+            assert abs(expected_scores[have.id] - want.score) <= 0.02 * want.score, (query, want.id, have.id)
     assert len({h.id for h in got} & {h.id for h in expected}) >= len(expected) - 2, query
 
 
