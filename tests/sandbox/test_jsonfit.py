@@ -1,7 +1,6 @@
 """Tests of the one JSON-cutting implementation (sandbox.cut_json / shrink_json): bounded, marked, valid."""
 
 import json
-import time
 
 import pytest
 
@@ -42,14 +41,13 @@ def test_cut_json_deeper_than_the_recursion_limit():
     assert was_cut and _depth(out) == MAX_JSON_DEPTH
 
 
+@pytest.mark.timeout(30)  # a hang guard: walking all 2**40 paths would never end (speed: bench_reply_bounds)
 def test_cut_json_budget_bounds_a_shared_subtree_explosion():
-    """A DAG of 2**40 paths is walked only up to the budget, fast, with a marker."""
+    """A DAG of 2**40 paths is walked only up to the budget, with a marker."""
     value = []
     for _ in range(40):
         value = [value, value]
-    started = time.perf_counter()
     out, was_cut = cut_json(value, budget_chars=10_000)
-    assert time.perf_counter() - started < 2.0
     assert was_cut and len(json.dumps(out)) < 200_000 and "more items" in json.dumps(out)
 
 

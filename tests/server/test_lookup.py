@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -93,11 +92,9 @@ async def test_execute_code_grep_of_a_catastrophic_pattern_does_not_time_out(tmp
     )
     assert built.returncode == 0, built.stderr
     async with connect("--index", str(out), home=tmp_path) as session:
-        started = time.monotonic()
+        # The sandbox's own 10 s deadline is the bound: outcome "ok" means grep finished inside it.
         reply = await session.call_tool("execute_code", {"code": CATASTROPHIC_PROGRAM, "timeout_s": 10})
-        elapsed_s = time.monotonic() - started
         data = reply.structured_content
         assert reply.is_error is False, data
         assert data["outcome"] == "ok" and data["result"][0] == []
         assert [m["line"] for m in data["result"][1]] == [1, 2, 3]
-        assert elapsed_s < 10
