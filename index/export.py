@@ -232,6 +232,12 @@ def _export(location: ModelLocation, precision: str, pooling: str, out: Path) ->
         raise ModelMissingError(
             location.model_id, EMBED_INSTALL_COMMAND, f"exporting the encoder needs torch and transformers: {exc}"
         ) from exc
+    if not (location.path / location.weights_file).is_file():
+        raise ModelMissingError(
+            location.model_id, EMBED_INSTALL_COMMAND,
+            "its weights were removed after the bundled encoder was exported (a slim install); only the "
+            "bundled precision is available here",
+        )
     try:
         import onnx  # noqa: F401  (torch's exporter and the quantizer need it)
     except ImportError as exc:

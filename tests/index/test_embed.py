@@ -34,6 +34,31 @@ def test_resolve_incomplete_folder_names_the_missing_files(tmp_path: Path) -> No
         resolve_embed_model(str(tmp_path))
 
 
+def _slim_copy(model_location: ModelLocation, folder: Path) -> Path:
+    """The model folder as the Docker image keeps it: everything but the weights (symlinked, not copied)."""
+    folder.mkdir()
+    for item in model_location.path.iterdir():
+        if item.name != model_location.weights_file:
+            (folder / item.name).symlink_to(item)
+    return folder
+
+
+def test_resolve_slim_folder_keeps_the_models_identity_from_its_weights_digest(
+    model_location: ModelLocation, tmp_path: Path
+) -> None:
+    """A folder whose weights were replaced by `weights.sha256` (the image) resolves to the same model; a
+    malformed digest file counts as missing weights."""
+    slim = _slim_copy(model_location, tmp_path / "slim")
+    with pytest.raises(ModelMissingError, match="model.safetensors or pytorch_model.bin"):
+        resolve_embed_model(str(slim))
+    (slim / "weights.sha256").write_text(f"{model_location.sha256}  {model_location.weights_file}\n")
+    got = resolve_embed_model(str(slim))
+    assert (got.sha256, got.weights_file, got.dim) == (model_location.sha256, model_location.weights_file, 384)
+    (slim / "weights.sha256").write_text(f"{model_location.sha256[:40]}  {model_location.weights_file}\n")
+    with pytest.raises(ModelMissingError, match="lacks"):
+        resolve_embed_model(str(slim))
+
+
 @pytest.mark.model
 def test_embedder_encodes_unit_float32_vectors_in_input_order(embedder: Embedder) -> None:
     """It returns L2-normalised float32 rows in input order, each independent of the others and of
