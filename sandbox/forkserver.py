@@ -86,6 +86,7 @@ class _Child:
     is_answered: bool = False  # the client already got this request's result
     is_sock_open: bool = True
     queued_ms: float = 0.0
+    broker: socket.socket | None = None  # our end of its broker socket, never read; sent to the server at start
 
     @property
     def request_id(self) -> str | None:
@@ -95,8 +96,15 @@ class _Child:
 class ForkServer:
     """The poll loop of the fork-server process (see module contract)."""
 
-    def __init__(self, conn: socket.socket, ctx: Any, config: SandboxConfig, rss_bytes: int) -> None:
+    def __init__(self, conn: socket.socket, ctx: Any, config: SandboxConfig, rss_bytes: int,
+                 broker_conn: socket.socket | None = None) -> None:
         self._conn = conn
+        # Qdrant-backed indexes: each child gets a socketpair at fork; our end goes to the server's broker
+        # (SCM_RIGHTS on this socket) when the child starts a call. We never read it: no broker byte enters
+        # this process, and this loop stays single-threaded and never blocks on it.
+        self._broker_conn = broker_conn
+        if broker_conn is not None:
+            broker_conn.setblocking(False)
         self._conn_inbox = Inbox(conn)
         self._ctx = ctx
         self._config = config
@@ -247,13 +255,19 @@ class ForkServer:
     # ------------------------------------------------------------------ children
     def _spawn(self, memory_mb: int) -> _Child:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        broker_ours = broker_theirs = None
+        if self._broker_conn is not None:
+            broker_ours, broker_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:  # child: never returns
             from sandbox.worker import run_child
 
-            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb))
+            run_child(child_sock.fileno(), dataclasses.replace(self._ctx, memory_mb=memory_mb),
+                      broker_fd=broker_theirs.fileno() if broker_theirs is not None else None)
         child_sock.close()
-        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb, inbox=Inbox(parent_sock))
+        if broker_theirs is not None:
+            broker_theirs.close()
+        child = _Child(pid=pid, sock=parent_sock, memory_mb=memory_mb, inbox=Inbox(parent_sock), broker=broker_ours)
         self._children[pid] = child
         self._by_fd[parent_sock.fileno()] = child
         return child
@@ -312,6 +326,22 @@ class ForkServer:
             self._queue.appendleft(pending)
             return
         child.pending.body.close()  # the child has the request; its bytes are freed with the memfd
+        self._hand_over_broker(child)
+
+    def _hand_over_broker(self, child: _Child) -> None:
+        """Send the child's broker socket to the server, tagged with its call's id, and drop our copy.
+        A failure leaves the child with a closed channel (its queries fail clearly), never a stalled loop."""
+        sock, child.broker = child.broker, None
+        if sock is None:
+            return
+        try:
+            if self._broker_conn is not None and child.pending is not None:
+                tag = child.pending.request.request_id.encode("utf-8")
+                socket.send_fds(self._broker_conn, [tag], [sock.fileno()])
+        except OSError as exc:
+            log.warning("could not hand call %s's broker socket to the server: %s", child.request_id, exc)
+        finally:
+            sock.close()
 
     def _read_child(self, child: _Child) -> None:
         try:
@@ -356,6 +386,9 @@ class ForkServer:
             self._kill(child, "protocol")
 
     def _close_sock(self, child: _Child) -> None:
+        if child.broker is not None:
+            child.broker.close()
+            child.broker = None
         if child.is_sock_open:
             self._by_fd.pop(child.sock.fileno(), None)
             child.inbox.close()

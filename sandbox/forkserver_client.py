@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import ForkServerError
@@ -57,7 +57,7 @@ from sandbox.protocol import (
     encode_message,
 )
 
-__all__ = ["ForkServerClient", "fork_server_environment"]
+__all__ = ["BrokerHandler", "ForkServerClient", "fork_server_environment"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,16 @@ RESTART_BACKOFF_S = 1.0  # before the second try, doubled before each later one
 # A fork server that dies this soon after Ready counts as a failed start: RESTART_ATTEMPTS such deaths
 # in a row stop background restarts (a crash loop must not burn the CPU while nobody calls).
 RESTART_STABLE_S = 60.0
+
+
+class BrokerHandler(Protocol):
+    """The server's query broker as the client sees it (server/broker.py)."""
+
+    def call_started(self, request_id: str, sock: socket.socket, timeout_s: float) -> None:
+        """Serve ``sock`` (the child's broker socket) for call ``request_id`` until its deadline."""
+
+    def call_ended(self, request_id: str) -> None:
+        """The call answered (or died): stop serving it and close its socket."""
 
 
 @dataclass(eq=False)
@@ -82,6 +92,8 @@ class _Connection:
     reader_task: asyncio.Task[None] | None = None
     is_alive: bool = True
     ready_at: float = field(default_factory=time.monotonic)
+    broker_conn: socket.socket | None = None  # receives each call's broker socket (SCM_RIGHTS)
+    timeouts: dict[str, float] = field(default_factory=dict)  # the deadline of each call in flight
 
     async def send(self, message: Message) -> None:
         await self.send_bytes(encode_message(message))
@@ -112,8 +124,11 @@ class ForkServerClient:
         log_level: str = "INFO",
         python: str = sys.executable,
         start_timeout_s: float = START_TIMEOUT_S,
+        broker: BrokerHandler | None = None,
     ) -> None:
         self._config = sandbox_config
+        # Qdrant-backed indexes: every call's child gets its own socket to this handler (server/broker.py).
+        self._broker = broker
         # Several named indexes: served together, index_dir is then the first of them.
         self._indexes = [[str(name), str(directory)] for name, directory in indexes]
         if self._indexes and index_dir is None:
@@ -197,6 +212,7 @@ class ForkServerClient:
             raise ValueError(f"request id {request.request_id!r} is already in flight")
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         conn.pending[request.request_id] = future
+        conn.timeouts[request.request_id] = request.timeout_s
         try:
             await conn.send_bytes(encode_exec(request))  # envelope + body: the fork server never reads the body
         except (ConnectionError, OSError):
@@ -208,6 +224,11 @@ class ForkServerClient:
             with contextlib.suppress(ConnectionError, OSError):
                 await conn.send(Cancel(request_id=request.request_id))
             raise
+        finally:
+            # The call is over: its broker socket closes, so nothing written to it later is read.
+            conn.timeouts.pop(request.request_id, None)
+            if self._broker is not None:
+                self._broker.call_ended(request.request_id)
 
     async def cancel(self, request_id: str) -> None:
         """Kill the call ``request_id`` (its ``execute`` still returns one result)."""
@@ -241,26 +262,40 @@ class ForkServerClient:
         if not IS_LINUX:
             raise ForkServerError(NOT_LINUX_MESSAGE)
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        broker_ours = broker_theirs = None
+        if self._broker is not None:  # a datagram-like channel: one call id + one descriptor per message
+            broker_ours, broker_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        passed = [child_sock] + ([broker_theirs] if broker_theirs is not None else [])
         try:
             process = subprocess.Popen(
-                [self._python, "-m", "sandbox.forkserver_main", str(child_sock.fileno())],
+                [self._python, "-m", "sandbox.forkserver_main", *(str(sock.fileno()) for sock in passed)],
                 stdin=subprocess.DEVNULL,
                 stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else 2,  # never the MCP wire
-                pass_fds=(child_sock.fileno(),),
+                pass_fds=tuple(sock.fileno() for sock in passed),
                 env=fork_server_environment(),
                 cwd="/",
                 close_fds=True,
             )
         except OSError as exc:
             parent_sock.close()
+            if broker_ours is not None:
+                broker_ours.close()
             raise ForkServerError(f"cannot start the fork server ({self._python}): {exc}") from exc
         finally:
-            child_sock.close()
+            for sock in passed:
+                sock.close()
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
-            return await self._handshake(process, reader, writer, index_dir)
+            conn = await self._handshake(process, reader, writer, index_dir)
+            if broker_ours is not None:
+                conn.broker_conn = broker_ours
+                broker_ours.setblocking(False)
+                asyncio.get_running_loop().add_reader(broker_ours.fileno(), self._receive_broker_socket, conn)
+            return conn
         except BaseException:  # failed, or cancelled (close() during a restart): never leave it running
+            if broker_ours is not None:
+                broker_ours.close()
             if writer is not None:
                 writer.close()
             if process.poll() is None:
@@ -316,8 +351,41 @@ class ForkServerClient:
         except asyncio.CancelledError:
             raise
 
+    def _receive_broker_socket(self, conn: _Connection) -> None:
+        """A child started call ID: hand its broker socket to the broker, or close it when that call is
+        not (or no longer) in flight here."""
+        assert conn.broker_conn is not None
+        while True:
+            try:
+                tag, fds, _flags, _addr = socket.recv_fds(conn.broker_conn, 256, 4)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("the fork server's broker channel failed: %s", exc)
+                self._stop_broker_channel(conn)
+                return
+            if not tag and not fds:  # EOF: the fork server is gone
+                self._stop_broker_channel(conn)
+                return
+            socks = [socket.socket(fileno=fd) for fd in fds]
+            request_id = tag.decode("utf-8", "replace")
+            timeout_s = conn.timeouts.get(request_id)
+            if len(socks) != 1 or timeout_s is None or request_id not in conn.pending or self._broker is None:
+                for sock in socks:
+                    sock.close()
+                continue
+            self._broker.call_started(request_id, socks[0], timeout_s)
+
+    def _stop_broker_channel(self, conn: _Connection) -> None:
+        sock, conn.broker_conn = conn.broker_conn, None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
     def _on_death(self, conn: _Connection, exc: BaseException) -> None:
         conn.is_alive = False
+        self._stop_broker_channel(conn)
         code = conn.process.poll()
         if conn.pending:
             message = incident("the fork server (pid %d) stopped unexpectedly (%s, status %s)", conn.process.pid, exc, code)
@@ -386,6 +454,7 @@ class ForkServerClient:
 
     async def _stop(self, conn: _Connection) -> None:
         conn.is_alive = False
+        self._stop_broker_channel(conn)
         conn.writer.close()
         with contextlib.suppress(Exception):
             await conn.writer.wait_closed()

@@ -51,9 +51,12 @@ MADV_COLLAPSE = 25  # linux/mman.h (6.1+): synchronously back a range with trans
 HUGE_PAGE_BYTES = 2 << 20
 
 
-def serve(conn_fd: int) -> int:
-    """Main of the fork-server process: ``Init`` -> load -> ``Ready`` -> loop. Returns an exit code."""
+def serve(conn_fd: int, broker_fd: int | None = None) -> int:
+    """Main of the fork-server process: ``Init`` -> load -> ``Ready`` -> loop. Returns an exit code.
+
+    ``broker_fd``: where each call's broker socket is sent to the server (Qdrant-backed indexes)."""
     conn = socket.socket(fileno=conn_fd)
+    broker_conn = socket.socket(fileno=broker_fd) if broker_fd is not None else None
     started = time.perf_counter()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
@@ -89,7 +92,8 @@ def serve(conn_fd: int) -> int:
     if threads > expected:
         log.warning("fork server runs %d threads after loading (expected %d): a math library started a "
                     "thread pool; children must not use it", threads, expected)
-    server = ForkServer(conn, ctx, config, rss_bytes=read_status_kb("VmRSS") * 1024)
+    server = ForkServer(conn, ctx, config, rss_bytes=read_status_kb("VmRSS") * 1024,
+                        broker_conn=broker_conn if ctx.broker_link is not None else None)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.prefork()
     load_ms = (time.perf_counter() - started) * 1000
@@ -112,12 +116,16 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
     _stop_tqdm_monitor(before_load=True)
     searcher = None
     search_config = None
+    broker_link = None
     index_dirs = [directory for _, directory in _served_indexes(init)]
     if index_dirs:
         import search
 
         search_config = search.SearchConfig(**_search_config_args(init.search or {}))
-        searcher = search.IndexSet.open(_served_indexes(init), search_config)
+        # A Qdrant-backed index never connects from here (no network in children, no key in this
+        # process): its queries go through the link, which each child attaches to its broker socket.
+        broker_link = search.BrokerLink()
+        searcher = search.IndexSet.open(_served_indexes(init), search_config, broker=broker_link)
     _hold_math_libraries_to_one_thread()
     if searcher is not None:
         # Embed one query and score one pair now, single-threaded: children inherit the finished
@@ -137,6 +145,7 @@ def _load(init: Init) -> tuple[Any, SandboxConfig]:
         state_max_bytes=sandbox_config.state_max_bytes,
         cap_last_cap=_cap_last_cap(),
         warmup_program=compile_program(WARMUP_SOURCE, sandbox_config).to_bytes(),
+        broker_link=broker_link,
     )
     run_warmup(ctx)  # one-time initialisation of the request path, shared by every child
     # Move everything loaded so far out of the collector's sight: a collection in a child would

@@ -2,7 +2,7 @@
 
 Contract (runs only in a process just forked by the fork server; never returns):
 
-1. descriptors: every fd but ``sock_fd`` is closed; 0 and 1 become /dev/null (fd 1 of the fork
+1. descriptors: every fd but ``sock_fd`` (and ``broker_fd``, its own socket to the query broker) is closed; 0 and 1 become /dev/null (fd 1 of the fork
    server is the server's stderr, never the MCP stream, but the child needs neither); fd 2 stays
    for lock-down and warm-up logs and becomes /dev/null before the child reports ready (so
    silencing costs the request nothing and user code never reaches the server's log);
@@ -85,15 +85,20 @@ class ChildContext:
     state_max_bytes: int
     cap_last_cap: int = 40
     warmup_program: bytes | None = None
+    broker_link: Any = None  # search.BrokerLink shared by the Qdrant-backed searchers; each child attaches its fd
 
 
-def run_child(sock_fd: int, ctx: ChildContext) -> NoReturn:
-    """Entry point of a freshly forked child (see module contract). Never returns."""
+def run_child(sock_fd: int, ctx: ChildContext, broker_fd: int | None = None) -> NoReturn:
+    """Entry point of a freshly forked child (see module contract). Never returns.
+
+    ``broker_fd``: this child's own stream socket to the server's query broker (Qdrant-backed indexes);
+    the child can only read and write it (seccomp refuses sendmsg, so no descriptor travels on it).
+    """
     status = EXIT_INTERNAL
     try:
         started = time.perf_counter()
         try:
-            _lock_down(sock_fd, ctx)
+            _lock_down(sock_fd, ctx, broker_fd)
         except Exception as exc:  # any failure means: do not run user code
             write_message(sock_fd, ChildReady(pid=os.getpid(), warm_ms=0.0, error=f"{type(exc).__name__}: {exc}"))
             status = EXIT_LOCKDOWN_FAILED
@@ -145,9 +150,10 @@ def _exit(status: int) -> NoReturn:
 # lock-down
 
 
-def _lock_down(sock_fd: int, ctx: ChildContext) -> None:
+def _lock_down(sock_fd: int, ctx: ChildContext, broker_fd: int | None = None) -> None:
     _reset_signals()
-    _close_descriptors(keep_fds=(sock_fd, ctx.ruleset.fd))
+    # Every other descriptor goes, the other spares' broker sockets included: a child reaches only its own.
+    _close_descriptors(keep_fds=(sock_fd, ctx.ruleset.fd) + ((broker_fd,) if broker_fd is not None else ()))
     fork_server_pid = os.getppid()
     os.setsid()
     libc = ctypes.CDLL(None, use_errno=True)
@@ -164,6 +170,8 @@ def _lock_down(sock_fd: int, ctx: ChildContext) -> None:
     apply_rlimits(plan)
     ctx.ruleset.enforce()
     install_seccomp(os.getpid(), sock_fd)
+    if broker_fd is not None and ctx.broker_link is not None:
+        ctx.broker_link.attach(broker_fd)
     run_warmup(ctx)
 
 

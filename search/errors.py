@@ -7,6 +7,7 @@ Tree::
     │                                line range, a mode the index or the loaded models cannot serve (exit 2)
     ├── PathNotFoundError(LookupError)  read() of a path that is not in the index (exit 2)
     ├── AmbiguousPathError(LookupError) read() of a path that several served indexes hold (exit 2)
+    ├── BackendUnavailableError      a Qdrant-backed index's broker or Qdrant itself cannot answer now
     └── RerankModelMissingError      cross-encoder missing, unreadable or failing its sha256 check
                                      (also an ``index.ModelMissingError``; exit 4)
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from index import ModelMissingError
 
-__all__ = ["AmbiguousPathError", "PathNotFoundError", "QueryError", "RerankModelMissingError", "SearchError"]
+__all__ = ["AmbiguousPathError", "BackendUnavailableError", "PathNotFoundError", "QueryError", "RerankModelMissingError", "SearchError"]
 
 
 class SearchError(Exception):
@@ -31,6 +32,11 @@ class QueryError(SearchError, ValueError):
     """A search call got arguments it cannot serve; the message says which and what to do."""
 
     exit_code = 2
+
+
+class BackendUnavailableError(SearchError):
+    """The remote backend (Qdrant, through the server's broker) cannot answer this query now; the
+    message says what happened and what to check. A program sees a RuntimeError."""
 
 
 class PathNotFoundError(SearchError, LookupError):

@@ -22,6 +22,7 @@ from .errors import AmbiguousPathError, PathNotFoundError, QueryError
 from .fusion import fuse_rrf
 from .grep import GrepMatch
 from .hits import Hit
+from .remote import BrokerLink
 from .rerank import CrossEncoder, resolve_rerank_model
 from .searcher import Searcher
 
@@ -57,8 +58,10 @@ class IndexSet:
         indexes: Iterable[tuple[str, str | Path]],
         config: SearchConfig | None = None,
         load_models: bool = True,
+        broker: BrokerLink | None = None,
     ) -> IndexSet:
-        """Open every (name, dir) pair; the cross-encoder is opened once and shared."""
+        """Open every (name, dir) pair; the cross-encoder is opened once and shared. ``broker``: Qdrant-backed
+        indexes query through it (the fork server's children) instead of connecting themselves."""
         config = SearchConfig() if config is None else config
         pairs = [(check_index_name(name), Path(directory)) for name, directory in indexes]
         names = [name for name, _ in pairs]
@@ -77,7 +80,7 @@ class IndexSet:
                 batch_size=config.rerank_batch_size,
             )
         return cls({
-            name: Searcher.open(directory, config, load_models, name=name, cross_encoder=cross_encoder)
+            name: Searcher.open(directory, config, load_models, name=name, cross_encoder=cross_encoder, broker=broker)
             for name, directory in pairs
         })
 

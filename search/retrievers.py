@@ -73,7 +73,11 @@ class InProcessRetriever:
 
 
 class QdrantRetriever:
-    """Queries one index version's Qdrant collection (see index/qdrant.py for the layout)."""
+    """Queries one index version's Qdrant collection (see index/qdrant.py for the layout).
+
+    ``bm25``/``dense``/``hybrid`` take our query terms and an allowed-rows mask (the CLI's search);
+    the ``*_rows`` forms take term-id counts and allowed or excluded rows (the server's broker, which
+    holds no vocabulary: the child maps terms to ids)."""
 
     def __init__(self, client: Any, collection: str, has_dense: bool, term_ids: Mapping[str, int],
                  where: str) -> None:
@@ -88,36 +92,54 @@ class QdrantRetriever:
         return self._has_dense
 
     def bm25(self, terms: Sequence[str], depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        counts = self._counts(terms)
-        if not counts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        from index import sparse_query
-
-        return self._query(query=sparse_query(counts), using="bm25", limit=depth, allowed=allowed)
+        if _is_empty(allowed):
+            return _empty()
+        return self.bm25_rows(self._counts(terms), depth, *_rows_of(allowed))
 
     def dense(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        return self._query(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense", limit=depth,
-                           allowed=allowed)
+        if _is_empty(allowed):
+            return _empty()
+        return self.dense_rows(vector, depth, *_rows_of(allowed))
 
     def hybrid(self, terms: Sequence[str], vector: np.ndarray, depth: int, candidates: int,
                weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if _is_empty(allowed):
+            return _empty()
+        return self.hybrid_rows(self._counts(terms), vector, depth, candidates, weights, rrf_k, *_rows_of(allowed))
+
+    def bm25_rows(self, counts: Mapping[int, int], depth: int, allow: np.ndarray | None = None,
+                  deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if not counts:
+            return _empty()
+        from index import sparse_query
+
+        return self._query(query=sparse_query(dict(counts)), using="bm25", limit=depth,
+                           query_filter=_filter(allow, deny))
+
+    def dense_rows(self, vector: Sequence[float], depth: int, allow: np.ndarray | None = None,
+                   deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self._query(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense", limit=depth,
+                           query_filter=_filter(allow, deny))
+
+    def hybrid_rows(self, counts: Mapping[int, int], vector: Sequence[float], depth: int, candidates: int,
+                    weights: tuple[float, float], rrf_k: int, allow: np.ndarray | None = None,
+                    deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         from qdrant_client import models
 
         from index import sparse_query
 
-        if allowed is not None and not allowed.any():
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        query_filter = _filter(allowed)
+        if allow is not None and not len(allow):
+            return _empty()
+        query_filter = _filter(allow, deny)
         dense = models.Prefetch(query=np.asarray(vector, dtype=np.float32).tolist(), using="dense",
                                 limit=candidates, filter=query_filter)
-        counts = self._counts(terms)
-        sparse = models.Prefetch(query=sparse_query(counts), using="bm25", limit=candidates, filter=query_filter) \
-            if counts else None
+        sparse = models.Prefetch(query=sparse_query(dict(counts)), using="bm25", limit=candidates,
+                                 filter=query_filter) if counts else None
         sparse_weight, dense_weight = weights
         if sparse_weight == dense_weight:  # fused in Qdrant: one query
             fusion = models.RrfQuery(rrf=models.Rrf(k=rrf_k + _QDRANT_K_OFFSET))
             ids, scores = self._query(query=fusion, prefetch=[p for p in (sparse, dense) if p], limit=depth,
-                                      allowed=None)
+                                      query_filter=None)
             return ids, scores * dense_weight
         # Unequal weights: both candidate lists in one round trip, fused with our RRF.
         requests = [models.QueryRequest(query=p.query, using=p.using, limit=candidates, filter=query_filter)
@@ -135,17 +157,27 @@ class QdrantRetriever:
         """Release the client (local mode: the storage lock, so another process may open it)."""
         self._client.close()
 
-    def _query(self, *, limit: int, allowed: np.ndarray | None, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is not None and not allowed.any():
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    def _query(self, *, limit: int, query_filter: Any, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
         points = self._client.query_points(
-            self._collection, limit=limit, query_filter=_filter(allowed), with_payload=False, with_vectors=False,
+            self._collection, limit=limit, query_filter=query_filter, with_payload=False, with_vectors=False,
             **arguments,
         ).points
         ids = np.fromiter((int(point.id) for point in points), dtype=np.int64, count=len(points))
         scores = np.fromiter((point.score for point in points), dtype=np.float64, count=len(points))
         order = np.lexsort((ids, -scores))  # our tie rule: ascending row
         return ids[order], scores[order]
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+
+def _is_empty(allowed: np.ndarray | None) -> bool:
+    return allowed is not None and not allowed.any()
+
+
+def _rows_of(allowed: np.ndarray | None) -> tuple[np.ndarray | None, None]:
+    return (None, None) if allowed is None else (np.flatnonzero(allowed), None)
 
 
 def _ordered(points: Sequence[Any]) -> list[Any]:
@@ -161,13 +193,15 @@ def _fused(rankings: list[list[int]], weights: list[float], rrf_k: int, depth: i
     )
 
 
-def _filter(allowed: np.ndarray | None) -> Any:
-    """The rows a filter allows, as a Qdrant id condition (None: no filter)."""
-    if allowed is None:
+def _filter(allow: np.ndarray | None, deny: np.ndarray | None) -> Any:
+    """Allowed or excluded rows as a Qdrant id condition (None: no filter)."""
+    if allow is None and deny is None:
         return None
     from qdrant_client import models
 
-    return models.Filter(must=[models.HasIdCondition(has_id=np.flatnonzero(allowed).tolist())])
+    if allow is not None:
+        return models.Filter(must=[models.HasIdCondition(has_id=np.asarray(allow).tolist())])
+    return models.Filter(must_not=[models.HasIdCondition(has_id=np.asarray(deny).tolist())])
 
 
 class EdgeRetriever(QdrantRetriever):
@@ -176,64 +210,67 @@ class EdgeRetriever(QdrantRetriever):
     def __init__(self, shard: Any, has_dense: bool, term_ids: Mapping[str, int], where: str) -> None:
         super().__init__(shard, "", has_dense, term_ids, where)
 
-    def bm25(self, terms: Sequence[str], depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def bm25_rows(self, counts: Mapping[int, int], depth: int, allow: np.ndarray | None = None,
+                  deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         import qdrant_edge as edge
 
-        counts = self._counts(terms)
         if not counts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        return self._query(query=edge.Query.Nearest(_edge_sparse(counts), using="bm25"), limit=depth, allowed=allowed)
+            return _empty()
+        return self._query(query=edge.Query.Nearest(_edge_sparse(counts), using="bm25"), limit=depth,
+                           query_filter=_edge_filter(allow, deny))
 
-    def dense(self, vector: np.ndarray, depth: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def dense_rows(self, vector: Sequence[float], depth: int, allow: np.ndarray | None = None,
+                   deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         import qdrant_edge as edge
 
         query = edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using="dense")
-        return self._query(query=query, limit=depth, allowed=allowed)
+        return self._query(query=query, limit=depth, query_filter=_edge_filter(allow, deny))
 
-    def hybrid(self, terms: Sequence[str], vector: np.ndarray, depth: int, candidates: int,
-               weights: tuple[float, float], rrf_k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def hybrid_rows(self, counts: Mapping[int, int], vector: Sequence[float], depth: int, candidates: int,
+                    weights: tuple[float, float], rrf_k: int, allow: np.ndarray | None = None,
+                    deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         import qdrant_edge as edge
 
-        if allowed is not None and not allowed.any():
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if allow is not None and not len(allow):
+            return _empty()
+        query_filter = _edge_filter(allow, deny)
         queries = [edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using="dense")]
         sparse_weight, dense_weight = weights
         used = [dense_weight]
-        counts = self._counts(terms)
         if counts:
             queries.insert(0, edge.Query.Nearest(_edge_sparse(counts), using="bm25"))
             used.insert(0, sparse_weight)
         if sparse_weight == dense_weight:  # fused in the engine: one query (see QdrantRetriever.hybrid)
-            prefetches = [edge.Prefetch(limit=candidates, filter=_edge_filter(allowed), query=query)
-                          for query in queries]
+            prefetches = [edge.Prefetch(limit=candidates, filter=query_filter, query=query) for query in queries]
             ids, scores = self._query(query=edge.Fusion.Rrf(k=rrf_k + _QDRANT_K_OFFSET), prefetches=prefetches,
-                                      limit=depth, allowed=None)
+                                      limit=depth, query_filter=None)
             return ids, scores * dense_weight
-        rankings = [self._query(query=query, limit=candidates, allowed=allowed)[0].tolist() for query in queries]
+        rankings = [self._query(query=query, limit=candidates, query_filter=query_filter)[0].tolist()
+                    for query in queries]
         return _fused(rankings, used, rrf_k, depth)
 
-    def _query(self, *, limit: int, allowed: np.ndarray | None, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _query(self, *, limit: int, query_filter: Any, **arguments: Any) -> tuple[np.ndarray, np.ndarray]:
         import qdrant_edge as edge
 
-        if allowed is not None and not allowed.any():
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        points = self._client.query(edge.QueryRequest(limit=limit, filter=_edge_filter(allowed), **arguments))
+        points = self._client.query(edge.QueryRequest(limit=limit, filter=query_filter, **arguments))
         ids = np.fromiter((int(point.id) for point in points), dtype=np.int64, count=len(points))
         scores = np.fromiter((point.score for point in points), dtype=np.float64, count=len(points))
         order = np.lexsort((ids, -scores))
         return ids[order], scores[order]
 
 
-def _edge_sparse(counts: Counter[int]) -> Any:
+def _edge_sparse(counts: Mapping[int, int]) -> Any:
     import qdrant_edge as edge
 
     ids = sorted(counts)
     return edge.SparseVector(indices=ids, values=[float(counts[i]) for i in ids])
 
 
-def _edge_filter(allowed: np.ndarray | None) -> Any:
-    if allowed is None:
+def _edge_filter(allow: np.ndarray | None, deny: np.ndarray | None) -> Any:
+    if allow is None and deny is None:
         return None
     import qdrant_edge as edge
 
-    return edge.Filter(must=[edge.HasIdCondition(point_ids=set(np.flatnonzero(allowed).tolist()))])
+    if allow is not None:
+        return edge.Filter(must=[edge.HasIdCondition(point_ids=set(np.asarray(allow).tolist()))])
+    return edge.Filter(must_not=[edge.HasIdCondition(point_ids=set(np.asarray(deny).tolist()))])

@@ -44,6 +44,7 @@ from .fusion import fuse_rrf
 from .grep import GREP_MAX_K, GrepMatch, compile_grep_pattern, grep_docs
 from .hits import DEFAULT_INDEX_NAME, Hit, merge_overlapping
 from .rerank import PROSE_LANGUAGES, CrossEncoder, resolve_rerank_model
+from .remote import BrokeredRetriever, BrokerLink
 from .retrievers import EdgeRetriever, InProcessRetriever, QdrantRetriever
 from .sparse import SparseScorer
 from .symbols import SymbolLookup, check_symbol_name, outline_rows, symbol_filter
@@ -83,7 +84,7 @@ class Searcher:
         embedder: object | None,
         cross_encoder: CrossEncoder | None,
         name: str = DEFAULT_INDEX_NAME,
-        retriever: InProcessRetriever | QdrantRetriever | EdgeRetriever | None = None,
+        retriever: InProcessRetriever | QdrantRetriever | EdgeRetriever | BrokeredRetriever | None = None,
     ) -> None:
         self.data = data
         self.config = config
@@ -101,31 +102,38 @@ class Searcher:
     def open(
         cls, index_dir: str | Path, config: SearchConfig | None = None, load_models: bool = True, *,
         name: str = DEFAULT_INDEX_NAME, cross_encoder: CrossEncoder | None = None, qdrant_api_key: str | None = None,
+        broker: BrokerLink | None = None,
     ) -> Searcher:
         """Open the current version of the index at index_dir.
 
         load_models=False skips the embedder and the cross-encoder: only bm25, read and files work.
         ``name`` is the served index's name that every hit carries; ``cross_encoder`` shares one already
         opened (several indexes, one reranker). An index built with ``--backend qdrant`` ranks in its
-        Qdrant collection (``qdrant_api_key`` for a server that needs one). Raises
+        Qdrant collection (``qdrant_api_key`` for a server that needs one), or, given a ``broker`` (the
+        fork server: no network, no key), through the server's query broker (search/remote.py). Raises
         index.IndexNotFoundError / IndexFormatError (exit 3), a ModelMissingError (exit 4),
         index.QdrantUnavailableError (exit 3).
         """
         return cls.from_index(
             open_index(Path(index_dir)), config, load_models=load_models, name=name, cross_encoder=cross_encoder,
-            qdrant_api_key=qdrant_api_key,
+            qdrant_api_key=qdrant_api_key, broker=broker,
         )
 
     @classmethod
     def from_index(
         cls, data: object, config: SearchConfig | None = None, load_models: bool = True, *,
         name: str = DEFAULT_INDEX_NAME, cross_encoder: CrossEncoder | None = None, qdrant_api_key: str | None = None,
+        broker: BrokerLink | None = None,
     ) -> Searcher:
         """Build a Searcher over an already opened ``index.IndexData``."""
         config = SearchConfig() if config is None else config
         backend = read_backend(data.path)
         retriever = sparse = dense = None
-        if backend is not None:
+        if backend is not None and broker is not None:
+            _check_qdrant_copy(data, backend, config)
+            retriever = BrokeredRetriever(broker, name, data.version_dir.name, data.vectors is not None, data.term_ids,
+                                          data.n_chunks)
+        elif backend is not None:
             retriever = _open_qdrant_retriever(data, backend, config, qdrant_api_key)
         else:
             sparse = SparseScorer.from_index(data, config.bm25_variant, config.k1, config.b, config.okapi_epsilon)
@@ -441,18 +449,7 @@ def _open_qdrant_retriever(data: object, backend: Mapping[str, object], config: 
                            api_key: str | None) -> QdrantRetriever | EdgeRetriever:
     """The retriever of an index built with --backend qdrant: this version's collection, checked."""
     version = data.version_dir.name
-    collection = (backend.get("versions") or {}).get(version)
-    if collection is None:
-        raise IndexFormatError(
-            data.path, f"no Qdrant collection for version {version}", "one written by `index build --backend qdrant`",
-            what="Qdrant copy",
-        )
-    built = backend.get("bm25") or {}
-    if config.bm25_variant != "lucene" or (built.get("k1"), built.get("b")) != (config.k1, config.b):
-        raise QueryError(
-            f"this index's Qdrant copy holds Lucene BM25 with k1={built.get('k1')}, b={built.get('b')}; "
-            f"the search config asks for {config.bm25_variant} k1={config.k1}, b={config.b} (rebuild to change them)"
-        )
+    collection = _check_qdrant_copy(data, backend, config)
     location = QdrantLocation(collection=str(backend["collection"]), url=backend.get("url"), path=backend.get("path"),
                               edge=backend.get("engine") == "edge")
     if location.edge:
@@ -465,6 +462,24 @@ def _open_qdrant_retriever(data: object, backend: Mapping[str, object], config: 
             f"rebuild with `knowledge-mcp index build ... --out {data.path} --backend qdrant`"
         )
     return QdrantRetriever(client, collection, data.vectors is not None, data.term_ids, location.where)
+
+
+def _check_qdrant_copy(data: object, backend: Mapping[str, object], config: SearchConfig) -> str:
+    """The served version's collection; IndexFormatError / QueryError when the copy cannot serve it."""
+    version = data.version_dir.name
+    collection = (backend.get("versions") or {}).get(version)
+    if collection is None:
+        raise IndexFormatError(
+            data.path, f"no Qdrant collection for version {version}", "one written by `index build --backend qdrant`",
+            what="Qdrant copy",
+        )
+    built = backend.get("bm25") or {}
+    if config.bm25_variant != "lucene" or (built.get("k1"), built.get("b")) != (config.k1, config.b):
+        raise QueryError(
+            f"this index's Qdrant copy holds Lucene BM25 with k1={built.get('k1')}, b={built.get('b')}; "
+            f"the search config asks for {config.bm25_variant} k1={config.k1}, b={config.b} (rebuild to change them)"
+        )
+    return str(collection)
 
 
 def _open_edge_retriever(data: object, shard_dir: Path, location: QdrantLocation) -> EdgeRetriever:

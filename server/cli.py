@@ -386,7 +386,18 @@ def _cmd_serve(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> i
         # the MCP handshake: a client then shows the server as failed instead of "connected".
         from index import open_index
 
-        open_index(Path(config.index_dir))
+        from .broker import QueryBroker
+
+        for _name, index_dir in config.indexes or (("default", config.index_dir),):
+            open_index(Path(index_dir))
+        # A Qdrant-backed index: unreachable, a refused key or a missing collection is exit 3 naming the
+        # URL and what to check, before the handshake too.
+        broker = QueryBroker(config.indexes or (("default", config.index_dir),), config.search,
+                             config.qdrant_api_key, config.sandbox.max_backend_queries)
+        try:
+            broker.open()
+        finally:
+            broker.close()  # local mode: one process may hold the storage; the server opens it again
     run_stdio_server(config)
     return EXIT_OK
 

@@ -84,10 +84,11 @@ class Executor:
 
     def __init__(
         self, config: ServerConfig, client: ForkServerClient, skills: SkillStore, audit: AuditLog,
-        counter: TokenCounting,
+        counter: TokenCounting, broker: Any = None,
     ) -> None:
         self._config = config
         self._client = client
+        self._broker = broker  # server.broker.QueryBroker when Qdrant-backed indexes are served
         self._skills = skills
         self._audit = audit
         self._counter = counter
@@ -154,10 +155,11 @@ class Executor:
         run_.timings["process"] = _ms(run_.process_started or run_.started)
         run_.timings["total"] = _ms(run_.started)
         reply = retime(reply, run_.timings, self._counter)
+        extra = {} if self._broker is None else {"backend_queries": self._broker.queries_of(run_.request_id)}
         self._audit.record(
             request_id=run_.request_id, tool=tool, session=session_id, code_sha256=run_.code_sha256,
             outcome=run_.outcome, timings_ms={key: round(value, 1) for key, value in run_.timings.items()},
-            output_tokens=reply.structured["output_tokens"], truncated=reply.structured["truncated"],
+            output_tokens=reply.structured["output_tokens"], truncated=reply.structured["truncated"], **extra,
         )
         return reply
 

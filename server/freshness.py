@@ -151,13 +151,7 @@ def served_coverage(target: Target) -> float:
 def check_index(index_dir: Path) -> None:
     """Raise the index package's error (missing: exit 3, other format: exit 3) before serving it."""
     read_manifest(index_dir)
-    if read_backend(index_dir) is not None:
-        # The sandbox child has no network and the fork server must never hold the Qdrant key: serving
-        # a Qdrant copy needs the query broker (docs/SCALE.md), which is not built yet.
-        raise UsageError(
-            f"{index_dir} is a Qdrant-backed index; the MCP server serves in-process indexes only for now. "
-            "Search it with `knowledge-mcp search --index DIR`, or rebuild it with `index build ... --backend inprocess`"
-        )
+    read_backend(index_dir)  # a Qdrant-backed index is served through the query broker (server/broker.py)
 
 
 def index_version(index_dir: Path) -> str | None:

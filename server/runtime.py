@@ -19,6 +19,7 @@ from pathlib import Path
 from sandbox import ForkServerClient, TokenCounter
 
 from .audit import AuditLog
+from .broker import QueryBroker
 from .config import ServerConfig
 from .execute import Executor
 from .freshness import (
@@ -66,6 +67,7 @@ class Runtime:
         self.ready = asyncio.Event()
         self.load_error: BaseException | None = None
         self._client: ForkServerClient | None = None
+        self._broker: QueryBroker | None = None  # Qdrant-backed indexes: queries on the children's behalf
         self._executor: Executor | None = None
         self._refresher: Refresher | None = None
         self._load_task: asyncio.Task[None] | None = None
@@ -115,15 +117,22 @@ class Runtime:
                 self.fraction = 1.0
             for index_dir in target.index_dirs:
                 await asyncio.to_thread(check_index, index_dir)
+            broker = QueryBroker(target.indexes or [("default", target.index_dir)], self.config.search,
+                                 self.config.qdrant_api_key, self.config.sandbox.max_backend_queries)
+            if broker.is_needed:
+                self.status = "connecting to Qdrant"
+                self._broker = broker
+                await asyncio.to_thread(broker.open)  # unreachable, wrong key, no collection: exit 3's error
             self.status = "starting the fork server"
             self._client = ForkServerClient(
                 self.config.sandbox, index_dir=target.index_dir, indexes=target.indexes,
                 search_config=self.config.search,
                 log_level=self.config.log_level,
+                broker=self._broker,
             )
             await self._client.start()
             version = await asyncio.to_thread(target_version, target)
-            self._executor = Executor(self.config, self._client, self.skills, self.audit, counter)
+            self._executor = Executor(self.config, self._client, self.skills, self.audit, counter, broker=self._broker)
             self.coverage = await asyncio.to_thread(served_coverage, target)
             self._refresher = Refresher(self.config, target, self._switch, fingerprint, version)
             self.status = "ready"
@@ -207,6 +216,9 @@ class Runtime:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await asyncio.to_thread(broker.close)
 
     # -------------------------------------------------------------- calls (after wait_ready)
 
