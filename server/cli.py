@@ -448,7 +448,8 @@ def _in_cli_words(text: str) -> str:
 
 # Third-party loggers that talk at INFO about their own internals (faiss: "Could not load library with
 # AVX512 support"); users see them only at DEBUG.
-NOISY_LOGGERS = ("faiss", "faiss.loader")
+# httpx logs every Qdrant request of the query broker at INFO (one line per query).
+NOISY_LOGGERS = ("faiss", "faiss.loader", "httpx", "httpcore")
 
 
 def _configure_logging(level: str) -> None:

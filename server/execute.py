@@ -34,11 +34,16 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
 
 
-def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None) -> str:
-    """The fixed, trusted program behind `search_code` (arguments embedded as Python literals)."""
+def search_program(query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None,
+                   index: str | list[str] | None = None) -> str:
+    """The fixed, trusted program behind `search_code` (arguments embedded as Python literals; `index` only
+    as a str or a list of str, so its repr is a literal)."""
+    if not (index is None or isinstance(index, str) or (isinstance(index, list) and all(isinstance(n, str) for n in index))):
+        raise ValueError("index must be a served index name, a list of names, or None")
+    selection = "" if index is None else f", index={index!r}"
     return (
         f"hits = search({query!r}, k={int(k)}, mode={mode!r}, rerank={bool(rerank)!r}, "
-        f"path={path_glob!r}, language={language!r})\n"
+        f"path={path_glob!r}, language={language!r}{selection})\n"
         "result = [hit.to_dict() for hit in hits]\n"
     )
 
@@ -179,11 +184,11 @@ class Executor:
 
     async def search(
         self, *, query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None,
-        max_output_tokens: int, session_id: str, coverage: float = 1.0,
+        max_output_tokens: int, session_id: str, coverage: float = 1.0, index: str | list[str] | None = None,
     ) -> Reply:
         """search_code: the fixed search program in a child, then a fitted list of hits; `coverage` is the
         served index's vector coverage (the reply says it: hybrid over coverage 0 is BM25 alone)."""
-        code = search_program(query, k, mode, rerank, path_glob, language)
+        code = search_program(query, k, mode, rerank, path_glob, language, index)
         run_ = await self._run(
             code, timeout_s=self._config.sandbox.timeout_s, state=None, session_id=session_id, tool="search_code",
             with_skills=False,

@@ -246,12 +246,12 @@ class Runtime:
 
     async def search(
         self, *, query: str, k: int, mode: str, rerank: bool, path_glob: str | None, language: str | None,
-        max_output_tokens: int, session_id: str,
+        max_output_tokens: int, session_id: str, index: str | list[str] | None = None,
     ) -> Reply:
         """search_code: the fixed search program in a child, then a fitted list of hits."""
         return await self._loaded().search(
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
-            max_output_tokens=max_output_tokens, session_id=session_id, coverage=self.coverage,
+            max_output_tokens=max_output_tokens, session_id=session_id, coverage=self.coverage, index=index,
         )
 
     async def lookup(self, code: str, *, max_output_tokens: int, session_id: str) -> Reply:

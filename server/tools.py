@@ -307,6 +307,11 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         path_glob: Annotated[str | None, Field(max_length=500, description="only paths matching this glob")] = None,
         language: Annotated[str | None, Field(max_length=50, description="only this language, e.g. python")] = None,
         max_output_tokens: Annotated[int, Field(ge=100, le=20000, description="reply budget in tokens")] = 2000,
+        index: Annotated[
+            Annotated[str, Field(max_length=64)] | Annotated[list[Annotated[str, Field(max_length=64)]], Field(
+                min_length=1, max_length=64)] | None,
+            Field(description="served index name, or a list of names; default: every served index, fused"),
+        ] = None,
     ) -> Annotated[CallToolResult, SearchCodeResult]:
         if (unready := await _unready_reply(runtime, ctx, "search_code", query=query, mode=mode, rerank=rerank,
                                             max_output_tokens=max_output_tokens)) is not None:
@@ -314,7 +319,7 @@ def register_tools(server: Any, runtime: Runtime) -> None:
         _, session_id = _session_key(ctx)
         reply = await runtime.search(
             query=query, k=k, mode=mode, rerank=rerank, path_glob=path_glob, language=language,
-            max_output_tokens=max_output_tokens, session_id=session_id,
+            max_output_tokens=max_output_tokens, session_id=session_id, index=index,
         )
         return reply.to_call_tool_result()
 
