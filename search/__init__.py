@@ -2,7 +2,7 @@
 
 from .batch import search_batch, search_documents
 from .config import SEARCH_MODES, SearchConfig
-from .errors import AmbiguousPathError, BackendUnavailableError, PathNotFoundError, QueryError, RerankModelMissingError, SearchError
+from .errors import AmbiguousPathError, PathNotFoundError, QueryError, RerankModelMissingError, SearchError
 from .filters import compile_glob
 from .fusion import fuse_rrf
 from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
@@ -11,7 +11,6 @@ from .indexes import IndexSet, check_index_name
 from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, passage_text, resolve_rerank_model
 from .remote import (
     BROKER_FRAME,
-    BROKER_MAX_ROWS,
     MAX_BROKER_REQUEST_BYTES,
     BrokerLink,
     BrokerQuery,
@@ -25,8 +24,6 @@ from .sparse import SparseScorer, bm25_weights
 __all__ = [
     "AmbiguousPathError",
     "BROKER_FRAME",
-    "BROKER_MAX_ROWS",
-    "BackendUnavailableError",
     "BrokerLink",
     "BrokerQuery",
     "EdgeRetriever",

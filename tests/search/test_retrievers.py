@@ -147,13 +147,18 @@ def test_retrievers_backend_flags_are_checked(tmp_path):
     assert done.returncode == 2 and "--qdrant-url" in done.stderr
 
 
-def test_retrievers_serve_refuses_qdrant_index_until_the_broker(qdrant_index, tmp_path):
-    """It refuses to serve a Qdrant-backed index from the sandbox (no network there, no key in the fork
-    server) with exit 2 and what to use instead, instead of starting a half-working server."""
+@pytest.mark.model
+@pytest.mark.slow
+def test_retrievers_exec_serves_qdrant_index_through_the_broker(qdrant_index, tmp_path):
+    """It serves a Qdrant-backed index from the sandbox through the server's query broker (the child has
+    no network): `exec` ranks BM25 in Qdrant as `search --index DIR` does."""
     index_dir, _ = qdrant_index
-    done = run_cli("exec", "--index", index_dir, "print(1)", tmp_home=tmp_path)
-    assert done.returncode == 2, done.stderr
-    assert "Qdrant-backed index" in done.stderr and "search --index DIR" in done.stderr
+    done = run_cli("exec", "--index", index_dir, "--json",
+                   "result = [h.path for h in bm25('reciprocal rank fusion weights', k=3)]", tmp_home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    searched = run_cli("search", "reciprocal rank fusion weights", "--index", index_dir, "--mode", "bm25", "--no-rerank",
+                       "--k", "3", "--json", tmp_home=tmp_path)
+    assert json.loads(done.stdout)["result"] == [hit["path"] for hit in json.loads(searched.stdout)]
 
 
 @pytest.mark.model
