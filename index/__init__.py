@@ -44,6 +44,7 @@ from .qdrant import (
 from .sessions import open_session, run_split
 from .status import index_status, vector_coverage
 from .symbols import KINDS, SymbolTable
+from .syntax import SYNTAX_LANGUAGES
 from .tokenize import TOKENIZER_SETTINGS, tokenize
 from .walk import SourceDoc, scan_sources, walk_sources
 
@@ -88,6 +89,7 @@ __all__ = [
     "read_manifest",
     "resolve_embed_model",
     "run_split",
+    "SYNTAX_LANGUAGES",
     "scan_sources",
     "sparse_query",
     "tokenize",
