@@ -6,46 +6,57 @@ table, the vector mask); `write_index(out, IndexContents(...))` writes a
 generated corpus as a build would; `tokenize` is the one BM25 tokenizer for queries;
 `open_index_embedder(data)` gives the query encoder an index carries (the one that made its
 vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
+Names resolve on first use (PEP 562, `__getattr__` below): `import index` stays cheap, so the CLI parses
+its arguments and `serve` answers `initialize` before numpy, scipy, faiss or onnxruntime load. The
+fork server resolves every name before it forks (its children never import).
 """
 
-from .build import build_index, write_index
-from .chunk import Symbol, chunk_document, chunk_file
-from .config import EMBED_PRECISIONS, IndexConfig
-from .embed import (
-    EMBED_INSTALL_COMMAND,
-    Embedder,
-    ModelLocation,
-    ModelTokenCounter,
-    load_embedder,
-    open_embedder,
-    open_index_embedder,
-    open_token_counter,
-    resolve_embed_model,
-)
-from .errors import (
-    IndexCorruptError,
-    IndexFormatError,
-    IndexLockedError,
-    IndexNotFoundError,
-    IndexStoreError,
-    ModelMissingError,
-    SourceError,
-)
-from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
-from .languages import language_for
-from .qdrant import (
-    QdrantLocation,
-    QdrantUnavailableError,
-    connect_qdrant,
-    push_to_qdrant,
-    read_backend,
-    sparse_query,
-)
-from .sessions import open_session, run_split
-from .status import index_status, vector_coverage
-from .symbols import KINDS, SymbolTable
-from .tokenize import TOKENIZER_SETTINGS, tokenize
-from .walk import SourceDoc, scan_sources, walk_sources
+from importlib import import_module
+from typing import Any
+
+from .tokenize import TOKENIZER_SETTINGS, tokenize  # eager: `tokenize` names both a function and its module
+
+# submodule -> the public names it defines
+_EXPORTS = {
+    "build": ("build_index", "write_index"),
+    "chunk": ("Symbol", "chunk_document", "chunk_file"),
+    "config": ("EMBED_PRECISIONS", "IndexConfig"),
+    "embed": (
+        "EMBED_INSTALL_COMMAND",
+        "Embedder",
+        "ModelLocation",
+        "ModelTokenCounter",
+        "load_embedder",
+        "open_embedder",
+        "open_index_embedder",
+        "open_token_counter",
+        "resolve_embed_model",
+    ),
+    "errors": (
+        "IndexCorruptError",
+        "IndexFormatError",
+        "IndexLockedError",
+        "IndexNotFoundError",
+        "IndexStoreError",
+        "ModelMissingError",
+        "SourceError",
+    ),
+    "format": ("FORMAT_VERSION", "IndexContents", "IndexData", "open_index", "read_manifest"),
+    "languages": ("language_for",),
+    "qdrant": (
+        "QdrantLocation",
+        "QdrantUnavailableError",
+        "connect_qdrant",
+        "push_to_qdrant",
+        "read_backend",
+        "sparse_query",
+    ),
+    "sessions": ("open_session", "run_split"),
+    "status": ("index_status", "vector_coverage"),
+    "symbols": ("KINDS", "SymbolTable"),
+    "walk": ("SourceDoc", "scan_sources", "walk_sources"),
+}
+_SOURCES = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "EMBED_INSTALL_COMMAND",
@@ -95,3 +106,11 @@ __all__ = [
     "walk_sources",
     "write_index",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first use, and keep the value."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(import_module(f".{_SOURCES[name]}", __name__), name)
+    return value

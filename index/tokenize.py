@@ -10,10 +10,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import numpy as np
 import snowballstemmer
-from scipy import sparse
+
+if TYPE_CHECKING:  # imported where used: `import index` loads this module eagerly and must stay cheap
+    import numpy as np
+    from scipy import sparse
 
 __all__ = ["term_frequencies", "tokenize", "TOKENIZER_SETTINGS"]
 
@@ -61,6 +64,9 @@ def term_frequencies(texts: Iterable[str]) -> tuple[list[str], sparse.csr_matrix
     Fast for a build: each text becomes word counts (found and counted in C), each distinct word of
     the corpus is split and stemmed once, and one sparse product (texts x words) @ (words x terms)
     gives the term frequencies (a word's terms repeat as tokenize repeats them)."""
+    import numpy as np
+    from scipy import sparse
+
     word_ids: dict[str, int] = {}
     ids: list[int] = []
     counts: list[int] = []

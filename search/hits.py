@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .config import DEFAULT_INDEX_NAME
+
 __all__ = ["DEFAULT_INDEX_NAME", "Hit", "format_hits_text", "merge_overlapping", "top_k"]
 
-DEFAULT_INDEX_NAME = "default"  # an index served without a name (INTERFACES.md section 7)
 MERGE_MAX_LINES = 80  # two default line windows: a merged hit stays a readable region
 
 
