@@ -75,6 +75,7 @@ def _assert_close_fusion(expected, got, query):
     assert len({h.id for h in got} & {h.id for h in expected}) >= len(expected) - 2, query
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 @pytest.mark.parametrize("engine", ["qdrant_index", "edge_index"])
 def test_retrievers_qdrant_bm25_matches_in_process_top10(engine, request, tmp_path):
     """It ranks BM25 in Qdrant (sparse vectors of our tokenizer, IDF modifier), through qdrant-client's
@@ -92,6 +93,7 @@ def test_retrievers_qdrant_bm25_matches_in_process_top10(engine, request, tmp_pa
             assert [h.path for h in got] == [h.path for h in got if path is None or h.path.startswith("search/")]
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 def test_retrievers_index_info_names_backend(qdrant_index, tmp_path):
     """It reports the backend and collection in `index info` (text and JSON)."""
     index_dir, store = qdrant_index
@@ -103,6 +105,7 @@ def test_retrievers_index_info_names_backend(qdrant_index, tmp_path):
     assert "backend:        qdrant, collection kmcp" in text
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 def test_retrievers_missing_collection_is_exit_3(qdrant_index, tmp_path):
     """It exits 3 naming the missing collection and how to rebuild when the version's collection is gone."""
     index_dir, store = qdrant_index
@@ -147,6 +150,7 @@ def test_retrievers_backend_flags_are_checked(tmp_path):
     assert done.returncode == 2 and "--qdrant-url" in done.stderr
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 def test_retrievers_serve_refuses_qdrant_index_until_the_broker(qdrant_index, tmp_path):
     """It refuses to serve a Qdrant-backed index from the sandbox (no network there, no key in the fork
     server) with exit 2 and what to use instead, instead of starting a half-working server."""
