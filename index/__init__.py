@@ -1,11 +1,12 @@
 """The index package: source files → chunks → BM25 term frequencies + vectors → a versioned index.
 
 Public API (everything else is internal): build with `build_index(sources, out, IndexConfig(...))`,
-read with `open_index(out)` / `read_manifest(out)` (IndexData: chunk kinds and symbols, the symbol
-table, the vector mask); `write_index(out, IndexContents(...))` writes a
+read with `open_index(out)` / `read_manifest(out)` (an `index.format.IndexData`: chunk kinds and symbols,
+the symbol table, the vector mask; callers use its attributes and never name the type); `write_index(out, IndexContents(...))` writes a
 generated corpus as a build would; `tokenize` is the one BM25 tokenizer for queries;
 `open_index_embedder(data)` gives the query encoder an index carries (the one that made its
 vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
+
 Names resolve on first use (PEP 562, `__getattr__` below): `import index` stays cheap, so the CLI parses
 its arguments and `serve` answers `initialize` before numpy, scipy, faiss or onnxruntime load. The
 fork server resolves every name before it forks (its children never import).
@@ -19,7 +20,7 @@ from .tokenize import TOKENIZER_SETTINGS, tokenize  # eager: `tokenize` names bo
 # submodule -> the public names it defines
 _EXPORTS = {
     "build": ("build_index", "write_index"),
-    "chunk": ("Symbol", "chunk_document", "chunk_file"),
+    "chunk": ("chunk_document", "chunk_file"),
     "config": ("EMBED_PRECISIONS", "IndexConfig"),
     "embed": (
         "EMBED_INSTALL_COMMAND",
@@ -41,7 +42,7 @@ _EXPORTS = {
         "ModelMissingError",
         "SourceError",
     ),
-    "format": ("FORMAT_VERSION", "IndexContents", "IndexData", "open_index", "read_manifest"),
+    "format": ("FORMAT_VERSION", "IndexContents", "open_index", "read_manifest"),
     "languages": ("language_for",),
     "qdrant": (
         "QdrantLocation",
@@ -53,7 +54,6 @@ _EXPORTS = {
     ),
     "sessions": ("open_session", "run_split"),
     "status": ("index_status", "vector_coverage"),
-    "symbols": ("KINDS", "SymbolTable"),
     "walk": ("SourceDoc", "scan_sources", "walk_sources"),
 }
 _SOURCES = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -66,20 +66,16 @@ __all__ = [
     "IndexConfig",
     "IndexCorruptError",
     "IndexContents",
-    "IndexData",
     "IndexFormatError",
     "IndexLockedError",
     "IndexNotFoundError",
     "IndexStoreError",
-    "KINDS",
     "ModelLocation",
     "ModelMissingError",
     "QdrantLocation",
     "QdrantUnavailableError",
     "SourceDoc",
     "SourceError",
-    "Symbol",
-    "SymbolTable",
     "TOKENIZER_SETTINGS",
     "ModelTokenCounter",
     "build_index",
