@@ -1,7 +1,8 @@
 """The index package: source files → chunks → BM25 term frequencies + vectors → a versioned index.
 
 Public API (everything else is internal): build with `build_index(sources, out, IndexConfig(...))`,
-read with `open_index(out)` / `read_manifest(out)` (an `index.format.IndexData`: chunk kinds and symbols,
+fill deferred vectors with `embed_index(out)` (resumable), read with `open_index(out)` /
+`read_manifest(out)` (an `index.format.IndexData`: chunk kinds and symbols,
 the symbol table, the vector mask; callers use its attributes and never name the type); `write_index(out, IndexContents(...))` writes a
 generated corpus as a build would; `tokenize` is the one BM25 tokenizer for queries;
 `open_index_embedder(data)` gives the query encoder an index carries (the one that made its
@@ -19,6 +20,7 @@ from .tokenize import TOKENIZER_SETTINGS, tokenize  # eager: `tokenize` names bo
 
 # submodule -> the public names it defines
 _EXPORTS = {
+    "backfill": ("embed_index",),
     "build": ("build_index", "write_index"),
     "chunk": ("chunk_document", "chunk_file"),
     "config": ("EMBED_PRECISIONS", "IndexConfig"),
@@ -82,6 +84,7 @@ __all__ = [
     "chunk_document",
     "connect_qdrant",
     "chunk_file",
+    "embed_index",
     "index_status",
     "language_for",
     "load_embedder",

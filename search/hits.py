@@ -67,11 +67,16 @@ def top_k(
     if len(ids) != len(scores):
         raise ValueError(f"ids and scores differ in length: {len(ids)} != {len(scores)}")
     if k < len(scores):
-        kth_score = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        above = np.flatnonzero(scores > kth_score)
-        tied = np.flatnonzero(scores == kth_score)
-        tied = tied[np.argsort(ids[tied], kind="stable")][: k - len(above)]
-        selected = np.concatenate([above, tied])
+        partition = np.argpartition(-scores, k - 1)
+        kth_score = scores[partition[k - 1]]
+        selected = partition[:k]
+        # The partition's first k hold every score above the k-th and some equal to it. When they hold
+        # every equal one too (the common case), that set is the answer; else ties go by ascending id.
+        if np.count_nonzero(scores[selected] == kth_score) != np.count_nonzero(scores == kth_score):
+            above = np.flatnonzero(scores > kth_score)
+            tied = np.flatnonzero(scores == kth_score)
+            tied = tied[np.argsort(ids[tied], kind="stable")][: k - len(above)]
+            selected = np.concatenate([above, tied])
     else:
         selected = np.arange(len(scores))
     order = np.lexsort((ids[selected], -scores[selected]))
