@@ -8,9 +8,7 @@ generated corpus as a build would; `tokenize` is the one BM25 tokenizer for quer
 `open_index_embedder(data)` gives the query encoder an index carries (the one that made its
 vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
 
-Names resolve on first use (PEP 562, `__getattr__` below): `import index` stays cheap, so the CLI parses
-its arguments and `serve` answers `initialize` before numpy, scipy, faiss or onnxruntime load. The
-fork server resolves every name before it forks (its children never import).
+Names resolve on first use (`__getattr__`, PEP 562; why: docs/ARCHITECTURE.md).
 """
 
 from importlib import import_module

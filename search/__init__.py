@@ -1,8 +1,6 @@
 """Search over a knowledge-mcp index: BM25, vectors, hybrid fusion, cross-encoder rerank, filters.
 
-Names resolve on first use (PEP 562, `__getattr__` below): `import search` stays cheap, so the CLI parses
-its arguments and `serve` answers `initialize` before numpy, scipy, faiss or onnxruntime load. The
-fork server resolves every name before it forks (its children never import).
+Names resolve on first use (`__getattr__`, PEP 562; why: docs/ARCHITECTURE.md).
 """
 
 from importlib import import_module

@@ -1,8 +1,6 @@
 """The MCP stdio server and the `knowledge-mcp` CLI: tools, result processing, state, skills, freshness.
 
-Names resolve on first use (PEP 562, `__getattr__` below): `import server` stays cheap, so the CLI parses
-its arguments and `serve` answers `initialize` before numpy, scipy, faiss or onnxruntime load. The
-fork server resolves every name before it forks (its children never import).
+Names resolve on first use (`__getattr__`, PEP 562; why: docs/ARCHITECTURE.md).
 """
 
 from importlib import import_module
