@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
-__all__ = ["BM25_VARIANTS", "SearchConfig", "SEARCH_MODES"]
+from .errors import QueryError
+
+__all__ = ["BM25_VARIANTS", "DEFAULT_INDEX_NAME", "SearchConfig", "SEARCH_MODES", "check_index_name"]
 
 # Names accepted by SearchConfig.bm25_variant (formulas in search/sparse.py).
 BM25_VARIANTS = frozenset({"lucene", "okapi"})
 # Modes accepted by Searcher.search().
 SEARCH_MODES = ("hybrid", "bm25", "semantic")
+DEFAULT_INDEX_NAME = "default"  # an index served without a name (INTERFACES.md section 7)
 
 # BM25/fusion defaults: the best mean nDCG@10 over SciFact and the code query set together (grid in
 # benchmarks/RESULTS.md, where held-out cross-validated scores per set are reported as well).
@@ -117,3 +121,15 @@ def _check_finite(name: str, value: float, low: float, high: float = math.inf) -
 def _check_int(name: str, value: int, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_index_name(name: object) -> str:
+    """A served index's name: 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise QueryError(
+            f"index name {name!r} is not valid; use 1-64 letters, digits, '_', '.' or '-' (e.g. 'backend')"
+        )
+    return name

@@ -418,8 +418,12 @@ class Searcher:
         # One fancy index per array: element access on np.memmap costs microseconds each.
         doc_rows = np.asarray(data.chunk_doc)[chunk_ids].tolist()
         line_pairs = np.asarray(data.chunk_lines)[chunk_ids].tolist()
+        kinds = [data.kinds[code] for code in np.asarray(data.chunk_kind)[chunk_ids].tolist()]
+        symbols = [data.symbols.qualified_name(row) if row >= 0 else None
+                   for row in np.asarray(data.chunk_symbol)[chunk_ids].tolist()]
         hits = []
-        for chunk, doc_row, (start_line, end_line), score in zip(chunk_ids.tolist(), doc_rows, line_pairs, scores.tolist()):
+        for chunk, doc_row, (start_line, end_line), score, kind, symbol in zip(
+                chunk_ids.tolist(), doc_rows, line_pairs, scores.tolist(), kinds, symbols):
             doc = data.docs[doc_row]
             hits.append(
                 Hit(
@@ -432,8 +436,8 @@ class Searcher:
                     title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
-                    kind=data.kind_of(chunk),
-                    symbol=data.symbol_of(chunk),
+                    kind=kind,
+                    symbol=symbol,
                     index=self.index_name,
                 )
             )
