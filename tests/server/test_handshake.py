@@ -4,11 +4,18 @@ import json
 import subprocess
 import sys
 
+import anyio
 import mcp_types
 import pytest
+from mcp.shared.message import SessionMessage
 
+from server import ServerConfig
+from server.app import build_server
 from server.handshake import HANDSHAKE_PROTOCOL_VERSIONS
 from tests.server.conftest import ROOT, PipeLines, server_env
+
+# Known revisions are echoed, an unknown one gets the newest. One server spawn each: the fast tier keeps one.
+VERSIONS = ["2025-06-18", *(pytest.param(v, marks=pytest.mark.slow) for v in ("2024-11-05", "2099-01-01"))]
 
 
 def _initialize(request_id: int, version: str) -> dict:
@@ -16,11 +23,10 @@ def _initialize(request_id: int, version: str) -> dict:
             "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
 
 
-def _session(tmp_path, name: str, messages: list[dict], wanted_ids: list[int]) -> tuple[dict, list[bytes]]:
+def _stdio_session(tmp_path, messages: list[dict], wanted_ids: list[int]) -> tuple[dict, list[bytes]]:
     """Spawn `serve` (no index: nothing loads before a client's roots), send `messages`, and return the
-    replies to `wanted_ids` and every line the server wrote."""
-    home = tmp_path / name
-    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=server_env(home),
+    replies to `wanted_ids` and every line the server wrote until it exited."""
+    process = subprocess.Popen([sys.executable, "-m", "server", "serve"], cwd=ROOT, env=server_env(tmp_path / "home"),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     lines = PipeLines(process.stdout)
     try:
@@ -29,7 +35,7 @@ def _session(tmp_path, name: str, messages: list[dict], wanted_ids: list[int]) -
         replies = {wanted: lines.until_id(wanted, timeout_s=60) for wanted in wanted_ids}
         process.stdin.close()
         process.wait(timeout=60)
-        while (line := lines.next_line(5)) not in (b"", None):
+        while lines.next_line(5) not in (b"", None):
             pass
     finally:
         process.kill()
@@ -37,31 +43,41 @@ def _session(tmp_path, name: str, messages: list[dict], wanted_ids: list[int]) -
     return replies, lines.seen
 
 
-def _early_and_sdk_replies(tmp_path, version: str) -> tuple[dict, dict, list[bytes]]:
+async def _sdk_reply(message: dict, tmp_path) -> dict:
+    """What the SDK itself answers `message` with, serialised as its stdio transport writes it."""
+    server = build_server(ServerConfig(state_dir=tmp_path / "state", cache_dir=tmp_path / "cache"))
+    lowlevel = server._lowlevel_server  # noqa: SLF001 - as wire.serve_stdio drives it
+    send_in, receive_in = anyio.create_memory_object_stream(10)
+    send_out, receive_out = anyio.create_memory_object_stream(10)
+    async with anyio.create_task_group() as group:
+        group.start_soon(lowlevel.run, receive_in, send_out, lowlevel.create_initialization_options())
+        await send_in.send(SessionMessage(mcp_types.jsonrpc_message_adapter.validate_python(message)))
+        reply = await receive_out.receive()
+        group.cancel_scope.cancel()
+    return json.loads(reply.message.model_dump_json(by_alias=True, exclude_unset=True))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_handshake_early_reply_is_the_sdks_and_answered_once(tmp_path, version):
+    """It answers a first `initialize` over stdio exactly as the SDK answers it (version negotiation,
+    capabilities, server info, instructions), once, and the session then serves."""
     initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     tools = {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}
-    early, early_lines = _session(tmp_path, "early", [_initialize(1, version), initialized, tools], [1, 9])
-    # A notification first: the server's own reader hands the initialize on to the SDK, which answers.
-    sdk, _ = _session(tmp_path, "sdk", [
-        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}, _initialize(1, version), initialized,
-    ], [1])
-    return early, sdk[1], early_lines
-
-
-def test_handshake_early_reply_is_the_sdks_and_answered_once(tmp_path):
-    """It answers a first `initialize` exactly as the SDK answers one that is not the first line (same
-    capabilities, server info, instructions, version), once, and the session then serves."""
-    early, sdk, early_lines = _early_and_sdk_replies(tmp_path, "2025-06-18")
-    assert early[1] == sdk and sdk["result"]["protocolVersion"] == "2025-06-18"
-    assert sum(json.loads(line).get("id") == 1 for line in early_lines) == 1
+    early, lines = _stdio_session(tmp_path, [_initialize(1, version), initialized, tools], [1, 9])
+    assert early[1] == anyio.run(_sdk_reply, _initialize(1, version), tmp_path)
+    expected = version if version in HANDSHAKE_PROTOCOL_VERSIONS else HANDSHAKE_PROTOCOL_VERSIONS[-1]
+    assert early[1]["result"]["protocolVersion"] == expected
+    assert sum(json.loads(line).get("id") == 1 for line in lines) == 1
     assert {tool["name"] for tool in early[9]["result"]["tools"]} >= {"execute_code", "search_code"}
 
 
-@pytest.mark.slow
-def test_handshake_unknown_version_gets_the_sdks_newest(tmp_path):
-    """It offers the SDK's newest `initialize` revision to a client asking for one it does not know."""
-    early, sdk, _ = _early_and_sdk_replies(tmp_path, "2099-01-01")
-    assert early[1] == sdk and sdk["result"]["protocolVersion"] == HANDSHAKE_PROTOCOL_VERSIONS[-1]
+@pytest.mark.slow  # a second server spawn
+def test_handshake_other_first_line_goes_to_the_sdk(tmp_path):
+    """It leaves a first line that is not `initialize` to the SDK, which then answers the handshake."""
+    replies, _ = _stdio_session(tmp_path, [
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}, _initialize(1, "2025-06-18"),
+    ], [1])
+    assert replies[1] == anyio.run(_sdk_reply, _initialize(1, "2025-06-18"), tmp_path)
 
 
 def test_handshake_versions_are_the_sdks():
