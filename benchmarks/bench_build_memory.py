@@ -7,7 +7,8 @@ wait4, so its peak RSS is the kernel's ru_maxrss (goal <= 3 GB). Serving: `serve
 100 calls cycling through search_code (bm25, hybrid), lookup_code grep (literal and regex), definitions,
 and execute_code programs that call bm25, grep, read and files; the fork server's PSS (its share of
 every page, memory maps of the index included) from /proc/PID/smaps_rollup after the last call
-(goal <= 2.5 GB), with the server's own. Run (nice'd, alone):
+(goal <= 2.5 GB), the same summed over it and its warm spare children (which share its pages, so
+PSS splits them), and the server's own. Run (nice'd, alone):
 `nice -n 10 python benchmarks/bench_build_memory.py [--tree DIR] [--vectors none|later] [--calls 100]`.
 """
 
@@ -106,8 +107,13 @@ def measure_serving(index: Path, calls: int, env: dict[str, str]) -> dict[str, o
         time.sleep(0.5)  # the last child is reaped
         fork_servers = [pid for pid in _children(process.pid) if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         fork_server = fork_servers[0] if fork_servers else max(_children(process.pid))
+        # The warm spare children share the fork server's pages (PSS splits them): their sum is what the
+        # sandbox side costs the machine.
+        family = [fork_server, *_children(fork_server)]
+        family_pss = round(sum(_rollup_mb(pid).get("pss_mb", 0.0) for pid in family), 1)
         return {"calls": calls, "errors": errors, "seconds": round(seconds, 1),
-                "fork_server": _rollup_mb(fork_server), "server": _rollup_mb(process.pid)}
+                "fork_server": _rollup_mb(fork_server), "fork_server_with_children_pss_mb": family_pss,
+                "processes": len(family), "server": _rollup_mb(process.pid)}
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -135,6 +141,8 @@ def main() -> None:
             serving = measure_serving(out, args.calls, env)
             metrics["serving"] = serving
             goals["fork_server_pss_mb"] = (serving["fork_server"]["pss_mb"], "<=", GOAL_SERVE_PSS_MB)
+            goals["fork_server_with_children_pss_mb"] = (serving["fork_server_with_children_pss_mb"], "<=",
+                                                         GOAL_SERVE_PSS_MB)
             goals["call_errors"] = (serving["errors"], "==", 0)
         common.emit("build_memory", {"vectors": args.vectors, "calls": args.calls}, common.with_goals(metrics, goals))
     finally:

@@ -32,7 +32,7 @@ from .errors import (
     ModelMissingError,
     SourceError,
 )
-from .format import FORMAT_VERSION, IndexContents, IndexData, open_index, read_manifest
+from .format import FORMAT_VERSION, IndexContents, IndexData, TextBlob, open_index, read_manifest
 from .languages import language_for
 from .qdrant import (
     QdrantLocation,
@@ -71,6 +71,7 @@ __all__ = [
     "Symbol",
     "SymbolTable",
     "TOKENIZER_SETTINGS",
+    "TextBlob",
     "ModelTokenCounter",
     "build_index",
     "chunk_document",
