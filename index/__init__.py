@@ -32,7 +32,7 @@ from .errors import (
     ModelMissingError,
     SourceError,
 )
-from .format import FORMAT_VERSION, IndexContents, IndexData, TextBlob, open_index, read_manifest
+from .format import FORMAT_VERSION, IndexContents, IndexData, TextBlob, current_version_dir, open_index, read_manifest
 from .languages import language_for
 from .qdrant import (
     QdrantLocation,
@@ -77,6 +77,7 @@ __all__ = [
     "chunk_document",
     "connect_qdrant",
     "chunk_file",
+    "current_version_dir",
     "embed_index",
     "index_status",
     "language_for",
