@@ -11,10 +11,13 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import numpy as np
 import snowballstemmer
-from scipy import sparse
+
+if TYPE_CHECKING:  # imported where used: `import index` loads this module eagerly and must stay cheap
+    import numpy as np
+    from scipy import sparse
 
 __all__ = ["term_frequencies", "tokenize", "TOKENIZER_SETTINGS"]
 
@@ -62,6 +65,9 @@ def term_frequencies(texts: Iterable[str]) -> tuple[list[str], sparse.csr_matrix
     Fast for a build: each text becomes word counts (found and counted in C), each distinct word of
     the corpus is split and stemmed once, and one sparse product (texts x words) @ (words x terms)
     gives the term frequencies (a word's terms repeat as tokenize repeats them)."""
+    import numpy as np
+    from scipy import sparse
+
     word_ids: dict[str, int] = {}
     ids = array("i")  # C arrays, not lists: 4 bytes an entry instead of a 36-byte int object and pointer
     counts = array("i")
@@ -95,6 +101,8 @@ def term_frequencies(texts: Iterable[str]) -> tuple[list[str], sparse.csr_matrix
 def _terms_of_word(word: str) -> tuple[str, ...]:
     if len(word) > MAX_TOKEN_CHARS:
         return ()
+    if word == word.lower() and "." not in word and "_" not in word:  # most words: no split to try
+        return () if word in STOP_WORDS else (_stem(word),)
     parts = [p for piece in re.split(r"[._]+", word) if piece for p in _CAMEL_BOUNDARY.split(piece)]
     if len(parts) == 1:
         single = parts[0].lower()

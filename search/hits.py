@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .config import DEFAULT_INDEX_NAME
+
 __all__ = ["DEFAULT_INDEX_NAME", "Hit", "format_hits_text", "merge_overlapping", "top_k"]
 
-DEFAULT_INDEX_NAME = "default"  # an index served without a name (INTERFACES.md section 7)
 MERGE_MAX_LINES = 80  # two default line windows: a merged hit stays a readable region
 
 
@@ -22,7 +23,7 @@ class Hit:
 
     ``score`` is higher-is-better; its scale depends on the mode: BM25, cosine, fused (RRF) or the
     cross-encoder logit after rerank. Lines are 1-based and inclusive. ``kind`` says what the chunk
-    is (index.KINDS: function, method, class, ..., module, section, key, text), ``symbol`` the
+    is (the index's chunk kinds: function, method, class, ..., module, section, key, text), ``symbol`` the
     qualified name of the definition it holds (or None), ``index`` the name of the index it came
     from (INTERFACES.md section 7; defaults keep older callers working).
     """

@@ -57,6 +57,7 @@ def test_forkserver_timeout_kills_child_within_deadline(sandbox: SandboxHandle) 
     assert zombies_of(sandbox.client.pid) == []
 
 
+@pytest.mark.slow  # touches 256 MB page by page: seconds (the escape table's memory bombs stay in the fast tier)
 def test_forkserver_maps_memory_bomb_to_memory_limit(sandbox: SandboxHandle) -> None:
     """It answers memory_limit when the program exceeds its address-space budget."""
     # 30 s: touching 256 MB takes ~10 s on this VM when other jobs load it (it is the outcome that counts)
@@ -67,7 +68,7 @@ def test_forkserver_maps_memory_bomb_to_memory_limit(sandbox: SandboxHandle) -> 
 
 def test_forkserver_stops_huge_power(sandbox: SandboxHandle) -> None:
     """It stops ``10**10**8`` by timeout or memory limit, never hangs."""
-    result = sandbox.run("x = 10**10**8\n", timeout_s=2.0)
+    result = sandbox.run("x = 10**10**8\n", timeout_s=1.0)
     assert result.outcome in {"timeout", "memory_limit"}
 
 
