@@ -220,6 +220,11 @@ class _Reader:
             kind, name = self._js_declaration(node, end - start)
         elif node.type == "expression_statement" and self.key == "python":
             kind, name = self._python_constant(node, end - start, prefix)
+        elif node.type == "expression_statement" and self.key in ("javascript", "typescript", "tsx"):
+            kind, name, outside = self._js_assignment(node)
+            if kind is not None and outside:
+                prefix, owner = _join(prefix, outside), _join(owner, outside)
+                title = f"method {_join(owner, name)}"
         elif kind is None and node.type in self.constants:
             has_value = node.type != "declaration" or any(c.type == "init_declarator" for c in node.named_children)
             if end - start >= MIN_CONSTANT_LINES and has_value:  # a C prototype over 3 lines is no table
@@ -317,6 +322,31 @@ class _Reader:
         if value is not None and value.type in ("class", "class_expression"):
             return "class", name
         return ("constant", name) if rows >= MIN_CONSTANT_LINES else (None, None)
+
+    def _js_assignment(self, node: Any) -> tuple[str | None, str | None, str | None]:
+        """`Foo.prototype.bar = function () {...}`, `res.send = function send() {...}`, `exports.f = ...`:
+        a function defined by assignment to a property (kind, name, owner; owner None for `exports.f`
+        and `module.exports.f`, which are the module's own functions)."""
+        assignment = node.named_children[0] if node.named_child_count == 1 else None
+        if assignment is None or assignment.type != "assignment_expression":
+            return None, None, None
+        left, right = assignment.child_by_field_name("left"), assignment.child_by_field_name("right")
+        if left is None or right is None or left.type != "member_expression" or right.type not in _FUNCTION_VALUES:
+            return None, None, None
+        target, holder = left.child_by_field_name("property"), left.child_by_field_name("object")
+        if target is None or holder is None:
+            return None, None, None
+        parts = [p for p in _clean(self.text(holder)).split(".") if p != "prototype"]
+        if not parts or not all(p.isidentifier() for p in parts):
+            return None, None, None  # computed (`a[b].c = ...`) or a call result: no stable name
+        if parts[0] == "module" and parts[1:2] == ["exports"]:
+            parts = parts[2:]
+        elif parts[0] == "exports":
+            parts = parts[1:]
+        if parts == ["module"] and self.text(target) == "exports":
+            return None, None, None  # `module.exports = function ...`: the module itself
+        owner = ".".join(parts) or None
+        return ("method" if owner else "function"), _clean(self.text(target)), owner
 
     def _python_constant(self, node: Any, rows: int, prefix: str | None) -> tuple[str | None, str | None]:
         """A module-level `NAME = ...` (or `NAME: T = ...`) of MIN_CONSTANT_LINES lines or more, NAME in

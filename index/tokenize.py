@@ -101,6 +101,8 @@ def term_frequencies(texts: Iterable[str]) -> tuple[list[str], sparse.csr_matrix
 def _terms_of_word(word: str) -> tuple[str, ...]:
     if len(word) > MAX_TOKEN_CHARS:
         return ()
+    if word == word.lower() and "." not in word and "_" not in word:  # most words: no split to try
+        return () if word in STOP_WORDS else (_stem(word),)
     parts = [p for piece in re.split(r"[._]+", word) if piece for p in _CAMEL_BOUNDARY.split(piece)]
     if len(parts) == 1:
         single = parts[0].lower()

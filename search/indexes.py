@@ -16,6 +16,7 @@ from pathlib import Path
 
 from index import open_index
 
+from .coderank import rerank_code
 from .config import SEARCH_MODES, SearchConfig, check_index_name
 from .errors import AmbiguousPathError, PathNotFoundError, QueryError
 from .fusion import fuse_rrf
@@ -139,12 +140,15 @@ class IndexSet:
         if not isinstance(rerank, bool):
             raise QueryError(f"rerank must be True or False, got {rerank!r}")
         depth = max(k, self.config.rerank_depth) if rerank else k
+        pool = max(depth, self.config.code_rerank_depth) if rerank else depth
         fused = self._fuse(
-            [searcher.search(query, k=depth, mode=mode, rerank=False, path=path, language=language)
+            [searcher.search(query, k=pool, mode=mode, rerank=False, path=path, language=language)
              for searcher in searchers],
-            depth,
+            pool,
         )
-        return searchers[0].rerank_prose(query, fused, k) if rerank else fused[:k]
+        if not rerank:
+            return fused[:k]
+        return searchers[0].rerank_prose(query, rerank_code(query, fused, self.config)[:depth], k)
 
     def bm25(self, query: str, k: int = 10, path: str | None = None, language: str | None = None,
              index: IndexSelection = None) -> list[Hit]:

@@ -57,6 +57,11 @@ def _vectors(index: Path) -> np.ndarray:
     return np.load(index / "versions" / _current(index) / "vectors.npy")
 
 
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
 @pytest.fixture()
 def later_index(tmp_path: Path) -> tuple[Path, Path]:
     src, out = _write_tree(tmp_path / "src"), tmp_path / "index"
@@ -173,3 +178,36 @@ def test_index_embed_resumes_after_kill_9_and_equals_a_full_build(later_index, t
 
     again = _json("index", "embed", str(out))
     assert again["chunks_missing"] == 0 and again["chunks_embedded"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.linux_only
+@pytest.mark.anyio
+async def test_serve_index_answers_at_once_and_switches_to_the_embedded_version(later_index, tmp_path):
+    """`serve --index DIR` over a `--vectors later` index answers at once and says coverage 0 (hybrid
+    is BM25 alone, in the text too); once `index embed DIR` finishes, the running server serves the
+    new version between calls: coverage 1 and semantic search answer, with no restart."""
+    import anyio
+
+    from tests.server.conftest import connect
+
+    _, out = later_index
+    query = "clamp the invoice value to its limit"
+    async with connect("--index", str(out), home=tmp_path) as session:
+        early = await session.call_tool("search_code", {"query": query, "rerank": False})
+        assert early.is_error is False and early.structured_content["hits"]
+        assert early.structured_content["coverage"] == 0.0
+        assert "vector coverage 0% (BM25 alone)" in early.content[0].text
+
+        done = await anyio.to_thread.run_sync(lambda: run_cli("index", "embed", out))
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            late = await session.call_tool("search_code", {"query": query, "rerank": False})
+            if late.structured_content.get("coverage", 1.0) == 1.0:
+                break
+            await anyio.sleep(0.5)
+        assert late.structured_content.get("coverage", 1.0) == 1.0
+        semantic = await session.call_tool("search_code", {"query": query, "mode": "semantic", "rerank": False})
+        assert semantic.is_error is False and semantic.structured_content["hits"]
