@@ -168,7 +168,9 @@ def build_index(
             previous = _previous_vectors(current, encoder)
             vectors, embedded, reused, embed_seconds = _vectors(corpus.indexed_text, keys, previous, location, encoder,
                                                                 config, on_progress)
-        ann, ann_info = _approximate_index(vectors, config) if vector_mask is None else (None, None)
+        # No approximate index over a partly filled matrix (`index embed` builds it when all are there).
+        is_complete = vector_mask is None or bool(vector_mask.all())
+        ann, ann_info = _approximate_index(vectors, config) if is_complete else (None, None)
         contents = IndexContents(
             docs=[{"doc_id": d.doc_id, "path": d.path, "language": d.language, "title": d.title} for d in docs],
             doc_texts=corpus.doc_texts,

@@ -336,6 +336,8 @@ for fd in range(3, 64):
 def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: str) -> None:
     """It answers a child that writes forged frames on its socket (plain mode: the program owns the child)
     with one result, keeps serving, and holds no extra descriptor afterwards."""
+    # Its own fork server: the descriptor count is compared before and after, which another test's
+    # leftovers in a shared one would disturb.
     handle = SandboxHandle(plain_config(spare_children=1))
     try:
         handle.run("result = 1")
@@ -348,21 +350,17 @@ def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: s
         handle.close()
 
 
-def test_forkserver_child_internal_error_is_logged_by_the_server_and_stripped(caplog) -> None:
+def test_forkserver_child_internal_error_is_logged_by_the_server_and_stripped(sandbox: SandboxHandle, caplog) -> None:
     """It answers a child whose runner breaks with internal_error and an incident id only; the traceback
     reaches the server's log (the fork server never reads it)."""
     import logging
 
-    handle = SandboxHandle(plain_config(spare_children=1))
     caplog.set_level(logging.ERROR, logger="sandbox.forkserver_client")
-    try:
-        # plain mode: the program owns its interpreter and breaks the runner that reports on it
-        result = handle.run("import sandbox.runner as r\nr.RunResult = None\nresult = 1")
-        assert result.outcome == "internal_error", result
-        assert result.error["message"].startswith("internal error ") and not result.error["traceback"]
-        incident = result.error["message"]
-        logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
-        assert logged and "Traceback" in logged[0] and "TypeError" in logged[0]
-        assert handle.run("result = 2").result == 2
-    finally:
-        handle.close()
+    # plain mode: the program owns its interpreter and breaks the runner that reports on it
+    result = sandbox.run("import sandbox.runner as r\nr.RunResult = None\nresult = 1")
+    assert result.outcome == "internal_error", result
+    assert result.error["message"].startswith("internal error ") and not result.error["traceback"]
+    incident = result.error["message"]
+    logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
+    assert logged and "Traceback" in logged[0] and "TypeError" in logged[0]
+    assert sandbox.run("result = 2").result == 2
