@@ -22,7 +22,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,14 +37,19 @@ from .symbols import KIND_CODES, KINDS, SymbolTable, blob_text, encode_blob
 from .tokenize import TOKENIZER_SETTINGS
 
 __all__ = [
+    "CHUNK_HEADER_FILE",
+    "CHUNK_HEADER_OFFSETS_FILE",
     "ENCODER_FILE",
     "ENCODER_TOKENIZER_FILE",
     "FORMAT_VERSION",
     "IndexContents",
     "IndexData",
+    "BlobWriter",
     "PreviousVersion",
+    "TextBlob",
     "build_lock",
     "current_version_dir",
+    "derive_version",
     "open_index",
     "open_previous",
     "prune_versions",
@@ -63,13 +69,64 @@ LOCK_FILE = ".lock"
 VERSIONS_DIR = "versions"
 MANIFEST_FILE = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
+SPOOL_PREFIX = ".build-"  # OUT/.build-<pid>/: blobs a build streams its texts into (build.py)
+CHECKPOINT_DIR = ".embed"  # OUT/.embed/: `index embed`'s durable batches (backfill.py)
 ANN_FILE = "ann.faiss"
 VECTORS_FILE = "vectors.npy"
 VECTOR_MASK_FILE = "vector_mask.npy"
 ENCODER_FILE = "embed.onnx"
 ENCODER_TOKENIZER_FILE = "embed_tokenizer.json"
+# Each chunk's header line (what BM25 and the embedder see above its text): `index embed` rebuilds the
+# embedded text from it, so an index built with `--vectors later` gets the vectors a full build would.
+CHUNK_HEADER_FILE = "chunk_header.bin"
+CHUNK_HEADER_OFFSETS_FILE = "chunk_header_offsets.npy"
 _LOCK_POLL_SECONDS = 0.1
 _HASH_BLOCK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class TextBlob:
+    """Texts already written as a UTF-8 blob file (what BlobWriter makes): text i is
+    bytes[offsets[i]:offsets[i + 1]]. A build hands these to write_version instead of lists of str,
+    so no list ever holds every text; the file is hard-linked into the version."""
+
+    path: Path
+    offsets: np.ndarray  # int64 (n + 1,)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return blob_text(self._bytes(), self.offsets, i)
+
+    def __iter__(self) -> Iterator[str]:
+        blob = self._bytes()
+        for i in range(len(self)):
+            yield blob[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes().decode("utf-8")
+
+    def _bytes(self) -> np.ndarray:
+        return _blob(self.path)
+
+
+class BlobWriter:
+    """Appends texts to a blob file as they come (one text's bytes in memory at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._handle = open(path, "wb")
+        self._offsets = array("q", [0])
+
+    def add(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._handle.write(data)
+        self._offsets.append(self._offsets[-1] + len(data))
+
+    def close(self) -> TextBlob:
+        """Flush and fsync the file (it becomes an artefact by a hard link); the blob's view of it."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        return TextBlob(self._path, np.frombuffer(self._offsets, dtype=np.int64).copy())
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +142,17 @@ class IndexContents:
     symbol in `symbols`, -1 for none (None: all -1); symbols: dicts {name, qualified_name, kind, doc,
     start_line, end_line, parent, chunk} sorted by (doc, start_line, -end_line), where doc, parent
     and chunk are rows (-1: no parent); vector_mask: bool (n,) which rows of `vectors` hold a vector
-    (None: all when vectors is given, else none).
+    (None: all when vectors is given, else none); chunk_headers: each chunk's header line (None: not
+    stored; `index embed` needs them).
     """
 
     docs: list[dict[str, str]]
-    doc_texts: list[str]
+    doc_texts: Sequence[str]  # a list, or a TextBlob already on disk
     chunk_ids: list[str]
     chunk_titles: list[str]
     chunk_doc: np.ndarray
     chunk_lines: np.ndarray
-    chunk_texts: list[str]
+    chunk_texts: Sequence[str]  # a list, or a TextBlob already on disk
     chunk_keys: np.ndarray
     vocab: list[str]
     tf: sparse.csr_matrix
@@ -106,6 +164,7 @@ class IndexContents:
     chunk_symbols: np.ndarray | None = None
     symbols: Sequence[dict[str, Any]] | None = None
     vector_mask: np.ndarray | None = None
+    chunk_headers: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +299,8 @@ def check_output_dir(out: Path, force: bool) -> None:
         return
     if not out.is_dir():
         raise SourceError(f"--out {out} exists and is not a directory; choose a directory for the index")
-    entries = {p.name for p in out.iterdir()} - {LOCK_FILE}
+    # A killed build's spool folder or a killed `index embed`'s checkpoints are ours too.
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(SPOOL_PREFIX) and p.name != CHECKPOINT_DIR} - {LOCK_FILE}
     if entries and not ({CURRENT_FILE, VERSIONS_DIR} & entries) and not force:
         raise SourceError(
             f"--out {out} is a non-empty directory that holds no index; choose an empty or new directory "
@@ -287,6 +347,48 @@ def write_version(out: Path, name: str, contents: IndexContents, manifest: dict[
     return final
 
 
+def derive_version(
+    out: Path, name: str, base: Path, manifest: dict[str, Any], replaced: Sequence[str],
+    write_new: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """Write versions/<name>/ as a copy of the version directory `base` in which the artefacts named
+    in `replaced` are dropped and `write_new(folder)` adds files (vectors, mask, encoder...) and
+    returns manifest keys to set.
+
+    Unchanged artefacts are hard-linked (versions are immutable; a copy where links fail) and keep
+    their manifest entries; new files get theirs computed. `manifest` is the new manifest without
+    `artefacts`. Written via <name>.partial and renamed like write_version: all or nothing."""
+    versions = out / VERSIONS_DIR
+    partial = versions / (name + PARTIAL_SUFFIX)
+    final = versions / name
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    try:
+        kept = {key: value for key, value in manifest_artefacts(base).items() if key not in set(replaced)}
+        for artefact in kept:
+            _link_or_copy(base / artefact, partial / artefact)
+        updates = write_new(partial)
+        artefacts = dict(kept)
+        for path in sorted(partial.iterdir()):
+            if path.name not in kept and path.name != MANIFEST_FILE:
+                artefacts[path.name] = {"sha256": _file_sha256(path), "bytes": path.stat().st_size}
+        complete = {**manifest, **updates, "artefacts": dict(sorted(artefacts.items()))}
+        _write_bytes(partial / MANIFEST_FILE, json.dumps(complete, indent=1, sort_keys=True).encode("utf-8"))
+        _fsync_dir(partial)
+        os.rename(partial, final)
+        _fsync_dir(versions)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final
+
+
+def manifest_artefacts(version_dir: Path) -> dict[str, dict[str, Any]]:
+    """The artefacts table of the manifest in `version_dir`."""
+    return dict(json.loads((version_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["artefacts"])
+
+
 def switch_current(out: Path, name: str) -> None:
     """Make versions/<name> current: write CURRENT.tmp, fsync, os.replace onto CURRENT (atomic)."""
     tmp = out / (CURRENT_FILE + ".tmp")
@@ -314,8 +416,9 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
     tf = contents.tf.tocsr()
     if tf.shape != (n, len(contents.vocab)):
         raise ValueError(f"tf has shape {tf.shape}, expected ({n}, {len(contents.vocab)})")
-    chunk_blob, chunk_offsets = encode_blob(contents.chunk_texts)
-    doc_blob, doc_offsets = encode_blob(contents.doc_texts)
+    linked: dict[str, Path] = {}  # blobs already written (TextBlob): hard-linked, never read into memory
+    chunk_blob, chunk_offsets = _blob_parts(contents.chunk_texts, "chunk_text.bin", linked)
+    doc_blob, doc_offsets = _blob_parts(contents.doc_texts, "doc_text.bin", linked)
     arrays = {
         "chunk_doc.npy": np.asarray(contents.chunk_doc, dtype=np.int32),
         "chunk_lines.npy": np.asarray(contents.chunk_lines, dtype=np.int32).reshape(n, 2),
@@ -328,11 +431,17 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
         "doc_lengths.npy": np.asarray(contents.doc_lengths, dtype=np.float32),
     }
     arrays.update(_code_arrays(contents, n))
-    blobs = {"chunk_text.bin": chunk_blob, "doc_text.bin": doc_blob}
+    blobs = {name: blob for name, blob in (("chunk_text.bin", chunk_blob), ("doc_text.bin", doc_blob)) if blob is not None}
     names = [s["name"] for s in contents.symbols or ()]
     qualified = [s["qualified_name"] for s in contents.symbols or ()]
     blobs["symbol_name.bin"], arrays["symbol_name_offsets.npy"] = encode_blob(names)
     blobs["symbol_qualname.bin"], arrays["symbol_qualname_offsets.npy"] = encode_blob(qualified)
+    if contents.chunk_headers is not None:
+        if len(contents.chunk_headers) != n:
+            raise ValueError(f"{len(contents.chunk_headers)} chunk headers for {n} chunks")
+        header_blob, arrays[CHUNK_HEADER_OFFSETS_FILE] = _blob_parts(contents.chunk_headers, CHUNK_HEADER_FILE, linked)
+        if header_blob is not None:
+            blobs[CHUNK_HEADER_FILE] = header_blob
     if contents.vectors is not None:
         arrays[VECTORS_FILE] = np.ascontiguousarray(contents.vectors, dtype=np.float32)
     for name, array in arrays.items():
@@ -342,6 +451,8 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
             os.fsync(handle.fileno())
     for name, blob in blobs.items():
         _write_bytes(folder / name, blob)
+    for name, source in linked.items():
+        _link_or_copy(source, folder / name)
     for name, value in (
         ("docs.json", contents.docs),
         ("chunk_ids.json", contents.chunk_ids),
@@ -361,6 +472,14 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
         for p in sorted(folder.iterdir())
         if p.name != MANIFEST_FILE
     }
+
+
+def _blob_parts(texts: Sequence[str], name: str, linked: dict[str, Path]) -> tuple[bytes | None, np.ndarray]:
+    """(bytes to write or None, offsets): a TextBlob is linked as `name` (recorded in `linked`)."""
+    if isinstance(texts, TextBlob):
+        linked[name] = texts.path
+        return None, np.asarray(texts.offsets, dtype=np.int64)
+    return encode_blob(texts)
 
 
 def _code_arrays(contents: IndexContents, n: int) -> dict[str, np.ndarray]:
@@ -497,7 +616,9 @@ def open_index(path: Path, verify: bool = False) -> IndexData:
 
 def _load(index_root: Path, version: Path, manifest: dict[str, Any]) -> IndexData:
     def array(name: str) -> np.ndarray:
-        return np.load(version / name, mmap_mode="r", allow_pickle=False)
+        # A plain ndarray view of the memory map (the map stays alive as its base): same pages, no
+        # copy, but element access and slicing ~10x faster than through the np.memmap subclass.
+        return np.asarray(np.load(version / name, mmap_mode="r", allow_pickle=False))
 
     def listing(name: str) -> list:
         return json.loads((version / name).read_text(encoding="utf-8"))
@@ -592,9 +713,10 @@ def open_previous(path: Path) -> PreviousVersion | None:
 
 
 def _blob(path: Path) -> np.ndarray:
+    """The file's bytes as a read-only uint8 array over a memory map (a plain ndarray view: see _load)."""
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="r")
+    return np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
 
 
 def _read_current_name(out: Path) -> str | None:
