@@ -45,7 +45,10 @@ def send_raw(data):
 def read_exactly(n):
     out = b''
     while len(out) < n:
-        chunk = os.read(BROKER, n - len(out))
+        try:
+            chunk = os.read(BROKER, n - len(out))
+        except OSError:  # reset: the broker closed with our request unread
+            return None
         if not chunk:
             return None
         out += chunk
