@@ -11,6 +11,7 @@ vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout
 from .build import build_index, write_index
 from .chunk import Symbol, chunk_document, chunk_file
 from .config import EMBED_PRECISIONS, IndexConfig
+from .delta import DeltaWriter, open_delta
 from .embed import (
     EMBED_INSTALL_COMMAND,
     Embedder,
@@ -45,9 +46,10 @@ from .sessions import open_session, run_split
 from .status import index_status, vector_coverage
 from .symbols import KINDS, SymbolTable
 from .tokenize import TOKENIZER_SETTINGS, tokenize
-from .walk import SourceDoc, scan_sources, walk_sources
+from .walk import SourceDoc, read_tree_files, scan_sources, walk_sources
 
 __all__ = [
+    "DeltaWriter",
     "EMBED_INSTALL_COMMAND",
     "EMBED_PRECISIONS",
     "Embedder",
@@ -81,11 +83,13 @@ __all__ = [
     "open_embedder",
     "open_index_embedder",
     "open_session",
+    "open_delta",
     "open_index",
     "open_token_counter",
     "push_to_qdrant",
     "read_backend",
     "read_manifest",
+    "read_tree_files",
     "resolve_embed_model",
     "run_split",
     "scan_sources",
