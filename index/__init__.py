@@ -1,13 +1,14 @@
 """The index package: source files → chunks → BM25 term frequencies + vectors → a versioned index.
 
 Public API (everything else is internal): build with `build_index(sources, out, IndexConfig(...))`,
-read with `open_index(out)` / `read_manifest(out)` (IndexData: chunk kinds and symbols, the symbol
+fill deferred vectors with `embed_index(out)` (resumable), read with `open_index(out)` / `read_manifest(out)` (IndexData: chunk kinds and symbols, the symbol
 table, the vector mask); `write_index(out, IndexContents(...))` writes a
 generated corpus as a build would; `tokenize` is the one BM25 tokenizer for queries;
 `open_index_embedder(data)` gives the query encoder an index carries (the one that made its
 vectors); `resolve_embed_model` + `open_embedder` give a build's encoder. Layout: docs/ARCHITECTURE.md.
 """
 
+from .backfill import embed_index
 from .build import build_index, write_index
 from .chunk import Symbol, chunk_document, chunk_file
 from .config import EMBED_PRECISIONS, IndexConfig
@@ -77,6 +78,7 @@ __all__ = [
     "chunk_document",
     "connect_qdrant",
     "chunk_file",
+    "embed_index",
     "index_status",
     "language_for",
     "load_embedder",

@@ -81,6 +81,7 @@ class BuildReport:
     ann_recall_at_10: float | None
     seconds: float
     embed_seconds: float
+    chunks_pending: int = 0  # --vectors later: chunks left without a vector for `index embed`
 
     @property
     def files_seen(self) -> int:
@@ -91,7 +92,9 @@ class BuildReport:
         """A few human lines for the CLI."""
         skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items())) or "none"
         vectors = (
-            f"vectors: {self.chunks_embedded} embedded, {self.chunks_reused} reused"
+            f"vectors: {self.chunks_reused} reused, {self.chunks_pending} left for `index embed`"
+            if self.chunks_pending
+            else f"vectors: {self.chunks_embedded} embedded, {self.chunks_reused} reused"
             + (f" in {self.embed_seconds:.1f}s" if self.chunks_embedded else "")
             if self.has_vectors
             else "vectors: none (--no-vectors: BM25 only)"
@@ -140,13 +143,23 @@ def build_index(
         keys = _chunk_keys(chunks)
         vocab, tf, doc_lengths = _term_frequencies(chunks)
         vectors, embedded, reused, embed_seconds, encoder = None, 0, 0, 0.0, None
-        if config.with_vectors:
+        vector_mask = None
+        if config.with_vectors and config.vectors_later:
+            # Keyword index now; `index embed` fills the vectors the current version cannot lend.
+            current = None if config.force else _current_version(out)
+            encoder = _current_encoder(current, location, config)
+            previous = _previous_vectors(current, encoder) if encoder is not None else None
+            if previous is not None:
+                vectors, vector_mask, reused = _reused_vectors(keys, previous, location.dim)
+            if not reused:
+                vectors, vector_mask, encoder = None, None, None
+        elif config.with_vectors:
             current = None if config.force else _current_version(out)
             encoder = _encoder(current, location, config)
             previous = _previous_vectors(current, encoder)
             vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, encoder, config,
                                                                 on_progress)
-        ann, ann_info = _approximate_index(vectors, config)
+        ann, ann_info = _approximate_index(vectors, config) if vector_mask is None else (None, None)
         contents = IndexContents(
             docs=[{"doc_id": d.doc_id, "path": d.path, "language": d.language, "title": d.title} for d in docs],
             doc_texts=[d.text for d in docs],
@@ -165,9 +178,13 @@ def build_index(
             chunk_kinds=[c.kind for c in chunks],
             chunk_symbols=chunk_symbols,
             symbols=symbols,
+            vector_mask=vector_mask,
+            chunk_headers=[c.header for c in chunks],
         )
         manifest = _manifest(sources, root, docs, chunks_per_doc, location, encoder, config, max_tokens, vectors,
                              ann_info, skipped, tf)
+        if config.with_vectors and config.vectors_later and (vector_mask is None or not vector_mask.all()):
+            manifest["vectors_later"] = {"embed_model": config.embed_model, "precision": config.embed_precision}
         version = new_version_name()
         write_version(out, version, contents, manifest)
         switch_current(out, version)
@@ -183,6 +200,7 @@ def build_index(
         chunks_embedded=embedded,
         chunks_reused=reused,
         has_vectors=vectors is not None,
+        chunks_pending=len(chunks) - reused if config.with_vectors and config.vectors_later else 0,
         ann_recall_at_10=ann_info["recall_at_10"] if ann_info else None,
         seconds=round(time.perf_counter() - started, 3),
         embed_seconds=round(embed_seconds, 3),
@@ -379,6 +397,15 @@ def _current_version(out: Path) -> PreviousVersion | None:
 def _encoder(current: PreviousVersion | None, location: ModelLocation, config: IndexConfig) -> EncoderFiles:
     """The current version's encoder if it was exported from the same weights, precision and recipe
     (and is intact); else the exported encoder from the model cache (export.py)."""
+    return _current_encoder(current, location, config) or prepare_encoder(
+        location, config.embed_precision, config.model_cache_dir)
+
+
+def _current_encoder(
+    current: PreviousVersion | None, location: ModelLocation, config: IndexConfig
+) -> EncoderFiles | None:
+    """The current version's encoder if it was exported from the same weights, precision and recipe
+    and is intact; else None."""
     entry = ((current.manifest.get("models") or {}).get("embed") or {}).get("encoder") if current else None
     if entry and (entry.get("source_sha256"), entry.get("precision"), entry.get("recipe")) == (
         location.sha256, config.embed_precision, RECIPE
@@ -393,7 +420,7 @@ def _encoder(current: PreviousVersion | None, location: ModelLocation, config: I
                 sha256=entry["sha256"], source_sha256=location.sha256, precision=entry["precision"],
                 pooling=entry["pooling"], recipe=RECIPE, min_cosine=float(entry.get("min_cosine_to_fp32", 0.0)),
             )
-    return prepare_encoder(location, config.embed_precision, config.model_cache_dir)
+    return None
 
 
 def _previous_vectors(
@@ -415,6 +442,22 @@ def _previous_vectors(
     keys = np.asarray(current.chunk_keys)
     present = np.flatnonzero(np.asarray(current.vector_mask)).tolist()
     return {keys[i].tobytes(): i for i in present}, current.vectors
+
+
+def _reused_vectors(
+    keys: np.ndarray, previous: tuple[dict[bytes, int], np.ndarray], dim: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """--vectors later: (vectors float32 (n, dim), mask bool (n,), rows reused) from the current
+    version's vectors by chunk key; the other rows stay zero and unmasked."""
+    old_rows, old_vectors = previous
+    vectors = np.zeros((len(keys), dim), dtype=np.float32)
+    mask = np.zeros(len(keys), dtype=bool)
+    for i in range(len(keys)):
+        row = old_rows.get(keys[i].tobytes())
+        if row is not None:
+            vectors[i] = old_vectors[row]
+            mask[i] = True
+    return vectors, mask, int(mask.sum())
 
 
 def _vectors(

@@ -30,6 +30,10 @@ class IndexConfig:
     embed_precision: "int8" (default: 2.3x faster, cosine >= 0.99 to fp32) or "fp32" weights of the
     ONNX encoder. model_cache_dir: where exported encoders are kept between builds (None: this
     process only).
+    vectors_later: with with_vectors, embed nothing now: reuse the current version's vectors by chunk
+    key and leave the other chunks without one (the vector mask says which) for `index embed`.
+    embed_checkpoint_chunks: `index embed` writes its vectors durably every this many chunks (a
+    killed run resumes from the last checkpoint).
     force: ignore the current version (re-embed everything) and write into a directory that holds an
     index of another format version or other files.
     """
@@ -45,6 +49,8 @@ class IndexConfig:
     embed_precision: str = "int8"
     model_cache_dir: Path | None = None
     with_vectors: bool = True
+    vectors_later: bool = False
+    embed_checkpoint_chunks: int = 256
     force: bool = False
     approx_threshold: int = DEFAULT_APPROX_THRESHOLD
     show_progress: bool = False
@@ -77,6 +83,8 @@ class IndexConfig:
             raise ValueError(f"embed_precision must be one of {', '.join(EMBED_PRECISIONS)}, got {self.embed_precision!r}")
         if self.approx_threshold < 1:
             raise ValueError(f"approx_threshold must be >= 1, got {self.approx_threshold}")
+        if self.embed_checkpoint_chunks < 1:
+            raise ValueError(f"embed_checkpoint_chunks must be >= 1, got {self.embed_checkpoint_chunks}")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.keep_versions < 2:

@@ -148,6 +148,7 @@ def _contents(docs: list[SourceDoc], chunks: list[Chunk], per_doc: list[int],
         chunk_kinds=[c.kind for c in chunks],
         chunk_symbols=chunk_symbols,
         symbols=symbols,
+        chunk_headers=[c.header for c in chunks],
     )
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +36,8 @@ from .symbols import KIND_CODES, KINDS, SymbolTable, blob_text, encode_blob
 from .tokenize import TOKENIZER_SETTINGS
 
 __all__ = [
+    "CHUNK_HEADER_FILE",
+    "CHUNK_HEADER_OFFSETS_FILE",
     "ENCODER_FILE",
     "ENCODER_TOKENIZER_FILE",
     "FORMAT_VERSION",
@@ -44,6 +46,7 @@ __all__ = [
     "PreviousVersion",
     "build_lock",
     "current_version_dir",
+    "derive_version",
     "open_index",
     "open_previous",
     "prune_versions",
@@ -68,6 +71,10 @@ VECTORS_FILE = "vectors.npy"
 VECTOR_MASK_FILE = "vector_mask.npy"
 ENCODER_FILE = "embed.onnx"
 ENCODER_TOKENIZER_FILE = "embed_tokenizer.json"
+# Each chunk's header line (what BM25 and the embedder see above its text): `index embed` rebuilds the
+# embedded text from it, so an index built with `--vectors later` gets the vectors a full build would.
+CHUNK_HEADER_FILE = "chunk_header.bin"
+CHUNK_HEADER_OFFSETS_FILE = "chunk_header_offsets.npy"
 _LOCK_POLL_SECONDS = 0.1
 _HASH_BLOCK_BYTES = 1 << 20
 
@@ -85,7 +92,8 @@ class IndexContents:
     symbol in `symbols`, -1 for none (None: all -1); symbols: dicts {name, qualified_name, kind, doc,
     start_line, end_line, parent, chunk} sorted by (doc, start_line, -end_line), where doc, parent
     and chunk are rows (-1: no parent); vector_mask: bool (n,) which rows of `vectors` hold a vector
-    (None: all when vectors is given, else none).
+    (None: all when vectors is given, else none); chunk_headers: each chunk's header line (None: not
+    stored; `index embed` needs them).
     """
 
     docs: list[dict[str, str]]
@@ -106,6 +114,7 @@ class IndexContents:
     chunk_symbols: np.ndarray | None = None
     symbols: Sequence[dict[str, Any]] | None = None
     vector_mask: np.ndarray | None = None
+    chunk_headers: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +296,48 @@ def write_version(out: Path, name: str, contents: IndexContents, manifest: dict[
     return final
 
 
+def derive_version(
+    out: Path, name: str, base: Path, manifest: dict[str, Any], replaced: Sequence[str],
+    write_new: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """Write versions/<name>/ as a copy of the version directory `base` in which the artefacts named
+    in `replaced` are dropped and `write_new(folder)` adds files (vectors, mask, encoder...) and
+    returns manifest keys to set.
+
+    Unchanged artefacts are hard-linked (versions are immutable; a copy where links fail) and keep
+    their manifest entries; new files get theirs computed. `manifest` is the new manifest without
+    `artefacts`. Written via <name>.partial and renamed like write_version: all or nothing."""
+    versions = out / VERSIONS_DIR
+    partial = versions / (name + PARTIAL_SUFFIX)
+    final = versions / name
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    try:
+        kept = {key: value for key, value in manifest_artefacts(base).items() if key not in set(replaced)}
+        for artefact in kept:
+            _link_or_copy(base / artefact, partial / artefact)
+        updates = write_new(partial)
+        artefacts = dict(kept)
+        for path in sorted(partial.iterdir()):
+            if path.name not in kept and path.name != MANIFEST_FILE:
+                artefacts[path.name] = {"sha256": _file_sha256(path), "bytes": path.stat().st_size}
+        complete = {**manifest, **updates, "artefacts": dict(sorted(artefacts.items()))}
+        _write_bytes(partial / MANIFEST_FILE, json.dumps(complete, indent=1, sort_keys=True).encode("utf-8"))
+        _fsync_dir(partial)
+        os.rename(partial, final)
+        _fsync_dir(versions)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return final
+
+
+def manifest_artefacts(version_dir: Path) -> dict[str, dict[str, Any]]:
+    """The artefacts table of the manifest in `version_dir`."""
+    return dict(json.loads((version_dir / MANIFEST_FILE).read_text(encoding="utf-8"))["artefacts"])
+
+
 def switch_current(out: Path, name: str) -> None:
     """Make versions/<name> current: write CURRENT.tmp, fsync, os.replace onto CURRENT (atomic)."""
     tmp = out / (CURRENT_FILE + ".tmp")
@@ -333,6 +384,10 @@ def _write_artefacts(folder: Path, contents: IndexContents) -> dict[str, dict[st
     qualified = [s["qualified_name"] for s in contents.symbols or ()]
     blobs["symbol_name.bin"], arrays["symbol_name_offsets.npy"] = encode_blob(names)
     blobs["symbol_qualname.bin"], arrays["symbol_qualname_offsets.npy"] = encode_blob(qualified)
+    if contents.chunk_headers is not None:
+        if len(contents.chunk_headers) != n:
+            raise ValueError(f"{len(contents.chunk_headers)} chunk headers for {n} chunks")
+        blobs[CHUNK_HEADER_FILE], arrays[CHUNK_HEADER_OFFSETS_FILE] = encode_blob(contents.chunk_headers)
     if contents.vectors is not None:
         arrays[VECTORS_FILE] = np.ascontiguousarray(contents.vectors, dtype=np.float32)
     for name, array in arrays.items():

@@ -9,6 +9,7 @@ wrong, where, and what to do; tracebacks only at log level DEBUG. stdout carries
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--embed-precision", choices=EMBED_PRECISIONS, default="int8",
                        help="weights of the ONNX encoder: int8 (default, ~2.3x faster) or fp32")
     build.add_argument("--no-vectors", action="store_true", help="BM25 only: skip embeddings")
+    build.add_argument("--vectors", choices=("now", "later"), default="now",
+                       help="now (default): embed during the build; later: write the keyword index (BM25, symbols, "
+                            "texts) at once, servable with vector coverage 0, and fill the vectors with `index embed DIR`")
     build.add_argument("--force", action="store_true", help="rebuild from scratch")
     build.add_argument("--backend", choices=("inprocess", "qdrant"),
                        help="where queries run: inprocess (default) or a Qdrant copy (DIR keeps the local sidecar); "
@@ -124,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="shards of a new collection (a cluster; docs/SCALE.md)")
     build.add_argument("--qdrant-replicas", type=_positive_int, default=1, metavar="N",
                        help="copies of each shard (2 survives a node failure)")
+    embed = index_commands.add_parser(
+        "embed", help="embed the chunks of an index that have no vector yet (after `index build --vectors later`)",
+        description="Fill the vectors an index lacks. Resumable: a run that is killed keeps every finished "
+                    "checkpoint, and the next run continues from there. The index switches to the version with "
+                    "vectors in one step when all are done; it stays servable (BM25) meanwhile.",
+    )
+    embed.add_argument("dir", metavar="DIR", help="index directory (from `index build ... --vectors later`)")
+    embed.add_argument("--embed-model", metavar="P",
+                       help="embedding model folder or package (default: the one the build recorded)")
+    embed.add_argument("--embed-precision", choices=EMBED_PRECISIONS,
+                       help="weights of the ONNX encoder (default: the one the build recorded, else int8)")
+    embed.add_argument("--checkpoint-chunks", type=_positive_int, default=256, metavar="N",
+                       help="write the vectors durably every N chunks (default 256): what a kill can lose")
+    embed.add_argument("--json", action="store_true", help="print the report as JSON")
     info = index_commands.add_parser("info", help="summarise an index's manifest")
     info.add_argument("dir", metavar="DIR")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -170,7 +188,14 @@ def _cmd_index_build(args: argparse.Namespace, config: ServerConfig, out: TextIO
         client = connect_qdrant(location, config.qdrant_api_key)
         if client is not None:
             client.close()
-    report = build_index([Path(s) for s in args.sources], Path(args.out), config.index)
+    index_config = config.index
+    if args.vectors == "later":
+        if args.no_vectors:
+            raise UsageError("--vectors later and --no-vectors contradict each other; pass one of them")
+        if location is not None:
+            raise UsageError("--vectors later is for in-process indexes; a Qdrant copy needs its vectors now")
+        index_config = dataclasses.replace(index_config, vectors_later=True)
+    report = build_index([Path(s) for s in args.sources], Path(args.out), index_config)
     summary = _as_dict(report)
     if location is not None:
         from index import open_index, push_to_qdrant
@@ -181,6 +206,24 @@ def _cmd_index_build(args: argparse.Namespace, config: ServerConfig, out: TextIO
     elif args.backend == "inprocess":
         (Path(args.out) / "backend.json").unlink(missing_ok=True)
     out.write(_format_build_report(summary, Path(args.out)) + "\n")
+    return EXIT_OK
+
+
+def _cmd_index_embed(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
+    from index import embed_index, read_backend, read_manifest
+
+    directory = Path(args.dir)
+    # The precision `index build --vectors later` recorded, unless the flag says otherwise.
+    recorded = (read_manifest(directory).get("vectors_later") or {}).get("precision")
+    index_config = dataclasses.replace(config.index, embed_checkpoint_chunks=args.checkpoint_chunks,
+                                       embed_precision=args.embed_precision or recorded or "int8")
+    report = embed_index(directory, index_config)
+    if report.chunks_missing and read_backend(directory) is not None:
+        logger.warning("the Qdrant copy of %s is not updated by index embed; run index build --backend qdrant", directory)
+    if args.json:
+        out.write(json.dumps({**dataclasses.asdict(report), "out": str(report.out)}, sort_keys=True) + "\n")
+    else:
+        out.write(report.summary() + "\n")
     return EXIT_OK
 
 
@@ -481,7 +524,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             level = config.log_level
             _configure_logging(level)
         if args.command == "index":
-            handler = {"build": _cmd_index_build, "status": _cmd_index_status}.get(args.index_command, _cmd_index_info)
+            handler = {"build": _cmd_index_build, "status": _cmd_index_status,
+                       "embed": _cmd_index_embed}.get(args.index_command, _cmd_index_info)
             return handler(args, config, sys.stdout)
         if args.command == "search":
             return _cmd_search(args, config, sys.stdout)
