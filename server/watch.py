@@ -192,10 +192,9 @@ class RootWatcher:
                 if first:  # the watches are in place: what changed before them is found by a rescan
                     first = False
                     self.state = "watching"
-                    self._rescan = self.restarts > 0
-                    if self._rescan:
-                        self._idle.clear()
-                        self._wake.set()
+                    self._rescan = True  # changes made while the watches were being set up
+                    self._idle.clear()
+                    self._wake.set()
                 if changes:
                     self._on_changes(changes)
         finally:
