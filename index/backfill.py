@@ -35,6 +35,7 @@ from .errors import IndexCorruptError, SourceError
 from .export import EncoderFiles, prepare_encoder
 from .format import (
     ANN_FILE,
+    CHECKPOINT_DIR,
     CHUNK_HEADER_FILE,
     CHUNK_HEADER_OFFSETS_FILE,
     ENCODER_FILE,
@@ -55,7 +56,6 @@ __all__ = ["CHECKPOINT_DIR", "EmbedReport", "embed_index"]
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = ".embed"
 _COPY_ROWS = 65_536  # rows of old vectors copied into the new file at a time (bounded memory)
 
 

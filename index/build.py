@@ -11,13 +11,16 @@ corpus writes nothing (SourceError).
 
 from __future__ import annotations
 
-import contextlib
 import bisect
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import shutil
+import sys
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,10 +38,14 @@ from .embed import Embedder, ModelLocation, ModelTokenCounter, load_embedder, op
 from .errors import IndexLockedError, IndexStoreError, SourceError
 from .export import RECIPE, EncoderFiles, prepare_encoder
 from .format import (
+    CHUNK_HEADER_FILE,
     ENCODER_FILE,
     ENCODER_TOKENIZER_FILE,
+    SPOOL_PREFIX,
+    BlobWriter,
     IndexContents,
     PreviousVersion,
+    TextBlob,
     build_lock,
     check_output_dir,
     new_version_name,
@@ -57,6 +64,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 PROGRESS_STEP = 0.01  # report every 1% of a stage
 KEY_BYTES = 16  # sha256 prefix of a chunk's indexed text: the vector reuse key
+EMBED_BATCH = 4096  # texts tokenized and embedded per call: bounds the texts in memory at once
 ANN_M = 32
 ANN_EF_CONSTRUCTION = 80
 ANN_EF_SEARCH = 64
@@ -128,20 +136,21 @@ def build_index(
     out = Path(out).expanduser().absolute()
     config = _exclude_output(config, out, root)
     check_output_dir(out, config.force)
-    with _removed_if_failed(out), build_lock(out, config.lock_wait_seconds):
+    with _removed_if_failed(out), build_lock(out, config.lock_wait_seconds), contextlib.ExitStack() as stack:
         location = resolve_embed_model(config.embed_model)
         counter = open_token_counter(location)
         max_tokens = min(config.chunk_max_tokens, location.max_tokens)
         skipped: Counter[str] = Counter()
-        docs = _collect_docs(sources, config, skipped)
+        spool = stack.enter_context(_spool_folder(out))
+        docs, walked, positions = _spool_docs(sources, config, skipped, spool)
         if not docs:
             raise SourceError(_empty_corpus_message(sources, skipped))
-        chunks, chunks_per_doc, file_symbols = _chunk_all(docs, counter, config, max_tokens, on_progress)
-        if not chunks:
+        corpus = _chunk_corpus(docs, walked, positions, counter, config, max_tokens, spool, on_progress)
+        if not corpus.chunk_ids:
             raise SourceError(f"the documents under {root} produced no text to index (all blank)")
-        symbols, chunk_symbols = _symbol_table(chunks, chunks_per_doc, file_symbols)
-        keys = _chunk_keys(chunks)
-        vocab, tf, doc_lengths = _term_frequencies(chunks)
+        walked.path.unlink()  # every text is in the sorted blobs now
+        keys, vocab, tf, doc_lengths = corpus.keys, corpus.vocab, corpus.tf, corpus.doc_lengths
+        chunks_per_doc = corpus.chunks_per_doc
         vectors, embedded, reused, embed_seconds, encoder = None, 0, 0, 0.0, None
         vector_mask = None
         if config.with_vectors and config.vectors_later:
@@ -157,17 +166,19 @@ def build_index(
             current = None if config.force else _current_version(out)
             encoder = _encoder(current, location, config)
             previous = _previous_vectors(current, encoder)
-            vectors, embedded, reused, embed_seconds = _vectors(chunks, keys, previous, location, encoder, config,
-                                                                on_progress)
-        ann, ann_info = _approximate_index(vectors, config) if vector_mask is None else (None, None)
+            vectors, embedded, reused, embed_seconds = _vectors(corpus.indexed_text, keys, previous, location, encoder,
+                                                                config, on_progress)
+        # No approximate index over a partly filled matrix (`index embed` builds it when all are there).
+        is_complete = vector_mask is None or bool(vector_mask.all())
+        ann, ann_info = _approximate_index(vectors, config) if is_complete else (None, None)
         contents = IndexContents(
             docs=[{"doc_id": d.doc_id, "path": d.path, "language": d.language, "title": d.title} for d in docs],
-            doc_texts=[d.text for d in docs],
-            chunk_ids=[c.chunk_id for c in chunks],
-            chunk_titles=[c.title for c in chunks],
-            chunk_doc=_chunk_doc_rows(chunks, docs),
-            chunk_lines=np.array([[c.start_line, c.end_line] for c in chunks], dtype=np.int32),
-            chunk_texts=[c.text for c in chunks],
+            doc_texts=corpus.doc_texts,
+            chunk_ids=corpus.chunk_ids,
+            chunk_titles=corpus.chunk_titles,
+            chunk_doc=corpus.chunk_doc,
+            chunk_lines=corpus.chunk_lines,
+            chunk_texts=corpus.chunk_texts,
             chunk_keys=keys,
             vocab=vocab,
             tf=tf,
@@ -175,11 +186,11 @@ def build_index(
             vectors=vectors,
             ann=ann,
             encoder=_encoder_artefacts(encoder),
-            chunk_kinds=[c.kind for c in chunks],
-            chunk_symbols=chunk_symbols,
-            symbols=symbols,
+            chunk_kinds=corpus.chunk_kinds,
+            chunk_symbols=corpus.chunk_symbols,
+            symbols=corpus.symbols,
             vector_mask=vector_mask,
-            chunk_headers=[c.header for c in chunks],
+            chunk_headers=corpus.chunk_headers,
         )
         manifest = _manifest(sources, root, docs, chunks_per_doc, location, encoder, config, max_tokens, vectors,
                              ann_info, skipped, tf)
@@ -196,11 +207,11 @@ def build_index(
         files_indexed=len(docs),
         files_skipped=sum(skipped.values()),
         skipped=dict(sorted(skipped.items())),
-        chunks=len(chunks),
+        chunks=len(corpus.chunk_ids),
         chunks_embedded=embedded,
         chunks_reused=reused,
         has_vectors=vectors is not None,
-        chunks_pending=len(chunks) - reused if config.with_vectors and config.vectors_later else 0,
+        chunks_pending=len(corpus.chunk_ids) - reused if config.with_vectors and config.vectors_later else 0,
         ann_recall_at_10=ann_info["recall_at_10"] if ann_info else None,
         seconds=round(time.perf_counter() - started, 3),
         embed_seconds=round(embed_seconds, 3),
@@ -266,15 +277,117 @@ def _exclude_output(config: IndexConfig, out: Path, root: Path) -> IndexConfig:
     return dataclasses.replace(config, excludes=(*config.excludes, f"/{rel}/"))
 
 
-def _collect_docs(sources: list[Path], config: IndexConfig, skipped: Counter[str]) -> list[SourceDoc]:
-    docs: dict[str, SourceDoc] = {}
+@contextlib.contextmanager
+def _spool_folder(out: Path) -> Iterator[Path]:
+    """OUT/.build-<pid>/: the blobs a build streams its texts into (hard-linked into the version),
+    removed when the build ends, however it ends (a killed build's folder goes with the next one)."""
+    for stale in out.glob(SPOOL_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # under the build lock: no other build owns it
+    folder = out / f"{SPOOL_PREFIX}{os.getpid()}"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _spool_docs(
+    sources: list[Path], config: IndexConfig, skipped: Counter[str], spool: Path
+) -> tuple[list[SourceDoc], TextBlob, list[int]]:
+    """The documents sorted by path, without their text (each text goes to a blob as it is read, in
+    walk order), the blob, and each sorted document's position in it."""
+    writer = BlobWriter(spool / "walk.bin")
+    found: dict[str, tuple[SourceDoc, int]] = {}
     for doc in walk_sources(sources, config, lambda path, reason: skipped.update([reason])):
-        if doc.doc_id in docs:
+        if doc.doc_id in found:
             raise SourceError(
                 f"two sources give the document {doc.doc_id!r}; a path or record id may be indexed only once"
             )
-        docs[doc.doc_id] = doc
-    return sorted(docs.values(), key=lambda d: d.path)
+        found[doc.doc_id] = (dataclasses.replace(doc, text=""), len(found))
+        writer.add(doc.text)
+    walked = writer.close()
+    ordered = sorted(found.values(), key=lambda pair: pair[0].path)
+    return [doc for doc, _ in ordered], walked, [position for _, position in ordered]
+
+
+@dataclass
+class _Corpus:
+    """The chunked corpus of a build: texts in blob files, per-chunk facts in arrays, small strings
+    (ids, titles) in lists. Row i of every column is chunk i, in document (path) order."""
+
+    doc_texts: TextBlob
+    chunk_texts: TextBlob
+    chunk_headers: TextBlob
+    chunk_ids: list[str]
+    chunk_titles: list[str]
+    chunk_kinds: list[str]
+    chunk_doc: np.ndarray
+    chunk_lines: np.ndarray
+    chunk_symbols: np.ndarray
+    keys: np.ndarray
+    symbols: list[dict[str, Any]]
+    chunks_per_doc: list[int]
+    vocab: list[str]
+    tf: sparse.csr_matrix
+    doc_lengths: np.ndarray
+
+    def indexed_text(self, i: int) -> str:
+        """What chunk i's BM25 terms and vector come from: its header line, then its text."""
+        header, text = self.chunk_headers[i], self.chunk_texts[i]
+        return f"{header}\n{text}" if header else text
+
+
+def _chunk_corpus(
+    docs: list[SourceDoc], walked: TextBlob, positions: list[int], counter: ModelTokenCounter, config: IndexConfig,
+    max_tokens: int, spool: Path, on_progress: Progress | None = None,
+) -> _Corpus:
+    """Chunk every document in path order and count BM25 terms in the same pass (term_frequencies
+    consumes the chunks as they are made), writing texts to blobs: one document's text and chunks
+    are in memory at a time."""
+    doc_writer, text_writer, header_writer = (BlobWriter(spool / name) for name in
+                                              ("doc_text.bin", "chunk_text.bin", CHUNK_HEADER_FILE))
+    ids: list[str] = []
+    titles: list[str] = []
+    kinds: list[str] = []
+    chunk_doc = array("i")
+    lines = array("i")
+    chunk_symbols = array("i")
+    keys = bytearray()
+    symbols: list[dict[str, Any]] = []
+    per_doc: list[int] = []
+    step = max(1, int(len(docs) * PROGRESS_STEP))
+
+    def indexed_texts() -> Iterator[str]:
+        for row, (doc, position) in enumerate(zip(docs, positions)):
+            if on_progress is not None and row % step == 0:
+                on_progress("chunking", row / len(docs))
+            text = walked[position]
+            doc_writer.add(text)
+            doc_chunks, found = chunk_file(dataclasses.replace(doc, text=text), counter, config, max_tokens)
+            chunk_symbols.extend(_doc_symbols(row, len(ids), doc_chunks, found, symbols))
+            per_doc.append(len(doc_chunks))
+            for chunk in doc_chunks:
+                ids.append(chunk.chunk_id)
+                titles.append(chunk.title)
+                kinds.append(chunk.kind)
+                chunk_doc.append(row)
+                lines.extend((chunk.start_line, chunk.end_line))
+                text_writer.add(chunk.text)
+                header_writer.add(chunk.header)
+                indexed = chunk.indexed_text
+                keys.extend(hashlib.sha256(indexed.encode("utf-8")).digest()[:KEY_BYTES])
+                yield indexed
+
+    vocab, tf, doc_lengths = term_frequencies(indexed_texts())
+    return _Corpus(
+        doc_texts=doc_writer.close(), chunk_texts=text_writer.close(), chunk_headers=header_writer.close(),
+        chunk_ids=ids, chunk_titles=titles, chunk_kinds=kinds,
+        chunk_doc=np.frombuffer(chunk_doc, dtype=np.int32).copy(),
+        chunk_lines=np.frombuffer(lines, dtype=np.int32).reshape(-1, 2).copy(),
+        chunk_symbols=np.frombuffer(chunk_symbols, dtype=np.int32).copy(),
+        keys=np.frombuffer(bytes(keys), dtype=np.uint8).reshape(-1, KEY_BYTES).copy(),
+        symbols=symbols, chunks_per_doc=per_doc, vocab=vocab, tf=tf, doc_lengths=doc_lengths,
+    )
 
 
 # What to do about the commonest reason a source gave nothing (the reasons of walk.SKIP_REASONS).
@@ -302,63 +415,42 @@ def _empty_corpus_message(sources: list[Path], skipped: Counter[str]) -> str:
     return f"nothing to index in {where}: {advice} (skipped: {reasons}); nothing was written"
 
 
-def _chunk_all(
-    docs: list[SourceDoc], counter: ModelTokenCounter, config: IndexConfig, max_tokens: int,
-    on_progress: Progress | None = None,
-) -> tuple[list[Chunk], list[int], list[list[Symbol]]]:
-    chunks: list[Chunk] = []
-    per_doc = []
-    symbols = []
-    step = max(1, int(len(docs) * PROGRESS_STEP))
-    for number, doc in enumerate(docs):
-        if on_progress is not None and number % step == 0:
-            on_progress("chunking", number / len(docs))
-        doc_chunks, doc_symbols = chunk_file(doc, counter, config, max_tokens)
-        chunks.extend(doc_chunks)
-        per_doc.append(len(doc_chunks))
-        symbols.append(doc_symbols)
-    return chunks, per_doc, symbols
-
-
-def _symbol_table(
-    chunks: list[Chunk], chunks_per_doc: list[int], file_symbols: list[list[Symbol]]
-) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The index's symbol rows (format.IndexContents.symbols) and each chunk's symbol row (-1: none).
+def _doc_symbols(
+    doc_row: int, first_chunk: int, doc_chunks: list[Chunk], found: list[Symbol], rows: list[dict[str, Any]]
+) -> list[int]:
+    """Append one document's symbol rows (format.IndexContents.symbols) to `rows`; returns each of its
+    chunks' symbol row (-1: none).
 
     A symbol's own chunk is the chunk titled for it (chunk.symbol), else the chunk holding its first
     line (a method of a class small enough to be one chunk), else the nearest chunk after it."""
-    rows: list[dict[str, Any]] = []
-    chunk_symbols = np.full(len(chunks), -1, dtype=np.int32)
-    first_chunk = 0
-    for doc_row, (count, found) in enumerate(zip(chunks_per_doc, file_symbols)):
-        doc_chunks = chunks[first_chunk : first_chunk + count]
-        if found and doc_chunks:
-            ordered = sorted(found, key=lambda s: (s.start_line, -s.end_line, s.qualified_name))
-            starts = [c.start_line for c in doc_chunks]
-            base = len(rows)
-            by_name: dict[str, list[int]] = {}
-            for offset, symbol in enumerate(ordered):
-                by_name.setdefault(symbol.qualified_name, []).append(base + offset)
-            own: dict[int, int] = {}  # symbol row -> chunk row
-            for position, chunk in enumerate(doc_chunks):
-                candidates = by_name.get(chunk.symbol or "", [])
-                if not candidates:
-                    continue
-                row = next((r for r in candidates if ordered[r - base].start_line <= chunk.end_line
-                            and ordered[r - base].end_line >= chunk.start_line), candidates[0])
-                chunk_symbols[first_chunk + position] = row
-                own.setdefault(row, first_chunk + position)
-            for offset, symbol in enumerate(ordered):
-                row = base + offset
-                parents = by_name.get(symbol.parent or "", [])
-                parent = max((r for r in parents if r < row), default=-1)
-                rows.append({
-                    "name": symbol.name, "qualified_name": symbol.qualified_name, "kind": symbol.kind,
-                    "doc": doc_row, "start_line": symbol.start_line, "end_line": symbol.end_line,
-                    "parent": parent, "chunk": own.get(row, first_chunk + _chunk_at(doc_chunks, starts, symbol.start_line)),
-                })
-        first_chunk += count
-    return rows, chunk_symbols
+    chunk_symbols = [-1] * len(doc_chunks)
+    if not found or not doc_chunks:
+        return chunk_symbols
+    ordered = sorted(found, key=lambda s: (s.start_line, -s.end_line, s.qualified_name))
+    starts = [c.start_line for c in doc_chunks]
+    base = len(rows)
+    by_name: dict[str, list[int]] = {}
+    for offset, symbol in enumerate(ordered):
+        by_name.setdefault(symbol.qualified_name, []).append(base + offset)
+    own: dict[int, int] = {}  # symbol row -> chunk row
+    for position, chunk in enumerate(doc_chunks):
+        candidates = by_name.get(chunk.symbol or "", [])
+        if not candidates:
+            continue
+        row = next((r for r in candidates if ordered[r - base].start_line <= chunk.end_line
+                    and ordered[r - base].end_line >= chunk.start_line), candidates[0])
+        chunk_symbols[position] = row
+        own.setdefault(row, first_chunk + position)
+    for offset, symbol in enumerate(ordered):
+        row = base + offset
+        parents = by_name.get(symbol.parent or "", [])
+        parent = max((r for r in parents if r < row), default=-1)
+        rows.append({
+            "name": symbol.name, "qualified_name": symbol.qualified_name, "kind": symbol.kind,
+            "doc": doc_row, "start_line": symbol.start_line, "end_line": symbol.end_line,
+            "parent": parent, "chunk": own.get(row, first_chunk + _chunk_at(doc_chunks, starts, symbol.start_line)),
+        })
+    return chunk_symbols
 
 
 def _chunk_at(doc_chunks: list[Chunk], starts: list[int], line: int) -> int:
@@ -370,23 +462,6 @@ def _chunk_at(doc_chunks: list[Chunk], starts: list[int], line: int) -> int:
         if doc_chunks[back].end_line >= line:
             holding = back
     return holding if holding is not None else min(position, len(doc_chunks) - 1)
-
-
-def _chunk_doc_rows(chunks: list[Chunk], docs: list[SourceDoc]) -> np.ndarray:
-    rows = {d.doc_id: i for i, d in enumerate(docs)}
-    return np.array([rows[c.doc_id] for c in chunks], dtype=np.int32)
-
-
-def _chunk_keys(chunks: list[Chunk]) -> np.ndarray:
-    keys = np.zeros((len(chunks), KEY_BYTES), dtype=np.uint8)
-    for i, chunk in enumerate(chunks):
-        keys[i] = np.frombuffer(hashlib.sha256(chunk.indexed_text.encode("utf-8")).digest()[:KEY_BYTES], np.uint8)
-    return keys
-
-
-def _term_frequencies(chunks: list[Chunk]) -> tuple[list[str], sparse.csr_matrix, np.ndarray]:
-    """BM25 facts: sorted vocab, CSR float32 term frequencies (chunks x terms), tokens per chunk."""
-    return term_frequencies(chunk.indexed_text for chunk in chunks)
 
 
 def _current_version(out: Path) -> PreviousVersion | None:
@@ -461,7 +536,7 @@ def _reused_vectors(
 
 
 def _vectors(
-    chunks: list[Chunk],
+    indexed_text: Callable[[int], str],
     keys: np.ndarray,
     previous: tuple[dict[bytes, int], np.ndarray] | None,
     location: ModelLocation,
@@ -469,12 +544,14 @@ def _vectors(
     config: IndexConfig,
     on_progress: Progress | None = None,
 ) -> tuple[np.ndarray, int, int, float]:
-    """float32 (n, dim) unit vectors: reused where the key is known, the rest embedded once per text."""
-    vectors = np.zeros((len(chunks), location.dim), dtype=np.float32)
+    """float32 (n, dim) unit vectors: reused where the key is known, the rest embedded once per text,
+    EMBED_BATCH texts read from the blobs at a time (embedding one text never depends on another's)."""
+    n = len(keys)
+    vectors = np.zeros((n, location.dim), dtype=np.float32)
     old_rows, old_vectors = previous if previous is not None else ({}, None)
     todo: dict[bytes, list[int]] = {}
     reused = 0
-    for i in range(len(chunks)):
+    for i in range(n):
         key = keys[i].tobytes()
         if key in old_rows:
             vectors[i] = old_vectors[old_rows[key]]
@@ -485,14 +562,41 @@ def _vectors(
     if todo:
         rows = [positions[0] for positions in todo.values()]
         embedder = _embedder(encoder.model, encoder.sha256, encoder.tokenizer, encoder.pooling, location, config.threads)
+        report = _fraction_reporter(on_progress, "embedding", len(rows))
+        bar = _embed_bar(len(rows), config.show_progress)
         started = time.perf_counter()
-        fresh = embedder.encode([chunks[i].indexed_text for i in rows], config.show_progress,
-                                on_rows=_fraction_reporter(on_progress, "embedding", len(rows)))
+        try:
+            for start in range(0, len(rows), EMBED_BATCH):
+                batch = rows[start:start + EMBED_BATCH]
+                fresh = embedder.encode([indexed_text(i) for i in batch], on_rows=_both(report, bar.update))
+                for vector, row in zip(fresh, batch):
+                    vectors[todo[keys[row].tobytes()]] = vector
+        finally:
+            bar.close()
         seconds = time.perf_counter() - started
-        for vector, positions in zip(fresh, todo.values()):
-            vectors[positions] = vector
         log.info("embedded %d chunks in %.1fs (%.1f chunks/s)", len(rows), seconds, len(rows) / max(seconds, 1e-9))
-    return vectors, len(chunks) - reused, reused, seconds
+    return vectors, n - reused, reused, seconds
+
+
+def _both(first: Callable[[int], None] | None, second: Callable[[int], None]) -> Callable[[int], None]:
+    return second if first is None else (lambda rows: (first(rows), second(rows)))
+
+
+def _embed_bar(total: int, show: bool) -> Any:
+    """One tqdm bar on stderr for the whole embedding stage (or a silent stand-in)."""
+    if show:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="embedding", unit="chunk", file=sys.stderr)
+    return _SilentBar()
+
+
+class _SilentBar:
+    def update(self, n: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 def _fraction_reporter(on_progress: Progress | None, stage: str, total: int) -> Callable[[int], None] | None:

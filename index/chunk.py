@@ -438,14 +438,21 @@ class _Chunker:
         """Split one over-long line at word boundaries, `chunk_overlap_tokens` of overlap."""
         line = self.lines[index]
         spans = self.counter.token_spans(line)
-        budget = max(1, self._budget(header))
+        # The line's tokens are counted once: a piece from a word start to a word end has exactly
+        # its spans' tokens (BERT pre-tokenizes on whitespace and punctuation, then WordPiece is
+        # per word), so the exact cap is arithmetic; only a piece cut inside one over-long word
+        # is counted again. (Re-encoding every candidate piece was most of the build time on trees
+        # with long data lines.)
+        header_tokens = self.counter.count(_join(header, "")) if header else self.counter.special_tokens
+        budget = max(1, min(self._budget(header), self.max_tokens - header_tokens))
         overlap = self.config.chunk_overlap_tokens
         count = len(spans)
         pos = 0
         while pos < count:
             end = self._piece_end(line, spans, pos, min(pos + budget, count))
             text = line[spans[pos][0] : spans[end - 1][1]]
-            while end - pos > 1 and self.counter.count(_join(header, text)) > self.max_tokens:
+            whole_words = spans[pos][2] and (end >= count or spans[end][2])
+            while not whole_words and end - pos > 1 and self.counter.count(_join(header, text)) > self.max_tokens:
                 end -= 1
                 text = line[spans[pos][0] : spans[end - 1][1]]
             self._emit(index, index + 1, text, title, header)

@@ -63,7 +63,7 @@ _KINDS: dict[str, dict[str, str]] = {
              "type_item": "type", "mod_item": "module", "macro_definition": "function"},
     "java": {"class_declaration": "class", "record_declaration": "class", "interface_declaration": "interface",
              "annotation_type_declaration": "interface", "enum_declaration": "enum",
-             "method_declaration": "method", "constructor_declaration": "method"},
+             "method_declaration": "method", "constructor_declaration": "method", "enum_constant": "class"},
     "c": _C,
     "cpp": {**_C, "class_specifier": "class"},
     "csharp": {"class_declaration": "class", "record_declaration": "class", "struct_declaration": "struct",
@@ -102,6 +102,9 @@ _SCOPES: dict[str, bool] = {
     "namespace_definition": True, "namespace_declaration": True, "file_scoped_namespace_declaration": True,
     "linkage_specification": False, "preproc_ifdef": False, "preproc_if": False, "preproc_else": False,
     "preproc_elif": False, "declaration_list": False, "compound_statement": False,
+    # tree-sitter's error recovery: a macro it cannot read (jq's builtin.c) may wrap the rest of a
+    # file in one ERROR node whose children are still well-formed definitions.
+    "ERROR": False,
 }
 # One definition wrapped by a node that starts before it (its span and comments are the wrapper's).
 _WRAPPERS = frozenset({"export_statement", "template_declaration", "decorated_definition", "ambient_declaration"})
@@ -220,6 +223,11 @@ class _Reader:
             kind, name = self._js_declaration(node, end - start)
         elif node.type == "expression_statement" and self.key == "python":
             kind, name = self._python_constant(node, end - start, prefix)
+        elif node.type == "expression_statement" and self.key in ("javascript", "typescript", "tsx"):
+            kind, name, outside = self._js_assignment(node)
+            if kind is not None and outside:
+                prefix, owner = _join(prefix, outside), _join(owner, outside)
+                title = f"method {_join(owner, name)}"
         elif kind is None and node.type in self.constants:
             has_value = node.type != "declaration" or any(c.type == "init_declarator" for c in node.named_children)
             if end - start >= MIN_CONSTANT_LINES and has_value:  # a C prototype over 3 lines is no table
@@ -244,6 +252,8 @@ class _Reader:
             shown = _SPACES.sub(" ", self.text(of)) if of is not None else "?"
             title = f"impl {_SPACES.sub(' ', self.text(trait))} for {shown}" if trait is not None else f"impl {shown}"
             name = re.sub(r"<.*", "", _clean(shown))
+        elif node.type == "enum_constant" and node.child_by_field_name("body") is None:
+            return None  # a plain constant (`A, B`); one with a class body holds methods (jsoup's states)
         elif node.type in ("struct_specifier", "union_specifier", "enum_specifier", "class_specifier"):
             if node.child_by_field_name("body") is None:
                 return None  # a forward declaration or a use, not a definition
@@ -318,6 +328,31 @@ class _Reader:
             return "class", name
         return ("constant", name) if rows >= MIN_CONSTANT_LINES else (None, None)
 
+    def _js_assignment(self, node: Any) -> tuple[str | None, str | None, str | None]:
+        """`Foo.prototype.bar = function () {...}`, `res.send = function send() {...}`, `exports.f = ...`:
+        a function defined by assignment to a property (kind, name, owner; owner None for `exports.f`
+        and `module.exports.f`, which are the module's own functions)."""
+        assignment = node.named_children[0] if node.named_child_count == 1 else None
+        if assignment is None or assignment.type != "assignment_expression":
+            return None, None, None
+        left, right = assignment.child_by_field_name("left"), assignment.child_by_field_name("right")
+        if left is None or right is None or left.type != "member_expression" or right.type not in _FUNCTION_VALUES:
+            return None, None, None
+        target, holder = left.child_by_field_name("property"), left.child_by_field_name("object")
+        if target is None or holder is None:
+            return None, None, None
+        parts = [p for p in _clean(self.text(holder)).split(".") if p != "prototype"]
+        if not parts or not all(p.isidentifier() for p in parts):
+            return None, None, None  # computed (`a[b].c = ...`) or a call result: no stable name
+        if parts[0] == "module" and parts[1:2] == ["exports"]:
+            parts = parts[2:]
+        elif parts[0] == "exports":
+            parts = parts[1:]
+        if parts == ["module"] and self.text(target) == "exports":
+            return None, None, None  # `module.exports = function ...`: the module itself
+        owner = ".".join(parts) or None
+        return ("method" if owner else "function"), _clean(self.text(target)), owner
+
     def _python_constant(self, node: Any, rows: int, prefix: str | None) -> tuple[str | None, str | None]:
         """A module-level `NAME = ...` (or `NAME: T = ...`) of MIN_CONSTANT_LINES lines or more, NAME in
         UPPER_CASE: a table whose entries a search matches (as the `ast` chunker did)."""
@@ -385,13 +420,18 @@ class _Reader:
 
 def _unreadable(key: str, root: Any, size: int) -> bool:
     """Python with any syntax error (what `ast` refused), or another language where syntax errors span
-    more than half the file (macros, templates or a dialect the grammar does not know): windows."""
+    more than half the file (macros, templates or a dialect the grammar does not know) and hold no
+    definition tree-sitter could still read: windows."""
     if not root.has_error:
         return False
     if key == "python":
         return True
-    broken = sum(child.end_byte - child.start_byte for child in root.children if child.type == "ERROR")
-    return broken * 2 > size
+    errors = [child for child in root.children if child.type == "ERROR"]
+    broken = sum(child.end_byte - child.start_byte for child in errors)
+    if broken * 2 <= size:
+        return False
+    kinds = _KINDS[key]  # readable after all when the broken span still holds definitions
+    return not any(inner.type in kinds for error in errors for inner in error.named_children)
 
 
 def _end_row(node: Any) -> int:

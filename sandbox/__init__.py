@@ -1,22 +1,25 @@
-"""The sandbox: validate agent programs in the server, run them in a locked-down forked child."""
+"""The sandbox: validate agent programs in the server, run them in a locked-down forked child.
 
-from sandbox.api import (
-    API_NAMES,
-    RESERVED_NAMES,
-    SandboxHit,
-    api_reference,
-    api_signatures,
-    build_api,
-)
-from sandbox.config import DEFAULT_STATE_MAX_BYTES, MAX_TIMEOUT_S, PolicyConfig, SandboxConfig
-from sandbox.errors import BusyError, ForkServerError, PolicyError
-from sandbox.jsonfit import CUT_MARK, DEPTH_MARK, MAX_JSON_DEPTH, cut_json, json_extent
-from sandbox.forkserver_client import ForkServerClient
-from sandbox.policy import CompiledProgram, compile_program, compile_skill
-from sandbox.protocol import OUTCOMES, TIMING_KEYS, ExecRequest
-from sandbox.runner import RunResult, run_program
-from sandbox.tokens import TokenCounter
-from sandbox.validate import validate_source
+Names resolve on first use (`__getattr__`, PEP 562; why: docs/ARCHITECTURE.md).
+"""
+
+from importlib import import_module
+from typing import Any
+
+# submodule -> the public names it defines
+_EXPORTS = {
+    "api": ("API_NAMES", "RESERVED_NAMES", "SandboxHit", "api_reference", "api_signatures", "build_api"),
+    "config": ("DEFAULT_STATE_MAX_BYTES", "MAX_TIMEOUT_S", "PolicyConfig", "SandboxConfig"),
+    "errors": ("BusyError", "ForkServerError", "PolicyError"),
+    "jsonfit": ("CUT_MARK", "DEPTH_MARK", "MAX_JSON_DEPTH", "cut_json", "json_extent"),
+    "forkserver_client": ("ForkServerClient",),
+    "policy": ("CompiledProgram", "compile_program", "compile_skill"),
+    "protocol": ("OUTCOMES", "TIMING_KEYS", "ExecRequest"),
+    "runner": ("RunResult", "run_program"),
+    "tokens": ("TokenCounter",),
+    "validate": ("validate_source",),
+}
+_SOURCES = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "API_NAMES",
@@ -49,3 +52,11 @@ __all__ = [
     "run_program",
     "validate_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first use, and keep the value."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(import_module(f".{_SOURCES[name]}", __name__), name)
+    return value

@@ -241,7 +241,7 @@ _DOCS: dict[str, str] = {
     "grep": "grep(pattern, path=None, ignore_case=False, index=None, k=100) -> list[dict]\n"
             "  Lines matching a regular expression (RE2 syntax, linear time: no backreferences or lookaround)\n"
             "  in every indexed file, or the files matching the path glob; each {'path', 'line', 'text'} (text cut\n"
-            "  to 300 characters), in path then line order, one per line, at most k (<= 1000). '^'/'$' match at\n"
+            f"  to {search.GREP_LINE_CHARS} characters), in path then line order, one per line, at most k (<= {MAX_GREP_K}). '^'/'$' match at\n"
             "  line ends. A refused pattern -> ValueError saying why; a path matching no file -> LookupError;\n"
             "  the call's time limit reached -> TimeoutError. Faster than read()-ing files to search them.",
     "definitions": "definitions(name, kind=None, path=None, language=None, index=None, k=20) -> list[Hit]\n"

@@ -44,6 +44,7 @@ PRELOAD_MODULES = (
     "encodings.idna",  # socket/connect error paths import it lazily
     "onnxruntime",
 )
+PRELOAD_PACKAGES = ("index", "search", "sandbox")
 # Run once in the fork server and once in every spare before it reports ready (see worker.py).
 WARMUP_SOURCE = "print('warm up')\nresult = {'warm': [1, 2.5, 'up']}\n"
 PR_SET_DUMPABLE = 4
@@ -224,6 +225,12 @@ def _preload() -> None:
             importlib.import_module(name)
         except ImportError as exc:  # children would import it after their lock-down (or fail to)
             log.warning("preload of %s failed: %s", name, exc)
+    # The packages resolve their public names on first use (PEP 562): resolve them all here, so a
+    # child's first `from search import X` inside a function finds it loaded.
+    for package in PRELOAD_PACKAGES:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            getattr(module, name)
     try:
         from sandbox.api import preload_sandbox
     except ImportError:

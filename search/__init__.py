@@ -1,16 +1,26 @@
-"""Search over a knowledge-mcp index: BM25, vectors, hybrid fusion, cross-encoder rerank, filters."""
+"""Search over a knowledge-mcp index: BM25, vectors, hybrid fusion, cross-encoder rerank, filters.
 
-from .batch import search_batch, search_documents
-from .config import SEARCH_MODES, SearchConfig
-from .errors import AmbiguousPathError, PathNotFoundError, QueryError, RerankModelMissingError, SearchError
-from .filters import compile_glob
-from .fusion import fuse_rrf
-from .grep import GREP_LINE_CHARS, GREP_MAX_K, GrepMatch, GrepTimeoutError
-from .hits import DEFAULT_INDEX_NAME, Hit, format_hits_text, merge_overlapping, top_k
-from .indexes import IndexSet, check_index_name
-from .rerank import RERANK_INSTALL_COMMAND, CrossEncoder, passage_text, resolve_rerank_model
-from .searcher import Searcher
-from .sparse import SparseScorer, bm25_weights
+Names resolve on first use (`__getattr__`, PEP 562; why: docs/ARCHITECTURE.md).
+"""
+
+from importlib import import_module
+from typing import Any
+
+# submodule -> the public names it defines
+_EXPORTS = {
+    "batch": ("search_batch", "search_documents"),
+    "config": ("DEFAULT_INDEX_NAME", "SEARCH_MODES", "SearchConfig", "check_index_name"),
+    "errors": ("AmbiguousPathError", "PathNotFoundError", "QueryError", "RerankModelMissingError", "SearchError"),
+    "filters": ("compile_glob",),
+    "fusion": ("fuse_rrf",),
+    "grep": ("GREP_LINE_CHARS", "GREP_MAX_K", "GrepTimeoutError"),
+    "hits": ("Hit", "format_hits_text", "merge_overlapping", "top_k"),
+    "indexes": ("IndexSet",),
+    "rerank": ("RERANK_INSTALL_COMMAND", "CrossEncoder", "passage_text", "resolve_rerank_model"),
+    "searcher": ("Searcher",),
+    "sparse": ("SparseScorer", "bm25_weights"),
+}
+_SOURCES = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "AmbiguousPathError",
@@ -19,7 +29,6 @@ __all__ = [
     "CrossEncoder",
     "GREP_LINE_CHARS",
     "GREP_MAX_K",
-    "GrepMatch",
     "GrepTimeoutError",
     "Hit",
     "PathNotFoundError",
@@ -42,3 +51,11 @@ __all__ = [
     "search_documents",
     "top_k",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule that defines `name` on first use, and keep the value."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(import_module(f".{_SOURCES[name]}", __name__), name)
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from .coderank import rerank_code
 from .searcher import Searcher
 
 __all__ = ["search_batch", "search_documents"]
@@ -28,7 +29,7 @@ def search_documents(
     language: str | None = None,
 ) -> list[tuple[str, float]]:
     """The k best (doc_id, score) for a query, each doc_id once, best first."""
-    depth = max(3 * k, searcher.config.rerank_depth if rerank else 0)
+    depth = max(3 * k, max(searcher.config.rerank_depth, searcher.config.code_rerank_depth) if rerank else 0)
     while True:
         hits = searcher.search(query, k=depth, mode=mode, rerank=False, path=path, language=language)
         documents = _best_per_document((hit.doc_id, hit.score) for hit in hits)
@@ -37,7 +38,9 @@ def search_documents(
         depth *= 2
     if not rerank:
         return documents[:k]
-    reranked = searcher.rerank_prose(query, hits[: searcher.config.rerank_depth])
+    second = rerank_code(query, hits[: searcher.config.code_rerank_depth], searcher.config) \
+        + hits[searcher.config.code_rerank_depth :]
+    reranked = searcher.rerank_prose(query, second[: searcher.config.rerank_depth])
     head = _best_per_document((hit.doc_id, hit.score) for hit in reranked)
     seen = {doc_id for doc_id, _ in head}
     floor = min((score for _, score in head), default=0.0) - 1.0

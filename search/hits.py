@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .config import DEFAULT_INDEX_NAME
+
 __all__ = ["DEFAULT_INDEX_NAME", "Hit", "format_hits_text", "merge_overlapping", "top_k"]
 
-DEFAULT_INDEX_NAME = "default"  # an index served without a name (INTERFACES.md section 7)
 MERGE_MAX_LINES = 80  # two default line windows: a merged hit stays a readable region
 
 
@@ -22,7 +23,7 @@ class Hit:
 
     ``score`` is higher-is-better; its scale depends on the mode: BM25, cosine, fused (RRF) or the
     cross-encoder logit after rerank. Lines are 1-based and inclusive. ``kind`` says what the chunk
-    is (index.KINDS: function, method, class, ..., module, section, key, text), ``symbol`` the
+    is (the index's chunk kinds: function, method, class, ..., module, section, key, text), ``symbol`` the
     qualified name of the definition it holds (or None), ``index`` the name of the index it came
     from (INTERFACES.md section 7; defaults keep older callers working).
     """
@@ -66,11 +67,16 @@ def top_k(
     if len(ids) != len(scores):
         raise ValueError(f"ids and scores differ in length: {len(ids)} != {len(scores)}")
     if k < len(scores):
-        kth_score = scores[np.argpartition(-scores, k - 1)[k - 1]]
-        above = np.flatnonzero(scores > kth_score)
-        tied = np.flatnonzero(scores == kth_score)
-        tied = tied[np.argsort(ids[tied], kind="stable")][: k - len(above)]
-        selected = np.concatenate([above, tied])
+        partition = np.argpartition(-scores, k - 1)
+        kth_score = scores[partition[k - 1]]
+        selected = partition[:k]
+        # The partition's first k hold every score above the k-th and some equal to it. When they hold
+        # every equal one too (the common case), that set is the answer; else ties go by ascending id.
+        if np.count_nonzero(scores[selected] == kth_score) != np.count_nonzero(scores == kth_score):
+            above = np.flatnonzero(scores > kth_score)
+            tied = np.flatnonzero(scores == kth_score)
+            tied = tied[np.argsort(ids[tied], kind="stable")][: k - len(above)]
+            selected = np.concatenate([above, tied])
     else:
         selected = np.arange(len(scores))
     order = np.lexsort((ids[selected], -scores[selected]))

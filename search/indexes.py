@@ -11,13 +11,13 @@ The indexes share one cross-encoder; each keeps its own query encoder (the one t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from index import open_delta, open_index
 
-from .config import SEARCH_MODES, SearchConfig
+from .coderank import rerank_code
+from .config import SEARCH_MODES, SearchConfig, check_index_name
 from .errors import AmbiguousPathError, PathNotFoundError, QueryError
 from .fusion import fuse_rrf
 from .grep import GrepMatch
@@ -26,21 +26,9 @@ from .overlay import Overlay
 from .rerank import CrossEncoder, resolve_rerank_model
 from .searcher import Searcher
 
-__all__ = ["IndexSet", "IndexSelection", "check_index_name"]
+__all__ = ["IndexSet", "IndexSelection"]
 
 IndexSelection = str | Sequence[str] | None
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def check_index_name(name: object) -> str:
-    """A served index's name: 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise QueryError(
-            f"index name {name!r} is not valid; use 1-64 letters, digits, '_', '.' or '-' (e.g. 'backend')"
-        )
-    return name
-
-
 class IndexSet:
     """Named Searchers behind the one API programs use (see module docstring)."""
 
@@ -188,12 +176,15 @@ class IndexSet:
         if not isinstance(rerank, bool):
             raise QueryError(f"rerank must be True or False, got {rerank!r}")
         depth = max(k, self.config.rerank_depth) if rerank else k
+        pool = max(depth, self.config.code_rerank_depth) if rerank else depth
         fused = self._fuse(
-            [searcher.search(query, k=depth, mode=mode, rerank=False, path=path, language=language)
+            [searcher.search(query, k=pool, mode=mode, rerank=False, path=path, language=language)
              for searcher in searchers],
-            depth,
+            pool,
         )
-        return searchers[0].rerank_prose(query, fused, k) if rerank else fused[:k]
+        if not rerank:
+            return fused[:k]
+        return searchers[0].rerank_prose(query, rerank_code(query, fused, self.config)[:depth], k)
 
     def bm25(self, query: str, k: int = 10, path: str | None = None, language: str | None = None,
              index: IndexSelection = None) -> list[Hit]:

@@ -37,6 +37,7 @@ from index import (
     tokenize,
 )
 
+from .coderank import rerank_code
 from .config import SEARCH_MODES, SearchConfig
 from .dense import DenseIndex
 from .errors import PathNotFoundError, QueryError
@@ -231,8 +232,9 @@ class Searcher:
         path: str | None = None,
         language: str | None = None,
     ) -> list[Hit]:
-        """First-stage search in ``mode``, then (if rerank) the cross-encoder over the prose among the top
-        max(k, rerank_depth) candidates, cut to k (see ``rerank_prose``). Hits whose lines overlap a
+        """First-stage search in ``mode``, then (if rerank) the second stage: code hits among the top
+        code_rerank_depth reordered by definition names (search/coderank.py), then the cross-encoder
+        over the prose among the top max(k, rerank_depth), cut to k (see ``rerank_prose``). Hits whose lines overlap a
         better hit of the same file are folded into it (`merge_overlapping`), so k hits are k distinct
         regions."""
         query, k = _check_query(query), _check_k(k)
@@ -243,14 +245,15 @@ class Searcher:
         if rerank:
             self._require_cross_encoder()
         depth = max(k, self.config.rerank_depth) if rerank else k
+        pool = max(depth, self.config.code_rerank_depth) if rerank else depth
         mask = self._mask(path, language)
         rank = {"bm25": self._rank_bm25, "semantic": self._rank_dense, "hybrid": self._rank_hybrid}[mode]
         # Merge before the cross-encoder (it then scores each region once); four times the depth
         # leaves room for what merging folds away (first-stage depth is cheap).
-        hits = merge_overlapping(self._hits(*rank(query, 4 * depth, mask)), self._read_lines)[:depth]
+        hits = merge_overlapping(self._hits(*rank(query, 4 * pool, mask)), self._read_lines)[:pool]
         if not rerank:
             return hits[:k]
-        return self.rerank_prose(query, hits, k)
+        return self.rerank_prose(query, rerank_code(query, hits, self.config)[:depth], k)
 
     def rerank_prose(self, query: str, hits: Iterable[Hit], k: int | None = None) -> list[Hit]:
         """The cross-encoder reorders the prose hits (PROSE_LANGUAGES) among the places prose holds;
@@ -459,8 +462,12 @@ class Searcher:
         # One fancy index per array: element access on np.memmap costs microseconds each.
         doc_rows = np.asarray(data.chunk_doc)[chunk_ids].tolist()
         line_pairs = np.asarray(data.chunk_lines)[chunk_ids].tolist()
+        kinds = [data.kinds[code] for code in np.asarray(data.chunk_kind)[chunk_ids].tolist()]
+        symbols = [data.symbols.qualified_name(row) if row >= 0 else None
+                   for row in np.asarray(data.chunk_symbol)[chunk_ids].tolist()]
         hits = []
-        for chunk, doc_row, (start_line, end_line), score in zip(chunk_ids.tolist(), doc_rows, line_pairs, scores.tolist()):
+        for chunk, doc_row, (start_line, end_line), score, kind, symbol in zip(
+                chunk_ids.tolist(), doc_rows, line_pairs, scores.tolist(), kinds, symbols):
             doc = data.docs[doc_row]
             hits.append(
                 Hit(
@@ -473,8 +480,8 @@ class Searcher:
                     title=data.chunk_titles[chunk],
                     score=float(score),
                     text=data.chunk_text(chunk),
-                    kind=data.kind_of(chunk),
-                    symbol=data.symbol_of(chunk),
+                    kind=kind,
+                    symbol=symbol,
                     index=self.index_name,
                 )
             )

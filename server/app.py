@@ -1,7 +1,8 @@
 """Build the MCP server (tools, resources, lifespan) and run it on stdio; `execute_once` for `exec`.
 
 Contract: `build_server` returns an `MCPServer` whose lifespan starts loading in the background and
-returns at once, so `initialize` is answered immediately; tools wait for warm-up themselves. stdout
+returns at once, so `initialize` is answered immediately; tools wait for warm-up themselves. (`serve`
+answers a first `initialize` even before this module loads: handshake.py.) stdout
 belongs to the MCP stream (the SDK's stdio transport owns it; `wire.serve_stdio` answers malformed
 lines that the SDK would drop); logs go to stderr.
 """
@@ -14,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -24,6 +25,7 @@ from sandbox import api_reference
 
 from .config import ServerConfig
 from .freshness import stale_files, summarize_manifest
+from .handshake import INSTRUCTIONS, SERVER_NAME, FirstLine
 from .results import Reply
 from .runtime import Runtime
 from .state import SessionState
@@ -33,15 +35,6 @@ from .wire import serve_stdio
 __all__ = ["build_server", "execute_once", "run_stdio_server"]
 
 logger = logging.getLogger(__name__)
-
-SERVER_NAME = "knowledge-mcp"
-INSTRUCTIONS = (
-    "Knowledge server over an indexed codebase. Send ONE short Python program to execute_code that "
-    "searches (search/bm25/semantic/rerank), reads (read/files), filters and prints only what you need; "
-    "it is far cheaper in tokens than many search_code calls. help() inside a program, or the resource "
-    "knowledge://api, documents the API; knowledge://index describes the index."
-)
-
 
 def build_server(config: ServerConfig, runtime: Runtime | None = None) -> MCPServer:
     """The MCPServer with the tools and two resources, backed by `runtime`."""
@@ -107,10 +100,11 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def run_stdio_server(config: ServerConfig) -> None:
-    """Serve MCP on stdin/stdout until the client disconnects."""
+def run_stdio_server(config: ServerConfig, source: BinaryIO, first: FirstLine | None = None) -> None:
+    """Serve MCP on `source` (the claimed stdin) and stdout until the client disconnects; `first` is
+    the line handshake.py read (and maybe answered) before this module loaded."""
     server = build_server(config)
-    anyio.run(serve_stdio, server)
+    anyio.run(serve_stdio, server, source, first)
 
 
 def execute_once(config: ServerConfig, code: str, *, timeout_s: float, max_output_tokens: int) -> Reply:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -424,15 +426,24 @@ def format_hits(hits: Sequence[Any]) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace, config: ServerConfig, out: TextIO) -> int:
-    from .app import run_stdio_server
-
     if config.index_dir is not None:
         # A missing or broken index fails here, with exit 3 and the message saying what to do, before
         # the MCP handshake: a client then shows the server as failed instead of "connected".
         from index import open_index
 
         open_index(Path(config.index_dir))
-    run_stdio_server(config)
+    from .handshake import answer_first_line, claimed_stdin
+
+    # The SDK and the server's modules load in a thread while the client's first line is awaited and
+    # a first `initialize` answered (handshake.py): the reply does not wait for a second of imports.
+    loader = threading.Thread(target=importlib.import_module, args=(f"{__package__}.app",), daemon=True)
+    loader.start()
+    with claimed_stdin() as source:
+        first = answer_first_line(source)
+        loader.join()
+        from .app import run_stdio_server
+
+        run_stdio_server(config, source, first)
     return EXIT_OK
 
 

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from index import IndexStoreError, build_index, read_backend, read_manifest, scan_sources, vector_coverage
+from index import (
+    IndexStoreError,
+    build_index,
+    current_version_dir,
+    read_backend,
+    read_manifest,
+    scan_sources,
+    vector_coverage,
+)
 
 from .config import ServerConfig
 from .errors import RootRefusedError, UsageError
@@ -166,7 +174,12 @@ def index_version(index_dir: Path) -> str | None:
         manifest = read_manifest(index_dir)
     except Exception:  # noqa: BLE001 - a missing or half-written index simply has no version yet
         return None
-    return f"{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
+    # The version directory's name too: `index embed` switches to a version with the same sources.
+    try:
+        version = current_version_dir(index_dir).name
+    except IndexStoreError:
+        return None
+    return f"{version}|{manifest.get('built_at')}|{manifest.get('chunk_count')}|{len(manifest.get('files') or {})}"
 
 
 def backend_summary(index_dir: Path) -> dict[str, Any]:

@@ -15,20 +15,15 @@ the SDK unchanged, and a malformed one is answered on the session's write stream
 - a line over MAX_LINE_BYTES -> discarded unread (memory stays bounded; the SDK reads any length)
   and answered -32600 with the id when it appears before the bulky part, else null
 
-Contract: `serve_stdio(server)` serves until stdin reaches EOF, like `MCPServer.run_stdio_async`.
-While serving, fd 0 points at the null device (as the SDK does when it reads stdin itself) so
-handlers and children read EOF; it is restored on exit. Logs go to stderr only.
+Contract: `serve_stdio(server, source, first)` serves until stdin reaches EOF, like
+`MCPServer.run_stdio_async`, reading the duplicate of fd 0 that `handshake.claimed_stdin` holds (fd 0
+itself points at the null device, so handlers and children read EOF). Logs go to stderr only.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -38,6 +33,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
+
+from .handshake import FirstLine
 
 __all__ = ["MAX_LINE_BYTES", "Verdict", "check_line", "oversized_verdict", "serve_stdio"]
 
@@ -213,8 +210,9 @@ def _sniff_id(head: str) -> types.RequestId | None:
 class _CheckedStdin:
     """An async iterator of stdin lines for the SDK's reader: valid lines only, the rest answered."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: BinaryIO, first_line: bytes | None = None) -> None:
         self._source = source
+        self._first_line = first_line  # read before the SDK loaded (handshake.py): served first
         self._replies: Any = None  # the session's write stream, once stdio_server has yielded it
         self._attached = anyio.Event()
 
@@ -245,6 +243,11 @@ class _CheckedStdin:
             await self._answer(verdict)
 
     async def _readline(self, limit: int) -> bytes:
+        if self._first_line is not None:  # read by handshake.py; a line longer than it read goes on
+            line, self._first_line = self._first_line, None
+            if not line or line.endswith(b"\n"):
+                return line
+            return line + await anyio.to_thread.run_sync(self._source.readline, limit - len(line))
         # In a worker thread, as the SDK's reader (anyio.wrap_file) reads: a blocking read is not
         # cancellable, so shutdown waits for EOF exactly as it did before.
         return await anyio.to_thread.run_sync(self._source.readline, limit)
@@ -268,41 +271,42 @@ class _CheckedStdin:
             logger.debug("the session closed before the error reply could be written")
 
 
-@contextmanager
-def _claimed_stdin() -> Iterator[BinaryIO]:
-    """A private duplicate of fd 0 to read the wire from, with fd 0 pointed at the null device.
-
-    Mirrors what the SDK's stdio_server does when it reads stdin itself (it skips that when given a
-    stream): handlers and children then read EOF instead of stealing the client's bytes. The
-    duplicate is never closed, as in the SDK: a worker thread may still block on it after exit.
-    """
-    try:
-        private_fd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
-    except OSError:
-        yield sys.stdin.buffer
-        return
-    diverted = False
-    with suppress(OSError):
-        null_fd = os.open(os.devnull, os.O_RDONLY)
-        try:
-            os.dup2(null_fd, 0)
-            diverted = True
-        finally:
-            os.close(null_fd)
-    try:
-        yield os.fdopen(private_fd, "rb", closefd=False)
-    finally:
-        if diverted:
-            with suppress(OSError):
-                os.dup2(private_fd, 0)
+async def serve_stdio(server: MCPServer, source: BinaryIO, first: FirstLine | None = None) -> None:
+    """Serve `server` on `source` (the claimed stdin) and stdout until EOF, answering malformed lines
+    (see the module docstring). `first`: the line handshake.py read already, given to the SDK first;
+    when it answered that line's `initialize` itself, the SDK's reply to it is dropped."""
+    stdin = _CheckedStdin(source, first.raw if first is not None else None)
+    async with stdio_server(stdin=stdin) as (read_stream, write_stream):  # type: ignore[arg-type]
+        stdin.attach(write_stream)
+        if first is not None and first.answered_id is not None:
+            write_stream = _DropReply(write_stream, first.answered_id)
+        # As MCPServer.run_stdio_async does; the SDK offers no public handle on its low-level server.
+        lowlevel = server._lowlevel_server  # noqa: SLF001
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
 
 
-async def serve_stdio(server: MCPServer) -> None:
-    """Serve `server` on stdin/stdout until EOF, answering malformed lines (see the module docstring)."""
-    with _claimed_stdin() as source:
-        stdin = _CheckedStdin(source)
-        async with stdio_server(stdin=stdin) as (read_stream, write_stream):  # type: ignore[arg-type]
-            stdin.attach(write_stream)
-            # As MCPServer.run_stdio_async does; the SDK offers no public handle on its low-level server.
-            lowlevel = server._lowlevel_server  # noqa: SLF001
-            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+class _DropReply:
+    """The session's write stream, less the SDK's reply to the `initialize` handshake.py answered."""
+
+    def __init__(self, inner: Any, request_id: int | str) -> None:
+        self._inner, self._request_id = inner, request_id
+
+    async def send(self, item: SessionMessage) -> None:
+        message = item.message
+        if self._request_id is not None and getattr(message, "id", None) == self._request_id and (
+                isinstance(message, (types.JSONRPCResponse, types.JSONRPCError))):
+            self._request_id = None
+            if isinstance(message, types.JSONRPCError):  # the client already holds a success reply
+                logger.error("the SDK refused the initialize request answered at start-up: %s", message.error.message)
+            return
+        await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> _DropReply:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._inner.__aexit__(*exc_info)

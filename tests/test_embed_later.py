@@ -57,17 +57,33 @@ def _vectors(index: Path) -> np.ndarray:
     return np.load(index / "versions" / _current(index) / "vectors.npy")
 
 
-@pytest.fixture()
-def later_index(tmp_path: Path) -> tuple[Path, Path]:
-    src, out = _write_tree(tmp_path / "src"), tmp_path / "index"
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _build_later(folder: Path) -> tuple[Path, Path]:
+    src, out = _write_tree(folder / "src"), folder / "index"
     done = run_cli("index", "build", src, "--out", out, "--vectors", "later")
     assert done.returncode == 0, done.stderr
     return src, out
 
 
-def test_build_vectors_later_is_a_complete_keyword_index_with_coverage_0(later_index):
+@pytest.fixture()
+def later_index(tmp_path: Path) -> tuple[Path, Path]:
+    """A keyword-first index of its own, for a test that embeds into it or serves it."""
+    return _build_later(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_later_index(tmp_path_factory) -> tuple[Path, Path]:
+    """One keyword-first index for the tests that leave its version unchanged (and check that they do)."""
+    return _build_later(tmp_path_factory.mktemp("later"))
+
+
+def test_build_vectors_later_is_a_complete_keyword_index_with_coverage_0(shared_later_index):
     """It writes BM25, symbols and texts at once, intact, and status says coverage 0."""
-    _, out = later_index
+    _, out = shared_later_index
     status = _json("index", "status", str(out))["indexes"][0]
     assert status["chunks"] >= 300 and status["vector_coverage"] == 0.0 and status["has_vectors"] is False
     hits = _json("search", "clamp the thumbnail step", "--index", str(out), "--mode", "bm25", "--no-rerank")
@@ -101,9 +117,9 @@ def test_index_embed_refuses_what_is_not_an_index(tmp_path):
     assert os.listdir(tmp_path / "notes") == []
 
 
-def test_index_embed_refuses_an_index_locked_by_a_build(later_index):
+def test_index_embed_refuses_an_index_locked_by_a_build(shared_later_index):
     """While another build holds OUT/.lock it exits 2 saying so, and the index is unchanged."""
-    _, out = later_index
+    _, out = shared_later_index
     before = _current(out)
     with open(out / ".lock", "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -113,9 +129,9 @@ def test_index_embed_refuses_an_index_locked_by_a_build(later_index):
     assert _current(out) == before and not (out / ".embed").exists()
 
 
-def test_index_embed_missing_model_exits_4(later_index, tmp_path):
+def test_index_embed_missing_model_exits_4(shared_later_index, tmp_path):
     """A model that is not installed: exit 4 naming it, the keyword index unchanged."""
-    _, out = later_index
+    _, out = shared_later_index
     before = _current(out)
     done = run_cli("index", "embed", out, "--embed-model", tmp_path / "no-such-model")
     assert done.returncode == 4, done.stderr
@@ -173,3 +189,36 @@ def test_index_embed_resumes_after_kill_9_and_equals_a_full_build(later_index, t
 
     again = _json("index", "embed", str(out))
     assert again["chunks_missing"] == 0 and again["chunks_embedded"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.linux_only
+@pytest.mark.anyio
+async def test_serve_index_answers_at_once_and_switches_to_the_embedded_version(later_index, tmp_path):
+    """`serve --index DIR` over a `--vectors later` index answers at once and says coverage 0 (hybrid
+    is BM25 alone, in the text too); once `index embed DIR` finishes, the running server serves the
+    new version between calls: coverage 1 and semantic search answer, with no restart."""
+    import anyio
+
+    from tests.server.conftest import connect
+
+    _, out = later_index
+    query = "clamp the invoice value to its limit"
+    async with connect("--index", str(out), home=tmp_path) as session:
+        early = await session.call_tool("search_code", {"query": query, "rerank": False})
+        assert early.is_error is False and early.structured_content["hits"]
+        assert early.structured_content["coverage"] == 0.0
+        assert "vector coverage 0% (BM25 alone)" in early.content[0].text
+
+        done = await anyio.to_thread.run_sync(lambda: run_cli("index", "embed", out))
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            late = await session.call_tool("search_code", {"query": query, "rerank": False})
+            if late.structured_content.get("coverage", 1.0) == 1.0:
+                break
+            await anyio.sleep(0.5)
+        assert late.structured_content.get("coverage", 1.0) == 1.0
+        semantic = await session.call_tool("search_code", {"query": query, "mode": "semantic", "rerank": False})
+        assert semantic.is_error is False and semantic.structured_content["hits"]

@@ -61,7 +61,8 @@ def test_format_round_trip(tmp_path: Path, bm25_config: IndexConfig) -> None:
     assert data.vectors is None and data.manifest["models"]["embed"] is None
     assert data.manifest["format_version"] == FORMAT_VERSION and data.manifest["root"] == str(src.resolve())
     assert set(data.manifest["files"]["src/app.py"]) == {"sha256", "mtime", "size", "chunks"}
-    assert isinstance(data.chunk_lines, np.memmap) and not data.chunk_lines.flags.writeable
+    # A view of a memory map (a plain ndarray over the map's pages: nothing was read into memory).
+    assert isinstance(data.chunk_lines.base, np.memmap) and not data.chunk_lines.flags.writeable
     data.verify()
 
 

@@ -174,3 +174,16 @@ def test_large_yaml_toml_and_json_split_by_top_level_keys(path: str, make, token
     small, _ = chunk_file(_doc(path, make(1) if not path.endswith(".json") else "{\n" + make(1).rstrip(",\n") + "\n}\n"),
                           token_counter, IndexConfig(), MAX_TOKENS)
     assert len(small) == 1
+
+
+def test_javascript_functions_defined_by_assignment_are_symbols(token_counter: TokenCounter) -> None:
+    """It lists `res.send = function send`, `Foo.prototype.bar = function` and `exports.f = ...` as
+    definitions with their doc comment (express-style code), not as module-level code."""
+    text = ("'use strict';\n\n/**\n * Send a response.\n */\nres.send = function send(body) {\n  return body;\n};\n\n"
+            "Foo.prototype.bar = function () {\n  return 2;\n};\n\nexports.baz = (a) => a;\n\n"
+            "module.exports = function createApp() {};\nx.y = 3;\n")
+    chunks, symbols = chunk_file(_doc("lib/response.js", text), token_counter, IndexConfig(), MAX_TOKENS)
+    described = {(s.qualified_name, s.kind, s.start_line, s.end_line) for s in symbols}
+    assert described == {("res.send", "method", 6, 8), ("Foo.bar", "method", 10, 12), ("baz", "function", 14, 14)}
+    send = next(c for c in chunks if c.symbol == "res.send")
+    assert send.title == "method res.send" and send.text.startswith("/**")

@@ -145,12 +145,14 @@ def test_wire_oversized_line_is_answered_with_the_id_when_it_comes_first():
 TINY_SERVER = """
 import anyio
 from mcp.server.mcpserver import MCPServer
+from server.handshake import claimed_stdin
 from server.wire import serve_stdio
 tiny = MCPServer("tiny")
 @tiny.tool()
 def add(a: int, b: int) -> int:
     return a + b
-anyio.run(serve_stdio, tiny)
+with claimed_stdin() as source:
+    anyio.run(serve_stdio, tiny, source)
 """
 
 

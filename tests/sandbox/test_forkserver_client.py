@@ -53,6 +53,7 @@ def _gone(pids: list[int]) -> bool:
     return all((info := procs.read_proc(pid)) is None or info.state == "Z" for pid in pids)
 
 
+@pytest.mark.slow  # starts a second fork server after the first dies: seconds
 def test_client_replaces_a_killed_fork_server_in_the_background(canary_env) -> None:
     """It starts a new, Ready fork server after a SIGKILL without any call, and the next call runs on it."""
     handle = SandboxHandle(plain_config())

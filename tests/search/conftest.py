@@ -38,6 +38,20 @@ def code_index(source_tree, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def code_index_bm25(source_tree, tmp_path_factory) -> Path:
+    """The tiny source tree indexed without vectors: the same chunks and terms as `code_index`, no model."""
+    out = tmp_path_factory.mktemp("code-index-bm25")
+    build_index([source_tree], out, IndexConfig(with_vectors=False, threads=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def bm25_searcher(code_index_bm25) -> Searcher:
+    """A searcher with no model loaded, for what needs none: BM25, read, files, argument checks."""
+    return Searcher.open(code_index_bm25, SearchConfig(rerank_max_tokens=128), load_models=False)
+
+
+@pytest.fixture(scope="session")
 def records_index(tmp_path_factory) -> Path:
     """The tiny jsonl corpus indexed without vectors (d1 spans several chunks)."""
     folder = tmp_path_factory.mktemp("records")

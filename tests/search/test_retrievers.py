@@ -1,6 +1,7 @@
 """The backend seam: a Qdrant-backed index (qdrant-client local mode) ranks as the in-process engine does,
 and its failures are clear exit-3 errors. Built and searched through the CLI and search.Searcher."""
 
+import importlib.util
 import json
 import shutil
 import socket
@@ -11,7 +12,9 @@ import pytest
 from search import SearchConfig, Searcher
 from tests.test_cli import ROOT, run_cli
 
-pytest.importorskip("qdrant_client")
+# find_spec, not importorskip: importing qdrant-client costs a second at collection, and only the CLI
+# processes these tests start (and the slow-marked round trips) use it.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("qdrant_client") is None, reason="qdrant-client is not installed")
 
 # This repository's own text: the search and index packages and the docs.
 SOURCES = [ROOT / "search", ROOT / "index", ROOT / "docs"]
@@ -75,6 +78,7 @@ def _assert_close_fusion(expected, got, query):
     assert len({h.id for h in got} & {h.id for h in expected}) >= len(expected) - 2, query
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 @pytest.mark.parametrize("engine", ["qdrant_index", "edge_index"])
 def test_retrievers_qdrant_bm25_matches_in_process_top10(engine, request, tmp_path):
     """It ranks BM25 in Qdrant (sparse vectors of our tokenizer, IDF modifier), through qdrant-client's
@@ -92,6 +96,7 @@ def test_retrievers_qdrant_bm25_matches_in_process_top10(engine, request, tmp_pa
             assert [h.path for h in got] == [h.path for h in got if path is None or h.path.startswith("search/")]
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 def test_retrievers_index_info_names_backend(qdrant_index, tmp_path):
     """It reports the backend and collection in `index info` (text and JSON)."""
     index_dir, store = qdrant_index
@@ -103,6 +108,7 @@ def test_retrievers_index_info_names_backend(qdrant_index, tmp_path):
     assert "backend:        qdrant, collection kmcp" in text
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 def test_retrievers_missing_collection_is_exit_3(qdrant_index, tmp_path):
     """It exits 3 naming the missing collection and how to rebuild when the version's collection is gone."""
     index_dir, store = qdrant_index
@@ -147,6 +153,7 @@ def test_retrievers_backend_flags_are_checked(tmp_path):
     assert done.returncode == 2 and "--qdrant-url" in done.stderr
 
 
+@pytest.mark.slow  # builds this repository into Qdrant through the CLI (module fixture): many seconds
 def test_retrievers_serve_refuses_qdrant_index_until_the_broker(qdrant_index, tmp_path):
     """It refuses to serve a Qdrant-backed index from the sandbox (no network there, no key in the fork
     server) with exit 2 and what to use instead, instead of starting a half-working server."""

@@ -48,27 +48,25 @@ def _brute_force_lucene(token_lists, query_terms, k1, b):
     return np.array(scores)
 
 
-@pytest.mark.model
-def test_searcher_bm25_ranks_like_brute_force(searcher):
+def test_searcher_bm25_ranks_like_brute_force(bm25_searcher):
     """It returns exactly the chunks a textbook Lucene BM25 ranks first, with the same scores."""
     from index import tokenize
 
-    data, config = searcher.data, searcher.config
+    data, config = bm25_searcher.data, bm25_searcher.config
     token_lists = _chunk_tokens(data)
     position = {chunk_id: i for i, chunk_id in enumerate(data.chunk_ids)}
     for query in ["http server request", "parse config file", "retry connection errors", "json fetch url"]:
         expected = _brute_force_lucene(token_lists, tokenize(query), config.k1, config.b)
         expected_ids = sorted(np.flatnonzero(expected > 0), key=lambda i: (-expected[i], i))[:5]
-        hits = searcher.bm25(query, k=5)
+        hits = bm25_searcher.bm25(query, k=5)
         assert_same_ranking(
             [position[h.id] for h in hits], [h.score for h in hits], expected_ids, expected[expected_ids]
         )
 
 
-@pytest.mark.model
-def test_searcher_okapi_equals_rank_bm25_on_the_index(code_index):
+def test_searcher_okapi_equals_rank_bm25_on_the_index(code_index_bm25):
     """It scores every chunk of a built index like rank_bm25.BM25Okapi over the same terms."""
-    searcher = Searcher.open(code_index, SearchConfig(bm25_variant="okapi", k1=1.5, b=0.75), load_models=False)
+    searcher = Searcher.open(code_index_bm25, SearchConfig(bm25_variant="okapi", k1=1.5, b=0.75), load_models=False)
     data = searcher.data
     reference = BM25Okapi(_chunk_tokens(data), k1=1.5, b=0.75)
     position = {chunk_id: i for i, chunk_id in enumerate(data.chunk_ids)}
@@ -129,7 +127,10 @@ def test_searcher_path_and_language_combine(searcher):
 @pytest.mark.parametrize("mode", MODES)
 def test_searcher_rerank_applies_after_any_mode(searcher, cross_encoder, mode):
     """It reorders the prose of the first stage by cross-encoder logit among the places prose holds;
-    code keeps its first-stage places (the MS MARCO model lowers code rankings); cut to k."""
+    with the code stage neutral, code keeps its first-stage places (the MS MARCO model lowers code
+    rankings); cut to k."""
+    searcher = Searcher.from_index(searcher.data, SearchConfig(rerank_max_tokens=128, code_name_weight=0.0,
+                                                               code_mention_factor=1.0), cross_encoder=cross_encoder)
     query = "how does the HTTP server map URL paths to handlers with its router"
     depth = searcher.config.rerank_depth
     hits = searcher.search(query, k=depth, mode=mode, rerank=True)
@@ -146,6 +147,23 @@ def test_searcher_rerank_applies_after_any_mode(searcher, cross_encoder, mode):
 
 
 @pytest.mark.model
+def test_searcher_code_stage_puts_definitions_before_module_code(searcher):
+    """With rerank=True, module-level code yields its place to a definition ranked just below it, the
+    definition the query names stays first, and the hits are the first stage's, reordered."""
+    query = "get a url with retries"
+    first_stage = searcher.search(query, k=searcher.config.code_rerank_depth, mode="bm25", rerank=False)
+    hits = searcher.search(query, k=len(first_stage), mode="bm25", rerank=True)
+    assert sorted(h.id for h in hits) == sorted(h.id for h in first_stage)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].symbol == first_stage[0].symbol == "get_url"
+    module = next(place for place, hit in enumerate(first_stage) if hit.kind == "module")
+    below = first_stage[module + 1]
+    assert below.kind in ("function", "class", "method"), "the corpus must put a definition under module code"
+    place = {hit.id: n for n, hit in enumerate(hits)}
+    assert place[below.id] < place[first_stage[module].id]
+
+
+@pytest.mark.model
 def test_searcher_rerank_accepts_hit_dicts(searcher):
     """It takes hits as contract dicts (the JSON form) and refuses anything else."""
     hits = searcher.bm25("config", k=3)
@@ -156,22 +174,20 @@ def test_searcher_rerank_accepts_hit_dicts(searcher):
         searcher.rerank("config", ["not a hit"])
 
 
-@pytest.mark.model
-def test_searcher_read_returns_exact_lines(searcher):
+def test_searcher_read_returns_exact_lines(bm25_searcher):
     """It returns whole files and 1-based inclusive line ranges, clamping an end past the file."""
     text = SOURCE_FILES["src/app/util.py"]
-    assert searcher.read("src/app/util.py") == text
-    assert searcher.read("src/app/util.py", 4, 5) == "".join(text.splitlines(keepends=True)[3:5])
-    assert searcher.read("src/app/util.py", 4, 4).startswith("def parse_config(text):")
-    assert searcher.read("src/app/util.py", 16, 10_000) == "".join(text.splitlines(keepends=True)[15:])
-    assert searcher.read("./src/app/util.py", 1, 1) == '"""Small helpers."""\n'
+    assert bm25_searcher.read("src/app/util.py") == text
+    assert bm25_searcher.read("src/app/util.py", 4, 5) == "".join(text.splitlines(keepends=True)[3:5])
+    assert bm25_searcher.read("src/app/util.py", 4, 4).startswith("def parse_config(text):")
+    assert bm25_searcher.read("src/app/util.py", 16, 10_000) == "".join(text.splitlines(keepends=True)[15:])
+    assert bm25_searcher.read("./src/app/util.py", 1, 1) == '"""Small helpers."""\n'
 
 
-@pytest.mark.model
-def test_searcher_read_unknown_path_is_lookup_error(searcher):
+def test_searcher_read_unknown_path_is_lookup_error(bm25_searcher):
     """It raises PathNotFoundError, a LookupError that points at files()."""
     with pytest.raises(LookupError, match="files\\(\\)") as caught:
-        searcher.read("src/missing.py")
+        bm25_searcher.read("src/missing.py")
     assert isinstance(caught.value, PathNotFoundError)
 
 
@@ -180,22 +196,20 @@ def test_searcher_read_unknown_path_is_lookup_error(searcher):
     [(0, None, "start_line must be an integer >= 1"), (5, 4, "end_line 4 is before start_line 5"),
      (1000, None, "past the end"), ("1", None, "start_line must be an integer"), (1, 2.5, "end_line must be an integer")],
 )
-@pytest.mark.model
-def test_searcher_read_bad_range_is_query_error(searcher, start, end, message):
+def test_searcher_read_bad_range_is_query_error(bm25_searcher, start, end, message):
     """It raises QueryError (a ValueError) saying what is wrong with the range."""
     with pytest.raises(ValueError, match=message) as caught:
-        searcher.read("src/app/util.py", start, end)
+        bm25_searcher.read("src/app/util.py", start, end)
     assert isinstance(caught.value, QueryError)
 
 
-@pytest.mark.model
-def test_searcher_files_lists_sorted_matches(searcher):
+def test_searcher_files_lists_sorted_matches(bm25_searcher):
     """It lists every indexed path sorted, or those matching a glob."""
-    assert searcher.files() == sorted(SOURCE_FILES)
-    assert searcher.files("src/**/*.py") == ["src/app/server.py", "src/app/util.py"]
-    assert searcher.files("http/*") == ["http/client.py"]
-    assert searcher.files("*.md") == ["README.md", "docs/guide.md"]
-    assert searcher.files("nothing/*") == []
+    assert bm25_searcher.files() == sorted(SOURCE_FILES)
+    assert bm25_searcher.files("src/**/*.py") == ["src/app/server.py", "src/app/util.py"]
+    assert bm25_searcher.files("http/*") == ["http/client.py"]
+    assert bm25_searcher.files("*.md") == ["README.md", "docs/guide.md"]
+    assert bm25_searcher.files("nothing/*") == []
 
 
 @pytest.mark.parametrize(
@@ -214,12 +228,11 @@ def test_searcher_files_lists_sorted_matches(searcher):
         ({"path": ""}, "path glob must be a non-empty string"),
     ],
 )
-@pytest.mark.model
-def test_searcher_search_rejects_bad_arguments(searcher, kwargs, message):
+def test_searcher_search_rejects_bad_arguments(bm25_searcher, kwargs, message):
     """It raises QueryError with a message naming the bad argument and the fix."""
     arguments = {"query": "server", "k": 3, "mode": "bm25", "rerank": False} | kwargs
     with pytest.raises(QueryError, match=message.replace("(", "\\(")):
-        searcher.search(**arguments)
+        bm25_searcher.search(**arguments)
 
 
 def test_searcher_without_vectors_refuses_semantic_and_says_hybrid_is_bm25(records_index):
