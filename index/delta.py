@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .build import _chunk_all, _chunk_doc_rows, _chunk_keys, _symbol_table, _term_frequencies
-from .chunk import Chunk, Symbol
+import hashlib
+
+from .build import _chunk_at
+from .chunk import Chunk, Symbol, chunk_file
 from .config import IndexConfig
 from .embed import open_token_counter, resolve_embed_model
 from .errors import IndexStoreError
@@ -38,11 +40,13 @@ from .format import (
     switch_current,
     write_version,
 )
+from .tokenize import term_frequencies
 from .walk import SourceDoc
 
 __all__ = ["DELTA_DIR", "Delta", "DeltaWriter", "clear_delta", "open_delta"]
 
 DELTA_DIR = "delta"
+KEY_BYTES = 16  # as build.py: sha256 prefix of a chunk's indexed text
 _CACHE_FILES = 20_000  # chunked files kept in memory (a branch switch touches a few thousand)
 
 
@@ -115,8 +119,7 @@ class DeltaWriter:
                 location = resolve_embed_model(self._config.embed_model)
                 self._counter = open_token_counter(location)
                 self._max_tokens = min(self._config.chunk_max_tokens, location.max_tokens)
-            chunks, _, symbols = _chunk_all([doc], self._counter, self._config, self._max_tokens)
-            found = (chunks, symbols[0])
+            found = chunk_file(doc, self._counter, self._config, self._max_tokens)
             self.chunked += 1
             if len(self._cache) >= _CACHE_FILES:
                 self._cache.pop(next(iter(self._cache)))
@@ -128,7 +131,7 @@ def _contents(docs: list[SourceDoc], chunks: list[Chunk], per_doc: list[int],
               file_symbols: list[list[Symbol]]) -> IndexContents:
     symbols, chunk_symbols = _symbol_table(chunks, per_doc, file_symbols)
     if chunks:
-        vocab, tf, doc_lengths = _term_frequencies(chunks)
+        vocab, tf, doc_lengths = term_frequencies(chunk.indexed_text for chunk in chunks)
     else:  # deletions only
         from scipy import sparse
 
@@ -184,3 +187,57 @@ def delta_counts(delta: Delta | None) -> Counter[str]:
         return Counter()
     return Counter(files=len(delta.data.docs) if delta.data else 0,
                    chunks=delta.data.n_chunks if delta.data else 0, hidden=len(delta.hidden))
+
+
+# The build's helpers for a chunk list held in memory (build.py streams; a delta is a few files).
+def _symbol_table(
+    chunks: list[Chunk], chunks_per_doc: list[int], file_symbols: list[list[Symbol]]
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """The index's symbol rows (format.IndexContents.symbols) and each chunk's symbol row (-1: none).
+
+    A symbol's own chunk is the chunk titled for it (chunk.symbol), else the chunk holding its first
+    line (a method of a class small enough to be one chunk), else the nearest chunk after it."""
+    rows: list[dict[str, Any]] = []
+    chunk_symbols = np.full(len(chunks), -1, dtype=np.int32)
+    first_chunk = 0
+    for doc_row, (count, found) in enumerate(zip(chunks_per_doc, file_symbols)):
+        doc_chunks = chunks[first_chunk : first_chunk + count]
+        if found and doc_chunks:
+            ordered = sorted(found, key=lambda s: (s.start_line, -s.end_line, s.qualified_name))
+            starts = [c.start_line for c in doc_chunks]
+            base = len(rows)
+            by_name: dict[str, list[int]] = {}
+            for offset, symbol in enumerate(ordered):
+                by_name.setdefault(symbol.qualified_name, []).append(base + offset)
+            own: dict[int, int] = {}  # symbol row -> chunk row
+            for position, chunk in enumerate(doc_chunks):
+                candidates = by_name.get(chunk.symbol or "", [])
+                if not candidates:
+                    continue
+                row = next((r for r in candidates if ordered[r - base].start_line <= chunk.end_line
+                            and ordered[r - base].end_line >= chunk.start_line), candidates[0])
+                chunk_symbols[first_chunk + position] = row
+                own.setdefault(row, first_chunk + position)
+            for offset, symbol in enumerate(ordered):
+                row = base + offset
+                parents = by_name.get(symbol.parent or "", [])
+                parent = max((r for r in parents if r < row), default=-1)
+                rows.append({
+                    "name": symbol.name, "qualified_name": symbol.qualified_name, "kind": symbol.kind,
+                    "doc": doc_row, "start_line": symbol.start_line, "end_line": symbol.end_line,
+                    "parent": parent, "chunk": own.get(row, first_chunk + _chunk_at(doc_chunks, starts, symbol.start_line)),
+                })
+        first_chunk += count
+    return rows, chunk_symbols
+
+
+def _chunk_doc_rows(chunks: list[Chunk], docs: list[SourceDoc]) -> np.ndarray:
+    rows = {d.doc_id: i for i, d in enumerate(docs)}
+    return np.array([rows[c.doc_id] for c in chunks], dtype=np.int32)
+
+
+def _chunk_keys(chunks: list[Chunk]) -> np.ndarray:
+    keys = np.zeros((len(chunks), KEY_BYTES), dtype=np.uint8)
+    for i, chunk in enumerate(chunks):
+        keys[i] = np.frombuffer(hashlib.sha256(chunk.indexed_text.encode("utf-8")).digest()[:KEY_BYTES], np.uint8)
+    return keys
