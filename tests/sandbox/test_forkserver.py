@@ -43,6 +43,7 @@ def test_forkserver_is_single_threaded_and_not_dumpable(sandbox: SandboxHandle) 
     assert "OMP_NUM_THREADS=1" in environ
 
 
+@pytest.mark.slow  # two 1 s deadlines (the escape table's CPU spin keeps a deadline kill in the fast tier)
 def test_forkserver_timeout_kills_child_within_deadline(sandbox: SandboxHandle) -> None:
     """It stops an infinite loop and a sleep at the deadline (+1 s), and the child is gone."""
     for source in ("while True:\n    pass\n", SLEEP):
@@ -103,6 +104,7 @@ def test_forkserver_maps_signal_death_to_crashed(sandbox: SandboxHandle) -> None
     assert "SIGSEGV" in result.error["message"]
 
 
+@pytest.mark.slow  # two 1 s sleeps
 def test_forkserver_runs_calls_in_parallel_up_to_max_workers(sandbox: SandboxHandle) -> None:
     """It runs two sleeping calls at once (max_workers=2): both finish in about one sleep."""
     client = sandbox.client
@@ -115,6 +117,7 @@ def test_forkserver_runs_calls_in_parallel_up_to_max_workers(sandbox: SandboxHan
     assert first.timings_ms["queue"] < 1000 and second.timings_ms["queue"] < 1000
 
 
+@pytest.mark.slow  # its own fork server and a 0.5 s call to queue behind
 def test_forkserver_answers_busy_beyond_queue_cap(canary_env) -> None:
     """It answers busy when max_workers are running and the queue is full; queued calls still run."""
     handle = SandboxHandle(plain_config(max_workers=1, queue_size=1))
@@ -288,6 +291,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+@pytest.mark.slow  # measures an idle second
 def test_forkserver_sleeps_while_idle(sandbox: SandboxHandle) -> None:
     """It blocks in poll when there is nothing to do: an idle second costs it almost no CPU time."""
     assert sandbox.run("result = 1").result == 1
