@@ -63,7 +63,7 @@ _KINDS: dict[str, dict[str, str]] = {
              "type_item": "type", "mod_item": "module", "macro_definition": "function"},
     "java": {"class_declaration": "class", "record_declaration": "class", "interface_declaration": "interface",
              "annotation_type_declaration": "interface", "enum_declaration": "enum",
-             "method_declaration": "method", "constructor_declaration": "method"},
+             "method_declaration": "method", "constructor_declaration": "method", "enum_constant": "class"},
     "c": _C,
     "cpp": {**_C, "class_specifier": "class"},
     "csharp": {"class_declaration": "class", "record_declaration": "class", "struct_declaration": "struct",
@@ -102,6 +102,9 @@ _SCOPES: dict[str, bool] = {
     "namespace_definition": True, "namespace_declaration": True, "file_scoped_namespace_declaration": True,
     "linkage_specification": False, "preproc_ifdef": False, "preproc_if": False, "preproc_else": False,
     "preproc_elif": False, "declaration_list": False, "compound_statement": False,
+    # tree-sitter's error recovery: a macro it cannot read (jq's builtin.c) may wrap the rest of a
+    # file in one ERROR node whose children are still well-formed definitions.
+    "ERROR": False,
 }
 # One definition wrapped by a node that starts before it (its span and comments are the wrapper's).
 _WRAPPERS = frozenset({"export_statement", "template_declaration", "decorated_definition", "ambient_declaration"})
@@ -249,6 +252,8 @@ class _Reader:
             shown = _SPACES.sub(" ", self.text(of)) if of is not None else "?"
             title = f"impl {_SPACES.sub(' ', self.text(trait))} for {shown}" if trait is not None else f"impl {shown}"
             name = re.sub(r"<.*", "", _clean(shown))
+        elif node.type == "enum_constant" and node.child_by_field_name("body") is None:
+            return None  # a plain constant (`A, B`); one with a class body holds methods (jsoup's states)
         elif node.type in ("struct_specifier", "union_specifier", "enum_specifier", "class_specifier"):
             if node.child_by_field_name("body") is None:
                 return None  # a forward declaration or a use, not a definition
@@ -415,13 +420,18 @@ class _Reader:
 
 def _unreadable(key: str, root: Any, size: int) -> bool:
     """Python with any syntax error (what `ast` refused), or another language where syntax errors span
-    more than half the file (macros, templates or a dialect the grammar does not know): windows."""
+    more than half the file (macros, templates or a dialect the grammar does not know) and hold no
+    definition tree-sitter could still read: windows."""
     if not root.has_error:
         return False
     if key == "python":
         return True
-    broken = sum(child.end_byte - child.start_byte for child in root.children if child.type == "ERROR")
-    return broken * 2 > size
+    errors = [child for child in root.children if child.type == "ERROR"]
+    broken = sum(child.end_byte - child.start_byte for child in errors)
+    if broken * 2 <= size:
+        return False
+    kinds = _KINDS[key]  # readable after all when the broken span still holds definitions
+    return not any(inner.type in kinds for error in errors for inner in error.named_children)
 
 
 def _end_row(node: Any) -> int:

@@ -337,6 +337,7 @@ def test_cli_exec_refused_program_exits_2(bm25_index, home):
     assert empty.returncode == 2 and "empty" in one_line_error(empty)
 
 
+@pytest.mark.slow  # starts the whole exec runtime to see the refusal
 def test_cli_serve_refuses_filesystem_root(home):
     """It refuses to index / without --force and says how to choose."""
     done = run_cli("exec", "--root", "/", "print(1)", tmp_home=home)
@@ -345,6 +346,7 @@ def test_cli_serve_refuses_filesystem_root(home):
     assert "--root" in message and "--force" in message
 
 
+@pytest.mark.slow  # starts the whole exec runtime to see the refusal
 def test_cli_serve_refuses_home_directory(home):
     """It refuses to index the home directory itself without --force."""
     done = run_cli("exec", "--root", home, "print(1)", tmp_home=home)

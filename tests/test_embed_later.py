@@ -62,17 +62,28 @@ def anyio_backend():
     return "asyncio"
 
 
-@pytest.fixture()
-def later_index(tmp_path: Path) -> tuple[Path, Path]:
-    src, out = _write_tree(tmp_path / "src"), tmp_path / "index"
+def _build_later(folder: Path) -> tuple[Path, Path]:
+    src, out = _write_tree(folder / "src"), folder / "index"
     done = run_cli("index", "build", src, "--out", out, "--vectors", "later")
     assert done.returncode == 0, done.stderr
     return src, out
 
 
-def test_build_vectors_later_is_a_complete_keyword_index_with_coverage_0(later_index):
+@pytest.fixture()
+def later_index(tmp_path: Path) -> tuple[Path, Path]:
+    """A keyword-first index of its own, for a test that embeds into it or serves it."""
+    return _build_later(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_later_index(tmp_path_factory) -> tuple[Path, Path]:
+    """One keyword-first index for the tests that leave its version unchanged (and check that they do)."""
+    return _build_later(tmp_path_factory.mktemp("later"))
+
+
+def test_build_vectors_later_is_a_complete_keyword_index_with_coverage_0(shared_later_index):
     """It writes BM25, symbols and texts at once, intact, and status says coverage 0."""
-    _, out = later_index
+    _, out = shared_later_index
     status = _json("index", "status", str(out))["indexes"][0]
     assert status["chunks"] >= 300 and status["vector_coverage"] == 0.0 and status["has_vectors"] is False
     hits = _json("search", "clamp the thumbnail step", "--index", str(out), "--mode", "bm25", "--no-rerank")
@@ -106,9 +117,9 @@ def test_index_embed_refuses_what_is_not_an_index(tmp_path):
     assert os.listdir(tmp_path / "notes") == []
 
 
-def test_index_embed_refuses_an_index_locked_by_a_build(later_index):
+def test_index_embed_refuses_an_index_locked_by_a_build(shared_later_index):
     """While another build holds OUT/.lock it exits 2 saying so, and the index is unchanged."""
-    _, out = later_index
+    _, out = shared_later_index
     before = _current(out)
     with open(out / ".lock", "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -118,9 +129,9 @@ def test_index_embed_refuses_an_index_locked_by_a_build(later_index):
     assert _current(out) == before and not (out / ".embed").exists()
 
 
-def test_index_embed_missing_model_exits_4(later_index, tmp_path):
+def test_index_embed_missing_model_exits_4(shared_later_index, tmp_path):
     """A model that is not installed: exit 4 naming it, the keyword index unchanged."""
-    _, out = later_index
+    _, out = shared_later_index
     before = _current(out)
     done = run_cli("index", "embed", out, "--embed-model", tmp_path / "no-such-model")
     assert done.returncode == 4, done.stderr

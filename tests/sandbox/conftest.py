@@ -142,11 +142,8 @@ def plain_config(**overrides):
     return SandboxConfig(**values)
 
 
-@pytest.fixture(scope="session")
-@holds_model
-def small_index() -> Iterator[Path]:
-    """A tiny real index with vectors, readable by the unprivileged uid. A broken index package fails
-    every test that needs it (never a silent skip of security tests)."""
+def _write_small_index(with_vectors: bool) -> Path:
+    """A tiny real index (a retry helper, an LRU cache, a README), readable by the unprivileged uid."""
     from index import IndexConfig, build_index
 
     root = Path(tempfile.mkdtemp(prefix="kmcp-index-"))
@@ -165,11 +162,29 @@ def small_index() -> Iterator[Path]:
     )
     (source / "README.md").write_text("# Demo\n\nA demo project with a retry helper and an LRU cache.\n")
     out = root / "index"
-    build_index([source], out, IndexConfig(show_progress=False))
+    build_index([source], out, IndexConfig(show_progress=False, with_vectors=with_vectors))
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
+    return out
+
+
+@pytest.fixture(scope="session")
+@holds_model
+def small_index() -> Iterator[Path]:
+    """A tiny real index with vectors, readable by the unprivileged uid. A broken index package fails
+    every test that needs it (never a silent skip of security tests)."""
+    out = _write_small_index(with_vectors=True)
     yield out
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(out.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def small_index_bm25() -> Iterator[Path]:
+    """The same tiny index without vectors (no model opened): for tests of BM25, read, files and arguments
+    that open it in process."""
+    out = _write_small_index(with_vectors=False)
+    yield out
+    shutil.rmtree(out.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

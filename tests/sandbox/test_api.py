@@ -16,10 +16,11 @@ def token_counter() -> TokenCounter:
 
 
 @pytest.fixture(scope="module")
-def api(small_index, token_counter):
+def api(small_index_bm25, token_counter):
+    """The API over a searcher with no model: BM25, read, files, compact, help and argument checks."""
     from search import Searcher
 
-    searcher = Searcher.open(small_index, load_models=False)
+    searcher = Searcher.open(small_index_bm25, load_models=False)
     return build_api(searcher, token_counter, skills_info=[{"name": "top", "description": "top paths"}])
 
 
@@ -27,7 +28,6 @@ def _run(api, source: str):
     return run_program(compile_program(source, PolicyConfig()), api, state={}, stdout_cap_bytes=100_000)
 
 
-@pytest.mark.model
 def test_api_bm25_returns_read_only_hits_with_attribute_and_item_access(api):
     """It returns hits usable as h.path and h['path'], serialised as the Hit dict."""
     run = _run(api, "hits = bm25('retry backoff', k=3)\n"
@@ -41,7 +41,6 @@ def test_api_bm25_returns_read_only_hits_with_attribute_and_item_access(api):
     assert raw["start_line"] == run.result["items"][0]
 
 
-@pytest.mark.model
 def test_api_search_without_rerank_filters_by_path_and_language(api):
     """It applies path globs and language filters."""
     run = _run(api, "result = [h.path for h in search('cache', k=5, mode='bm25', rerank=False, language='markdown')]\n")
@@ -67,7 +66,6 @@ def test_api_search_without_rerank_filters_by_path_and_language(api):
         ("help('nope')", "ValueError", "no help for"),
     ],
 )
-@pytest.mark.model
 def test_api_refuses_bad_arguments_with_clear_messages(api, call, exception, fragment):
     """It refuses wrong types and out-of-range values with a message naming the argument."""
     run = _run(api, f"{call}\n")
@@ -75,7 +73,6 @@ def test_api_refuses_bad_arguments_with_clear_messages(api, call, exception, fra
     assert run.error["exception"] == exception and fragment in run.error["message"], run.error
 
 
-@pytest.mark.model
 def test_api_read_and_files(api):
     """It reads line ranges of indexed files and lists paths by glob; host paths are refused."""
     run = _run(api, "result = [read('retry.py', 4, 4), files('*.py'), files()]\n")
@@ -84,7 +81,6 @@ def test_api_read_and_files(api):
     assert _run(api, "read('/etc/passwd')\n").error["exception"] == "LookupError"
 
 
-@pytest.mark.model
 def test_api_compact_renders_hits_and_data_within_budget(api, token_counter):
     """It renders hits as path:start-end lines and other data as JSON, within max_tokens."""
     run = _run(api, "hits = bm25('retry cache demo', k=5)\n"
@@ -97,7 +93,6 @@ def test_api_compact_renders_hits_and_data_within_budget(api, token_counter):
     assert token_counter.count(text) <= 20 and text.endswith("[cut]")
 
 
-@pytest.mark.model
 def test_api_count_tokens_help_and_list_skills(api):
     """It counts tokens, documents itself and lists skills."""
     run = _run(api, "result = [count_tokens('hello world'), help(), help('search'), list_skills()]\n")
@@ -106,7 +101,6 @@ def test_api_count_tokens_help_and_list_skills(api):
     assert search_doc.startswith("search(query, k=10") and skills == [{"name": "top", "description": "top paths"}]
 
 
-@pytest.mark.model
 def test_api_is_immutable_between_programs(api):
     """It gives every program fresh functions and read-only hits, so nothing carries over."""
     first = _run(api, "hits = bm25('retry')\nhits[0].path = 'x'\n")

@@ -43,6 +43,7 @@ def test_forkserver_is_single_threaded_and_not_dumpable(sandbox: SandboxHandle) 
     assert "OMP_NUM_THREADS=1" in environ
 
 
+@pytest.mark.slow  # two 1 s deadlines (the escape table's CPU spin keeps a deadline kill in the fast tier)
 def test_forkserver_timeout_kills_child_within_deadline(sandbox: SandboxHandle) -> None:
     """It stops an infinite loop and a sleep at the deadline (+1 s), and the child is gone."""
     for source in ("while True:\n    pass\n", SLEEP):
@@ -103,6 +104,7 @@ def test_forkserver_maps_signal_death_to_crashed(sandbox: SandboxHandle) -> None
     assert "SIGSEGV" in result.error["message"]
 
 
+@pytest.mark.slow  # two 1 s sleeps
 def test_forkserver_runs_calls_in_parallel_up_to_max_workers(sandbox: SandboxHandle) -> None:
     """It runs two sleeping calls at once (max_workers=2): both finish in about one sleep."""
     client = sandbox.client
@@ -115,6 +117,7 @@ def test_forkserver_runs_calls_in_parallel_up_to_max_workers(sandbox: SandboxHan
     assert first.timings_ms["queue"] < 1000 and second.timings_ms["queue"] < 1000
 
 
+@pytest.mark.slow  # its own fork server and a 0.5 s call to queue behind
 def test_forkserver_answers_busy_beyond_queue_cap(canary_env) -> None:
     """It answers busy when max_workers are running and the queue is full; queued calls still run."""
     handle = SandboxHandle(plain_config(max_workers=1, queue_size=1))
@@ -288,6 +291,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+@pytest.mark.slow  # measures an idle second
 def test_forkserver_sleeps_while_idle(sandbox: SandboxHandle) -> None:
     """It blocks in poll when there is nothing to do: an idle second costs it almost no CPU time."""
     assert sandbox.run("result = 1").result == 1
@@ -336,6 +340,8 @@ for fd in range(3, 64):
 def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: str) -> None:
     """It answers a child that writes forged frames on its socket (plain mode: the program owns the child)
     with one result, keeps serving, and holds no extra descriptor afterwards."""
+    # Its own fork server: the descriptor count is compared before and after, which another test's
+    # leftovers in a shared one would disturb.
     handle = SandboxHandle(plain_config(spare_children=1))
     try:
         handle.run("result = 1")
@@ -348,21 +354,17 @@ def test_forkserver_survives_a_child_that_forges_frames(forgery: str, outcome: s
         handle.close()
 
 
-def test_forkserver_child_internal_error_is_logged_by_the_server_and_stripped(caplog) -> None:
+def test_forkserver_child_internal_error_is_logged_by_the_server_and_stripped(sandbox: SandboxHandle, caplog) -> None:
     """It answers a child whose runner breaks with internal_error and an incident id only; the traceback
     reaches the server's log (the fork server never reads it)."""
     import logging
 
-    handle = SandboxHandle(plain_config(spare_children=1))
     caplog.set_level(logging.ERROR, logger="sandbox.forkserver_client")
-    try:
-        # plain mode: the program owns its interpreter and breaks the runner that reports on it
-        result = handle.run("import sandbox.runner as r\nr.RunResult = None\nresult = 1")
-        assert result.outcome == "internal_error", result
-        assert result.error["message"].startswith("internal error ") and not result.error["traceback"]
-        incident = result.error["message"]
-        logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
-        assert logged and "Traceback" in logged[0] and "TypeError" in logged[0]
-        assert handle.run("result = 2").result == 2
-    finally:
-        handle.close()
+    # plain mode: the program owns its interpreter and breaks the runner that reports on it
+    result = sandbox.run("import sandbox.runner as r\nr.RunResult = None\nresult = 1")
+    assert result.outcome == "internal_error", result
+    assert result.error["message"].startswith("internal error ") and not result.error["traceback"]
+    incident = result.error["message"]
+    logged = [r.getMessage() for r in caplog.records if incident in r.getMessage()]
+    assert logged and "Traceback" in logged[0] and "TypeError" in logged[0]
+    assert sandbox.run("result = 2").result == 2

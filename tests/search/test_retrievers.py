@@ -128,6 +128,7 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # waits on a refused connection through qdrant-client
 def test_retrievers_unreachable_qdrant_is_exit_3_and_builds_nothing_remote(tmp_path):
     """It exits 3 with the URL and what to check when Qdrant is unreachable, and never prints the key."""
     source = tmp_path / "src"

@@ -127,7 +127,10 @@ def test_searcher_path_and_language_combine(searcher):
 @pytest.mark.parametrize("mode", MODES)
 def test_searcher_rerank_applies_after_any_mode(searcher, cross_encoder, mode):
     """It reorders the prose of the first stage by cross-encoder logit among the places prose holds;
-    code keeps its first-stage places (the MS MARCO model lowers code rankings); cut to k."""
+    with the code stage neutral, code keeps its first-stage places (the MS MARCO model lowers code
+    rankings); cut to k."""
+    searcher = Searcher.from_index(searcher.data, SearchConfig(rerank_max_tokens=128, code_name_weight=0.0,
+                                                               code_mention_factor=1.0), cross_encoder=cross_encoder)
     query = "how does the HTTP server map URL paths to handlers with its router"
     depth = searcher.config.rerank_depth
     hits = searcher.search(query, k=depth, mode=mode, rerank=True)
@@ -141,6 +144,23 @@ def test_searcher_rerank_applies_after_any_mode(searcher, cross_encoder, mode):
     by_logit = searcher.rerank(query, [first_stage[place] for place in prose])
     assert [hits[place].id for place in prose] == [h.id for h in by_logit]
     assert [h.id for h in searcher.search(query, k=3, mode=mode, rerank=True)] == [h.id for h in hits[:3]]
+
+
+@pytest.mark.model
+def test_searcher_code_stage_puts_definitions_before_module_code(searcher):
+    """With rerank=True, module-level code yields its place to a definition ranked just below it, the
+    definition the query names stays first, and the hits are the first stage's, reordered."""
+    query = "get a url with retries"
+    first_stage = searcher.search(query, k=searcher.config.code_rerank_depth, mode="bm25", rerank=False)
+    hits = searcher.search(query, k=len(first_stage), mode="bm25", rerank=True)
+    assert sorted(h.id for h in hits) == sorted(h.id for h in first_stage)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].symbol == first_stage[0].symbol == "get_url"
+    module = next(place for place, hit in enumerate(first_stage) if hit.kind == "module")
+    below = first_stage[module + 1]
+    assert below.kind in ("function", "class", "method"), "the corpus must put a definition under module code"
+    place = {hit.id: n for n, hit in enumerate(hits)}
+    assert place[below.id] < place[first_stage[module].id]
 
 
 @pytest.mark.model

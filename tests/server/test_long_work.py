@@ -38,6 +38,7 @@ def _cli_status(index_dir, home):
     return done.returncode, done.stdout, done.stderr
 
 
+@pytest.mark.slow  # three CLI runs around a 1.1 s wait for the mtime to move
 def test_cli_index_status_fields_and_pending_changes(keyword_tree, tmp_path):
     """`index status DIR --json` gives every field; an edit, a new file and a deletion are 3 pending changes."""
     tree, out = keyword_tree

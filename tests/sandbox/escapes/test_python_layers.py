@@ -15,8 +15,7 @@ from sandbox import PolicyConfig, PolicyError, SandboxHit, TokenCounter, build_a
 from tests.sandbox.escapes.attacks import ATTACKS, Attack, Canaries
 
 PYTHON_ATTACKS = [attack for attack in ATTACKS if attack.layer == "python"]
-ATTACK_PARAMS = [pytest.param(attack, id=attack.name, marks=[pytest.mark.model] if attack.needs_index else [])
-                 for attack in PYTHON_ATTACKS]
+ATTACK_PARAMS = [pytest.param(attack, id=attack.name) for attack in PYTHON_ATTACKS]
 NORMAL_PROGRAM = """
 import json
 hits = [h for h in HITS if h.language == 'python']
@@ -30,10 +29,11 @@ def token_counter() -> TokenCounter:
 
 
 @pytest.fixture(scope="module")
-def searcher(small_index):
+def searcher(small_index_bm25):
+    """The API's searcher for attacks through read() and friends: BM25 only, no model."""
     from search import Searcher
 
-    return Searcher.open(small_index, load_models=False)
+    return Searcher.open(small_index_bm25, load_models=False)
 
 
 @pytest.fixture
