@@ -22,6 +22,7 @@ _EXPORTS = {
     "build": ("build_index", "write_index"),
     "chunk": ("chunk_document", "chunk_file"),
     "config": ("EMBED_PRECISIONS", "IndexConfig"),
+    "delta": ("DeltaWriter", "open_delta"),
     "embed": (
         "EMBED_INSTALL_COMMAND",
         "Embedder",
@@ -55,11 +56,12 @@ _EXPORTS = {
     "sessions": ("open_session", "run_split"),
     "status": ("index_status", "vector_coverage"),
     "syntax": ("SYNTAX_LANGUAGES",),
-    "walk": ("SourceDoc", "scan_sources", "walk_sources"),
+    "walk": ("SourceDoc", "read_tree_files", "scan_sources", "walk_sources"),
 }
 _SOURCES = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
+    "DeltaWriter",
     "EMBED_INSTALL_COMMAND",
     "EMBED_PRECISIONS",
     "Embedder",
@@ -93,11 +95,13 @@ __all__ = [
     "open_embedder",
     "open_index_embedder",
     "open_session",
+    "open_delta",
     "open_index",
     "open_token_counter",
     "push_to_qdrant",
     "read_backend",
     "read_manifest",
+    "read_tree_files",
     "resolve_embed_model",
     "run_split",
     "scan_sources",

@@ -30,7 +30,7 @@ from .languages import language_for
 
 __all__ = [
     "SourceDoc", "SourceFile", "SkipCallback", "SKIP_REASONS", "source_root", "walk_sources", "scan_sources",
-    "find_secret",
+    "find_secret", "read_tree_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,58 @@ def scan_sources(sources: Sequence[Path], config: IndexConfig) -> Iterator[Sourc
             info = resolved.stat()
             rel = resolved.relative_to(root).as_posix()
             yield SourceFile(path=resolved, rel=rel, size=info.st_size, mtime_ns=info.st_mtime_ns, info=info)
+
+
+def read_tree_files(
+    root: Path, rels: Iterable[str], config: IndexConfig
+) -> tuple[list[SourceDoc], dict[str, str]]:
+    """Some files of a directory source, judged by exactly the rules a walk of `root` applies (every
+    folder above each file checked as the walk would, .gitignore files included): the documents to
+    index, and {rel: reason} for the rest (reason "missing" for a file that is gone). For the file
+    watcher: one saved file is read without walking the tree."""
+    root = Path(root).resolve()
+    excludes = pathspec.GitIgnoreSpec.from_lines(config.excludes)
+    enclosing = _enclosing_gitignores(root) if config.use_gitignore else []
+    folders: dict[Path, tuple[str | None, list[tuple[Path, pathspec.PathSpec]]]] = {}
+
+    def folder_state(folder: Path) -> tuple[str | None, list[tuple[Path, pathspec.PathSpec]]]:
+        """(skip reason of the folder or an ancestor, the .gitignore specs that apply inside it)."""
+        if folder in folders:
+            return folders[folder]
+        if folder == root:
+            ignores = list(enclosing)
+            own = _load_gitignore(folder) if config.use_gitignore else None
+            state: tuple[str | None, list[tuple[Path, pathspec.PathSpec]]] = (
+                None, ignores + ([(folder, own)] if own is not None else []))
+        else:
+            reason, ignores = folder_state(folder.parent)
+            if reason is None:
+                rel = folder.relative_to(root).as_posix()
+                reason = "missing" if not folder.is_dir() else _directory_skip_reason(folder, rel, excludes, ignores)
+            own = _load_gitignore(folder) if config.use_gitignore and reason is None else None
+            state = (reason, ignores + ([(folder, own)] if own is not None else []))
+        folders[folder] = state
+        return state
+
+    docs: list[SourceDoc] = []
+    skipped: dict[str, str] = {}
+    for rel in sorted(set(rels)):
+        path = root / rel
+        if root not in path.parents:
+            skipped[rel] = "excluded"
+            continue
+        reason, ignores = folder_state(path.parent)
+        if reason is None and not (path.is_file() or path.is_symlink()):
+            reason = "missing"
+        if reason is None:
+            found, reason = _check_tree_file(path, rel, root, excludes, ignores, config)
+            if found is not None:
+                doc, reason = _read_tree_file(found)
+                if doc is not None:
+                    docs.append(doc)
+                    continue
+        skipped[rel] = reason or "missing"
+    return docs, skipped
 
 
 def _any_secret_pattern() -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import select
@@ -40,6 +41,7 @@ from sandbox.forkserver_common import incident
 from sandbox.forkserver_inbox import Inbox, MemfdBody
 from sandbox.forkserver_outcomes import ChildDeath, death_result, describe_status
 from sandbox.protocol import (
+    ApplyDeltas,
     BlockedSyscall,
     Cancel,
     ChildReady,
@@ -198,8 +200,29 @@ class ForkServer:
                 self._cancel(message.request_id)
             elif isinstance(message, StatsRequest):
                 self._send_client(self._stats())
+            elif isinstance(message, ApplyDeltas):
+                self._apply_deltas()
             else:
                 log.error("unexpected %s message from the server; ignored", type(message).__name__)
+
+    def _apply_deltas(self) -> None:
+        """Merge the served indexes' current deltas (a few files: milliseconds), then replace the idle
+        spares, which hold the previous view; running calls finish on theirs."""
+        searcher = getattr(self._ctx, "searcher", None)
+        if searcher is None or not hasattr(searcher, "apply_deltas"):
+            return
+        started = time.monotonic()
+        try:
+            applied = searcher.apply_deltas()
+        except Exception:  # noqa: BLE001 - keep serving the previous view
+            log.exception("cannot merge an index delta; still serving the previous view")
+            return
+        gc.freeze()  # what the delta added stays out of the children's collections (copy-on-write)
+        for child in list(self._children.values()):
+            if child.pending is None and child.kill_reason is None:
+                self._kill(child, "retire")
+        self._refill()
+        log.info("index deltas merged in %.0f ms: %s", (time.monotonic() - started) * 1000, applied or "none")
 
     def _send_client(self, message: Message) -> None:
         try:

@@ -41,6 +41,7 @@ from sandbox.protocol import (
     HEADER,
     MAX_BLOB_BYTES,
     MAX_JSON_BYTES,
+    ApplyDeltas,
     Cancel,
     ExecRequest,
     ExecutionResult,
@@ -236,6 +237,12 @@ class ForkServerClient:
         if conn is not None and conn.is_alive:
             with contextlib.suppress(ConnectionError, OSError):
                 await conn.send(Cancel(request_id=request_id))
+
+    async def apply_deltas(self) -> None:
+        """Make the fork server merge its indexes' current deltas (index/delta.py) before any later
+        call starts: frames are handled in order, and idle spares are replaced."""
+        conn = await self._ensure_running()
+        await conn.send(ApplyDeltas())
 
     async def stats(self) -> Stats:
         conn = await self._ensure_running()

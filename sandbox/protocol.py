@@ -272,6 +272,14 @@ class Cancel(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ApplyDeltas(Message):
+    """Merge each served index's current delta (files changed since its version: index/delta.py) and
+    fork fresh spares; calls already running finish on what they had. No answer."""
+
+    TYPE: ClassVar[str] = "apply_deltas"
+
+
+@dataclass(frozen=True, slots=True)
 class StatsRequest(Message):
     TYPE: ClassVar[str] = "stats_request"
 
@@ -363,7 +371,7 @@ class ResultEnvelope(Message):
 
 _MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TYPE: cls
-    for cls in (Init, Ready, ExecRequest, ExecutionResult, Cancel, StatsRequest, Stats, ChildReady, BlockedSyscall,
+    for cls in (Init, Ready, ExecRequest, ExecutionResult, Cancel, ApplyDeltas, StatsRequest, Stats, ChildReady, BlockedSyscall,
                 ExecStart, ResultStart, ResultEnvelope)
 }
 

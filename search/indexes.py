@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from index import open_index
+from index import open_delta, open_index
 
 from .coderank import rerank_code
 from .config import SEARCH_MODES, SearchConfig, check_index_name
@@ -22,6 +22,7 @@ from .errors import AmbiguousPathError, PathNotFoundError, QueryError
 from .fusion import fuse_rrf
 from .grep import GrepMatch
 from .hits import Hit
+from .overlay import Overlay
 from .remote import BrokerLink
 from .rerank import CrossEncoder, resolve_rerank_model
 from .searcher import Searcher
@@ -32,10 +33,15 @@ IndexSelection = str | Sequence[str] | None
 class IndexSet:
     """Named Searchers behind the one API programs use (see module docstring)."""
 
-    def __init__(self, searchers: Mapping[str, Searcher]) -> None:
+    def __init__(self, searchers: Mapping[str, Searcher | Overlay], directories: Mapping[str, Path] | None = None
+                 ) -> None:
         # Empty: a fork server started without an index (benchmarks, tests of the Python layers);
         # every query then says no index is served.
         self._searchers = dict(searchers)
+        # Each index's directory and base Searcher: apply_deltas() merges a newer delta over the base.
+        self._directories = dict(directories or {})
+        self._bases = {name: searcher.base if isinstance(searcher, Overlay) else searcher
+                       for name, searcher in self._searchers.items()}
         self.config: SearchConfig = (
             next(iter(self._searchers.values())).config if self._searchers else SearchConfig()
         )
@@ -67,10 +73,40 @@ class IndexSet:
                 query_max_tokens=config.rerank_query_max_tokens,
                 batch_size=config.rerank_batch_size,
             )
-        return cls({
+        searchers = {
             name: Searcher.open(directory, config, load_models, name=name, cross_encoder=cross_encoder, broker=broker)
             for name, directory in pairs
-        })
+        }
+        opened = cls(searchers, dict(pairs))
+        opened.apply_deltas()
+        return opened
+
+    def apply_deltas(self) -> dict[str, str]:
+        """Merge each index's current delta (index/delta.py: files changed since its version) over its
+        base Searcher, or drop a delta that is gone. Returns {name: delta version} of the deltas now
+        merged. A delta that cannot be read leaves that index as it was (IndexStoreError raised after
+        the others are applied)."""
+        applied: dict[str, str] = {}
+        failure: Exception | None = None
+        for name, directory in self._directories.items():
+            base = self._bases[name]
+            try:
+                delta = open_delta(directory)
+            except Exception as exc:  # noqa: BLE001 - keep serving what was served
+                failure = failure or exc
+                continue
+            if delta is None:
+                self._searchers[name] = base
+                continue
+            current = self._searchers[name]
+            if isinstance(current, Overlay) and current.delta_version == delta.version:
+                applied[name] = delta.version
+                continue
+            self._searchers[name] = Overlay(base, delta.data, delta.hidden, delta.version)
+            applied[name] = delta.version
+        if failure is not None:
+            raise failure
+        return applied
 
     @classmethod
     def single(cls, searcher: Searcher) -> IndexSet:

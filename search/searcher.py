@@ -16,6 +16,7 @@ Honest hybrid (issue 12): ``vector_coverage`` is the share of chunks with a vect
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections import OrderedDict
@@ -97,6 +98,36 @@ class Searcher:
         self._query_vectors = _LruCache(_CACHE_ENTRIES)
         self._symbol_lookup: SymbolLookup | None = None
         self.index_name = name  # the name hits carry (see search.IndexSet)
+        # Docs a delta replaces or deletes (search/overlay.py): bool per doc, and per chunk the live ones.
+        self._hidden: np.ndarray | None = None
+        self._live: np.ndarray | None = None
+
+    def with_hidden(self, paths: Iterable[str]) -> Searcher:
+        """A copy of this searcher (sharing the index, postings and models) that treats the documents
+        at ``paths`` as absent: no hit, grep line, definition, file or read() comes from them. Used by
+        search/overlay.py to put a delta's newer text in their place."""
+        rows = [self.data.doc_index[path] for path in paths if path in self.data.doc_index]
+        clone = copy.copy(self)
+        clone._masks = _LruCache(_CACHE_ENTRIES)
+        if rows:
+            hidden = np.zeros(len(self.data.docs), dtype=bool)
+            hidden[rows] = True
+            clone._hidden = hidden
+            clone._live = ~hidden[np.asarray(self.data.chunk_doc)]
+        return clone
+
+    @property
+    def live_chunks(self) -> int:
+        """Chunks not hidden by with_hidden()."""
+        return int(self.data.n_chunks if self._live is None else np.count_nonzero(self._live))
+
+    @property
+    def live_vectors(self) -> int:
+        """Chunks not hidden that hold a vector."""
+        if not self._retriever.has_dense:
+            return 0
+        present = np.asarray(self.data.vector_mask, dtype=bool)
+        return int(np.count_nonzero(present if self._live is None else present & self._live))
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -287,7 +318,8 @@ class Searcher:
 
     def _doc_row(self, path: str) -> int | None:
         doc = self.data.doc_index.get(path)
-        return self.data.doc_index.get(path.removeprefix("./")) if doc is None else doc
+        doc = self.data.doc_index.get(path.removeprefix("./")) if doc is None else doc
+        return None if doc is None or (self._hidden is not None and self._hidden[doc]) else doc
 
     def _read_lines(self, path: str, start_line: int, end_line: int) -> str:
         return self.read(path, start_line, end_line).rstrip("\n")
@@ -295,7 +327,9 @@ class Searcher:
     def files(self, pattern: str = "**/*") -> list[str]:
         """Sorted indexed paths matching a glob (rule in search/filters.py)."""
         matcher = compile_glob(pattern)
-        return sorted(doc["path"] for doc in self.data.docs if matcher.match(doc["path"]))
+        hidden = self._hidden
+        return sorted(doc["path"] for row, doc in enumerate(self.data.docs)
+                      if (hidden is None or not hidden[row]) and matcher.match(doc["path"]))
 
     def grep(self, pattern: str, path: str | None = None, ignore_case: bool = False, k: int = 100,
              deadline: float | None = None) -> list[GrepMatch]:
@@ -311,8 +345,10 @@ class Searcher:
             rows = np.arange(len(paths), dtype=np.int64)
         else:
             rows = np.flatnonzero(doc_mask(paths, (), path, None))
-            if len(rows) == 0:
-                raise PathNotFoundError(path)
+        if self._hidden is not None:
+            rows = rows[~self._hidden[rows]]
+        if path is not None and len(rows) == 0:
+            raise PathNotFoundError(path)
         blob, offsets = self.data.doc_bytes()
         return grep_docs(regex, blob, offsets, paths, rows, k, deadline)
 
@@ -326,6 +362,9 @@ class Searcher:
         lookup = self._symbols()
         allowed = symbol_filter(self.data, self.data.kinds, kind, path, language)
         table = self.data.symbols
+        if self._hidden is not None:
+            live = ~self._hidden[np.asarray(table.doc)]
+            allowed = live if allowed is None else allowed & live
         found = lookup.find(name, allowed, k)
         rows = [row for row, _ in found]
         chunks = np.asarray([int(table.chunk[row]) for row in rows], dtype=np.int64)
@@ -339,6 +378,8 @@ class Searcher:
         """``{symbol, kind, start_line, end_line}`` of the symbols of one indexed file, in file order."""
         if not isinstance(path, str) or path.strip().removeprefix("./") not in self.data.doc_index:
             return outline_rows(self.data, path)  # its error: not a string, or not an indexed path
+        if self._doc_row(path.strip()) is None:
+            raise PathNotFoundError(path)  # hidden: a delta replaced or deleted it
         self._symbols()
         return outline_rows(self.data, path)
 
@@ -410,7 +451,10 @@ class Searcher:
     def _mask(self, path: str | None, language: str | None) -> np.ndarray | None:
         key = (path, language)
         if key not in self._masks:
-            return self._masks.remember(key, chunk_mask(self.data, path, language))
+            mask = chunk_mask(self.data, path, language)
+            if self._live is not None:
+                mask = self._live if mask is None else mask & self._live
+            return self._masks.remember(key, mask)
         return self._masks[key]
 
     def _require_cross_encoder(self) -> None:

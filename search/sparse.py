@@ -25,6 +25,7 @@ import scipy.sparse as sp
 __all__ = [
     "BM25_LUCENE",
     "BM25_OKAPI",
+    "CorpusStats",
     "SparseScorer",
     "bm25_weights",
     "idf_lucene",
@@ -56,10 +57,12 @@ def idf_okapi(doc_freqs: np.ndarray, n_docs: int, epsilon: float) -> np.ndarray:
     return idf
 
 
-def length_norms(doc_lengths: np.ndarray, b: float) -> np.ndarray:
-    """Per-chunk length normalisation 1 - b + b * dl / avgdl, float64 (n_docs,)."""
+def length_norms(doc_lengths: np.ndarray, b: float, mean_length: float | None = None) -> np.ndarray:
+    """Per-chunk length normalisation 1 - b + b * dl / avgdl, float64 (n_docs,); avgdl is the chunks'
+    own mean unless `mean_length` gives another corpus's."""
     doc_lengths = np.asarray(doc_lengths, dtype=np.float64)
-    mean_length = doc_lengths.mean() if len(doc_lengths) else 0.0
+    if mean_length is None:
+        mean_length = doc_lengths.mean() if len(doc_lengths) else 0.0
     if mean_length <= 0:
         return np.ones_like(doc_lengths)
     return 1.0 - b + b * doc_lengths / mean_length
@@ -82,11 +85,15 @@ def bm25_weights(
     k1: float = 0.9,
     b: float = 0.4,
     epsilon: float = 0.25,
+    reference: CorpusStats | None = None,
 ) -> sp.csc_matrix:
     """BM25 weight of every (chunk, term) pair: float32 CSC (n_chunks x n_terms).
 
     term_freqs: CSR (n_chunks x n_terms) raw counts; doc_lengths: tokens per chunk (n_chunks,).
     Terms that occur in no chunk do not enter the okapi mean idf (rank_bm25 never sees them).
+    `reference`: these chunks are scored as members of a larger corpus (a delta over its base index:
+    search/overlay.py): its chunks and document frequencies add to N and df, and its mean length is
+    avgdl, so the scores compare with the base's own.
     """
     if variant not in (BM25_LUCENE, BM25_OKAPI):
         raise ValueError(f"unknown BM25 variant {variant!r}; choose {BM25_LUCENE!r} or {BM25_OKAPI!r}")
@@ -95,6 +102,11 @@ def bm25_weights(
     n_docs = term_freqs.shape[0]
     doc_freqs = np.diff(term_freqs.indptr)
     present = doc_freqs > 0
+    mean_length = None
+    if reference is not None:
+        n_docs += reference.n_docs
+        doc_freqs = doc_freqs + np.asarray(reference.doc_freqs, dtype=np.int64)
+        mean_length = reference.mean_length
     idf = np.zeros(term_freqs.shape[1], dtype=np.float64)
     if variant == BM25_LUCENE:
         idf[present] = idf_lucene(doc_freqs[present], n_docs)
@@ -102,13 +114,24 @@ def bm25_weights(
     else:
         idf[present] = idf_okapi(doc_freqs[present], n_docs, epsilon)
         tf_part = tf_okapi
-    norms = length_norms(doc_lengths, b)
-    term_of_entry = np.repeat(np.arange(term_freqs.shape[1]), doc_freqs)
+    norms = length_norms(doc_lengths, b, mean_length)
+    term_of_entry = np.repeat(np.arange(term_freqs.shape[1]), np.diff(term_freqs.indptr))
     data = idf[term_of_entry] * tf_part(term_freqs.data, norms[term_freqs.indices], k1)
     return sp.csc_matrix(
         (data.astype(np.float32), term_freqs.indices.astype(np.int32), term_freqs.indptr),
         shape=term_freqs.shape,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusStats:
+    """A corpus that other chunks are scored against (bm25_weights' `reference`): its number of
+    chunks, its document frequency of each of their terms (aligned with their vocabulary), and its
+    mean chunk length."""
+
+    n_docs: int
+    doc_freqs: np.ndarray
+    mean_length: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +159,16 @@ class SparseScorer:
         """Build from an ``index.IndexData`` (its ``tf``, ``doc_lengths`` and ``term_ids``)."""
         weights = bm25_weights(data.tf, data.doc_lengths, variant=variant, k1=k1, b=b, epsilon=epsilon)
         return cls(weights, data.term_ids)
+
+    def corpus_stats(self, terms: Sequence[str], doc_lengths: np.ndarray) -> CorpusStats:
+        """This scorer's corpus as the reference of other chunks whose vocabulary is `terms`
+        (doc_lengths: this corpus's chunk lengths, for avgdl)."""
+        doc_freqs = np.diff(self._postings.indptr)
+        ids = np.fromiter((self._term_ids.get(term, -1) for term in terms), dtype=np.int64, count=len(terms))
+        aligned = np.where(ids >= 0, doc_freqs[np.maximum(ids, 0)] if len(doc_freqs) else 0, 0)
+        lengths = np.asarray(doc_lengths, dtype=np.float64)
+        return CorpusStats(n_docs=self.n_chunks, doc_freqs=aligned,
+                           mean_length=float(lengths.mean()) if len(lengths) else 0.0)
 
     def term_ids(self, query_terms: Sequence[str]) -> Counter[int]:
         """Known term ids of a tokenized query with their multiplicity."""

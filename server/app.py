@@ -84,7 +84,12 @@ def describe_index(runtime: Runtime) -> dict[str, Any]:
     manifest = read_manifest(target.index_dir)
     summary = summarize_manifest(manifest)
     root = target.root or (Path(manifest["root"]) if manifest.get("root") else None)
-    changed = stale_files(manifest, root)
+    watch = runtime.watch_status()
+    if watch is not None:  # a watched root: saved files are served from the delta; stale = not merged yet
+        changed = ["(changes not merged yet)"] * int(watch["events_pending"]) if watch["state"] == "watching" \
+            else ["(the file watcher is not running: changes may be missed until it restarts)"]
+    else:
+        changed = stale_files(manifest, root)
     return {
         **{key: value for key, value in summary.items() if key not in ("root", "sources")},  # host paths
         "indexed_at": summary.get("built_at"),

@@ -90,6 +90,8 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", metavar="D", help="skills, config.toml, audit log")
     parser.add_argument("--force", action="store_true", help="allow /, the home directory or a huge tree as root")
     parser.add_argument("--no-gitignore", action="store_true", help="with --root: index files that .gitignore lists too")
+    parser.add_argument("--no-vectors", action="store_true",
+                        help="with --root: BM25 only (no embedding in the background)")
 
 
 def build_parser() -> argparse.ArgumentParser:

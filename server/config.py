@@ -29,6 +29,9 @@ ENV_PREFIX = "KNOWLEDGE_MCP_"
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_ROOT_BYTES = 200 * 1024 * 1024  # an auto-indexed root above this needs --force
 DEFAULT_REFRESH_DEBOUNCE_S = 2.0
+# A served root's delta (files saved since its index version) is folded into a new version by a
+# background build once the tree has been quiet this long (server/watch.py).
+DEFAULT_COMPACT_AFTER_S = 60.0
 RERANK_THREADS = 2
 LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
@@ -49,6 +52,7 @@ _LAYERED_KEYS: tuple[str, ...] = (
     "audit_log",
     "qdrant_url",
     "qdrant_api_key",
+    "compact_after_s",
 )
 
 
@@ -71,6 +75,7 @@ class ServerConfig:
     force: bool = False
     max_root_bytes: int = DEFAULT_MAX_ROOT_BYTES
     refresh_debounce_s: float = DEFAULT_REFRESH_DEBOUNCE_S
+    compact_after_s: float = DEFAULT_COMPACT_AFTER_S
     home_dir: Path | None = None  # the user's home, refused as a root without --force
     qdrant_url: str | None = None  # default server of `index build --backend qdrant`
     qdrant_api_key: str | None = field(default=None, repr=False)  # never logged, never sent to a child
@@ -84,6 +89,8 @@ class ServerConfig:
             raise ValueError(f"log_level must be one of {sorted(LOG_LEVELS)}, got {self.log_level!r}")
         if self.max_root_bytes < 1:
             raise ValueError(f"max_root_bytes must be >= 1, got {self.max_root_bytes}")
+        if self.compact_after_s < 0:
+            raise ValueError(f"compact_after_s must be >= 0, got {self.compact_after_s}")
         if self.refresh_debounce_s < 0:
             raise ValueError(f"refresh_debounce_s must be >= 0, got {self.refresh_debounce_s}")
 
@@ -145,6 +152,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "audit_log": _parse_path,
     "qdrant_url": _parse_str,
     "qdrant_api_key": _parse_str,
+    "compact_after_s": _parse_float,
 }
 
 
@@ -288,6 +296,8 @@ def load_config(
             home_dir=_home(env).expanduser().resolve(),
             qdrant_url=values["qdrant_url"],
             qdrant_api_key=values["qdrant_api_key"],
+            compact_after_s=(values["compact_after_s"] if values["compact_after_s"] is not None
+                             else DEFAULT_COMPACT_AFTER_S),
         )
     except ValueError as exc:
         raise UsageError(f"invalid configuration: {exc}") from exc

@@ -269,7 +269,7 @@ class Refresher:
     async def refresh_once(self) -> bool:
         """One freshness check; True when a new index version is now being served."""
         target = self._target
-        if target.root is not None:
+        if target.root is not None and self._fingerprint is not None:  # a watched root has no fingerprint
             fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self._config)
             if fingerprint != self._fingerprint:
                 await self._reindex(fingerprint)

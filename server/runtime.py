@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from index import IndexStoreError, read_manifest, vector_coverage
 from sandbox import ForkServerClient, TokenCounter
 
 from .audit import AuditLog
@@ -31,12 +32,12 @@ from .freshness import (
     index_dir_for_root,
     served_coverage,
     target_version,
-    tree_fingerprint,
 )
 from .results import Reply, TokenCounting
 from .skills import SkillStore
 from .state import SessionState, SessionStates
 from .vectors import VectorBuilder, has_vectors
+from .watch import RootWatcher
 
 __all__ = ["Runtime"]
 
@@ -48,6 +49,23 @@ READY_POLL_S = 1.0
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
+
+
+def _indexes_root(target: Target) -> bool:
+    """True when the root's cached index exists and was built from that root (then start-up only
+    merges what changed, server/watch.py; else it is built)."""
+    try:
+        manifest = read_manifest(target.index_dir)
+    except IndexStoreError:
+        return False
+    return manifest.get("root") == str(target.root)
+
+
+def _chunk_count(index_dir: Path) -> tuple[int, float]:
+    try:
+        return vector_coverage(index_dir)
+    except IndexStoreError:
+        return 0, 0.0
 
 
 class Runtime:
@@ -73,6 +91,10 @@ class Runtime:
         self._load_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._vectors_task: asyncio.Task[None] | None = None
+        self._vector_builder: VectorBuilder | None = None
+        self._watcher: RootWatcher | None = None  # a served root: inotify watcher + per-file delta
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watch_restarts = 0  # times the whole watcher task was found dead and restarted
         self._keyword_first = False  # this session's first build was BM25 only; vectors follow
         # Vector coverage of the version the fork server serves (search_code reports it).
         self.coverage = 0.0
@@ -104,16 +126,21 @@ class Runtime:
             await asyncio.to_thread(self.skills.load)
             self.status = "choosing the index"
             target = self.target = await asyncio.to_thread(choose_target, self.config, client_roots, cwd)
-            fingerprint = None
             if target.root is not None:
                 self.status = "indexing the source root"  # progress text: no host path on the wire
-                fingerprint = await asyncio.to_thread(tree_fingerprint, target.root, self.config)
                 # Keyword first (issue 12): with no vectors yet, build BM25 only and serve it at once;
                 # a low-priority process embeds in the background (server/vectors.py).
                 self._keyword_first = self.config.index.with_vectors and not await asyncio.to_thread(
                     has_vectors, target.index_dir)
-                await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config,
-                                        self._build_progress, False if self._keyword_first else None)
+                if not await asyncio.to_thread(_indexes_root, target):
+                    await asyncio.to_thread(build_root_index, target.root, target.index_dir, self.config,
+                                            self._build_progress, False if self._keyword_first else None)
+                # Fresh on every save: what changed while nothing watched becomes a delta merged over
+                # the index (size + mtime, then content hashes; no full re-chunk), then a watcher.
+                self.status = "checking the source root for changes"
+                self._watcher = RootWatcher(self.config, target.root, target.index_dir, self._apply_deltas,
+                                            busy=self._building_vectors)
+                await self._watcher.prepare()
                 self.fraction = 1.0
             for index_dir in target.index_dirs:
                 await asyncio.to_thread(check_index, index_dir)
@@ -134,13 +161,16 @@ class Runtime:
             version = await asyncio.to_thread(target_version, target)
             self._executor = Executor(self.config, self._client, self.skills, self.audit, counter, broker=self._broker)
             self.coverage = await asyncio.to_thread(served_coverage, target)
-            self._refresher = Refresher(self.config, target, self._switch, fingerprint, version)
+            self._refresher = Refresher(self.config, target, self._switch, None, version)
             self.status = "ready"
             logger.info("ready in %.0f ms, serving %s (vector coverage %.2f)", _ms(started), target.index_dir,
                         self.coverage)
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresher.run())
+            if self._watcher is not None:
+                self._watch_task = asyncio.get_running_loop().create_task(self._watcher.run())
             if target.root is not None and self.config.index.with_vectors:
-                builder = VectorBuilder(target.root, target.index_dir, self.config.index, self.config.refresh_debounce_s)
+                builder = self._vector_builder = VectorBuilder(target.root, target.index_dir, self.config.index,
+                                                               self.config.refresh_debounce_s)
                 self._vectors_task = asyncio.get_running_loop().create_task(builder.run())
         except asyncio.CancelledError:
             raise
@@ -156,8 +186,32 @@ class Runtime:
         """The Refresher's switch: serve the index's current version, then note its vector coverage."""
         assert self._client is not None and self.target is not None
         await self._client.reload(index_dir)
-        self.coverage = await asyncio.to_thread(served_coverage, self.target)
+        await self._note_coverage()
         logger.info("serving the new version: vector coverage %.2f", self.coverage)
+        if self._watcher is not None:
+            self._watcher.base_changed()  # the delta is recomputed against the new version
+
+    async def _apply_deltas(self) -> None:
+        """The watcher's apply: the fork server merges the delta just written before any later call."""
+        assert self._client is not None
+        await self._client.apply_deltas()
+        await self._note_coverage()
+
+    async def _note_coverage(self) -> None:
+        """Vector coverage of what is served: the base's, with the chunks a delta hides taken out and
+        the delta's own (no vectors until the next compaction) counted in."""
+        assert self.target is not None
+        coverage = await asyncio.to_thread(served_coverage, self.target)
+        if self._watcher is not None:
+            chunks, _ = await asyncio.to_thread(_chunk_count, self.target.index_dir)
+            hidden, added = self._watcher.delta_shape
+            live = max(chunks - hidden, 0)
+            coverage = round(coverage * live / (live + added), 4) if live + added else 0.0
+        self.coverage = coverage
+
+    def _building_vectors(self) -> bool:
+        """True while the background vector build runs (it folds the delta in too)."""
+        return self._vector_builder is not None and self._vector_builder.state == "embedding"
 
     def _build_progress(self, stage: str, fraction: float) -> None:
         """From the build's thread: the fraction of the whole first build done (chunking is its first
@@ -190,25 +244,49 @@ class Runtime:
         return None
 
     def watcher_state(self) -> str:
-        """What keeps the served index fresh: "polling" while the refresh loop runs ("not started"
-        while loading). A loop found dead is restarted and reported once as "restarted" (stale must
-        never look fresh). Call on the event loop."""
+        """What keeps the served index fresh: for a served root the file watcher's state ("starting",
+        "watching", "restarting" after its process died); for a served index "polling" while the
+        refresh loop runs; "not started" while loading. A loop found dead is restarted and reported
+        once as "restarted" (stale must never look fresh). Call on the event loop."""
         task = self._refresh_task
         if self._refresher is None or task is None:
             return "not started"
+        restarted = False
         if task.done():
             problem = None if task.cancelled() else task.exception()
             logger.warning("the refresh loop had stopped (%s); restarting it", problem or "cancelled")
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresher.run())
+            restarted = True
+        watcher, watch_task = self._watcher, self._watch_task
+        if watcher is not None and watch_task is not None and watch_task.done():
+            problem = None if watch_task.cancelled() else watch_task.exception()
+            watcher.last_error = f"the watcher had stopped: {problem or 'cancelled'}"
+            logger.warning("%s; restarting it", watcher.last_error)
+            self._watch_restarts += 1
+            self._watch_task = asyncio.get_running_loop().create_task(watcher.run())
+            restarted = True
+        if restarted:
             return "restarted"
-        return "polling"
+        return watcher.state if watcher is not None else "polling"
+
+    def watch_status(self) -> dict[str, object] | None:
+        """The file watcher's details for index_status (None when no root is watched)."""
+        if self._watcher is None:
+            return None
+        return {**self._watcher.describe(), "restarts": self._watcher.restarts + self._watch_restarts,
+                "process_pid": self._watcher.process_pid}
+
+    async def settled(self) -> None:
+        """Wait until every file change reported so far is merged into what calls see."""
+        if self._watcher is not None:
+            await self._watcher.settled()
 
     async def refresh_once(self) -> bool:
         """One freshness check; True when a new index version is now being served."""
         return False if self._refresher is None else await self._refresher.refresh_once()
 
     async def close(self) -> None:
-        for task in (self._vectors_task, self._refresh_task, self._load_task):
+        for task in (self._vectors_task, self._watch_task, self._refresh_task, self._load_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -87,6 +87,20 @@ class SearchCodeResult(TypedDict):
     coverage: NotRequired[float]
 
 
+class WatchInfo(TypedDict):
+    state: str  # starting | watching | restarting
+    events_pending: int  # changes reported by the watcher, not merged yet
+    last_event_at: str | None
+    last_applied_at: str | None  # when the last delta became visible to calls
+    restarts: int  # times the watcher process died and was replaced
+    last_error: str | None
+    delta_files: int  # files whose current text is served from the delta
+    delta_chunks: int
+    delta_hidden: int  # indexed files deleted or no longer indexed (.gitignore)
+    compacting: bool  # a background build is folding the delta into a new version
+    compactions: int
+
+
 class IndexStatusEntry(TypedDict):
     name: str
     backend: str
@@ -100,6 +114,7 @@ class IndexStatusEntry(TypedDict):
     version: str | None
     format_version: NotRequired[int]
     stage: str
+    watch: NotRequired[WatchInfo]  # a served root: its file watcher and delta
 
 
 class IndexStatusResult(TypedDict):
@@ -147,8 +162,9 @@ and no name it binds may be an API name (search, read, state, result, ...), buil
     "delete_skill": "Delete a saved skill by name.",
     "index_status": """What is served and how fresh it is, answered at once (during indexing too): per index its
 name, backend, files, chunks, vector_coverage (share of chunks with a vector: semantic/hybrid see only
-those), last_updated, pending_changes (files added/changed/deleted since), watcher (what keeps it fresh)
-and version.""",
+those), last_updated, pending_changes (files added/changed/deleted since), watcher (what keeps it fresh:
+"watching" for a served root, "restarting" if its watcher died) and version; a served root adds `watch`
+(events pending, last event, delta size, restarts, compaction).""",
 }
 
 
@@ -276,8 +292,12 @@ async def status_document(runtime: Runtime) -> dict[str, Any]:
     stage = runtime.status
     if runtime.load_error is not None:
         stage = "failed: " + hide_host_paths(" ".join(str(runtime.load_error).split()), runtime.host_paths())
+    watcher = runtime.watcher_state()
+    watch = runtime.watch_status()
+    if watch is not None:
+        watch.pop("process_pid", None)  # a host detail, of no use to a client
     return await asyncio.to_thread(describe_status, runtime.target or runtime.configured_target(), stage,
-                                   runtime.watcher_state())
+                                   watcher, watch, runtime.coverage if watch is not None else None)
 
 
 def register_tools(server: Any, runtime: Runtime) -> None:
